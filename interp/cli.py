@@ -1,0 +1,141 @@
+"""The `interp` command line: thin wrappers over the library functions.
+
+Sub-commands import their modules lazily so `interp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Mechanistic interpretability toolkit: hooks, activation stores and more.")
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def models(
+    model: Optional[str] = typer.Option(None, help="Model name or directory (default model if "
+                                                    "omitted)."),
+    backend: str = typer.Option("torch", help="torch | transformer_lens | nnsight"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a model's facts and its canonical hook names (the default model if none given)."""
+    from interp.errors import InterpError
+    from interp.models.loading import DEFAULT_MODEL, load_model
+
+    try:
+        m = load_model(model, backend=backend)
+    except InterpError as e:
+        _fail(e)
+    names = m.hook_names()
+    if as_json:
+        typer.echo(json.dumps({"model": m.name, "default_model": DEFAULT_MODEL,
+                               "backend": backend, "facts": m.cfg.to_dict(), "hooks": names}))
+        return
+    typer.echo(f"default model: {DEFAULT_MODEL}")
+    typer.echo(f"model: {m.name} (backend {backend})")
+    for k, v in m.cfg.to_dict().items():
+        typer.echo(f"  {k}: {v}")
+    typer.echo(f"hooks ({len(names)}; layers counted from 0):")
+    per_block = [n.split(".", 2)[2] for n in names if n.startswith("blocks.0.")]
+    others = [n for n in names if not n.startswith("blocks.")]
+    typer.echo("  " + ", ".join(others))
+    typer.echo(f"  blocks.{{0..{m.cfg.n_layers - 1}}}." + "{" + ", ".join(per_block) + "}")
+
+
+@app.command()
+def cache(
+    out: Optional[Path] = typer.Option(None, help="Store directory (default: "
+                                                  "<workspace>/runs/activations/<name>)."),
+    name: Optional[str] = typer.Option(None, help="Run name in the workspace."),
+    model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
+    hooks: str = typer.Option("blocks.15.hook_resid_post", help="Comma-separated hook names."),
+    tokens: int = typer.Option(65_536, "--tokens", help="Tokens to run through the model."),
+    context_size: int = typer.Option(128, help="Tokens per window."),
+    batch_size: int = typer.Option(16, help="Windows per forward pass."),
+    shard_windows: int = typer.Option(128, help="Windows per shard (multiple of batch-size)."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    corpus: str = typer.Option("cpython", help="cpython | python-docs | python-stdlib | a path "
+                                               "(.txt/.jsonl/.parquet/dir) | hf:<dataset>"),
+    text_field: str = typer.Option("text", help="Text field of jsonl/parquet/HF data."),
+    prepend_bos: bool = typer.Option(True, help="Start every window with BOS."),
+    drop_bos: bool = typer.Option(True, help="Do not store position 0 of each window."),
+    outlier_ratio: Optional[float] = typer.Option(
+        10.0, help="Drop vectors with norm > ratio x median norm; 0 keeps all."),
+    backend: str = typer.Option("torch", help="torch | transformer_lens | nnsight"),
+    workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
+                                             help="Workspace root."),
+) -> None:
+    """Cache activations of one or more hooks to disk (resumable: re-run the same command)."""
+    from interp.data import CorpusSpec
+    from interp.errors import InterpError
+    from interp.store import StoreConfig, cache_activations
+    from interp.workspace import run_context
+
+    try:
+        config = StoreConfig(
+            model=model or "SmolLM2-135M-Instruct",
+            hooks=tuple(h.strip() for h in hooks.split(",") if h.strip()),
+            n_tokens=tokens, context_size=context_size, batch_size=batch_size,
+            shard_windows=shard_windows, dtype=dtype,
+            corpus=CorpusSpec(source=corpus, text_field=text_field), prepend_bos=prepend_bos,
+            drop_bos=drop_bos, outlier_ratio=outlier_ratio or None, backend=backend,
+        )
+        run_name = name or (out.name if out else "cache-" + config.hooks[0].replace(".", "-"))
+        with run_context("activations", run_name, config.to_dict(), root=workspace,
+                         path=out) as run:
+            store = cache_activations(run.path, config)
+            run.finish(metrics=summary(store), artefacts={"manifest": "manifest.json"})
+    except InterpError as e:
+        _fail(e)
+    typer.echo(json.dumps(run.metrics, indent=2))
+    typer.echo(f"store: {run.path}")
+
+
+def summary(store) -> dict:
+    """A few numbers that describe a store (rows, tokens, per-hook norms)."""
+    out = {"rows": len(store), "windows": store.manifest["n_windows"],
+           "tokens_seen": store.manifest["n_tokens_seen"], "shards": store.n_shards, "hooks": {}}
+    first = store.shard(0)
+    for h in store.hooks:
+        x = first[h].float()
+        norms = x.norm(dim=-1)
+        out["hooks"][h] = {"d": store.d(h), "mean_norm": round(float(norms.mean()), 4),
+                           "median_norm": round(float(norms.median()), 4),
+                           "max_norm": round(float(norms.max()), 4)}
+    return out
+
+
+@app.command()
+def demo(
+    workspace: Path = typer.Option(Path("workspace"), envvar="INTERP_WORKSPACE",
+                                   help="Workspace root."),
+    tokens: int = typer.Option(32_768, help="Tokens to cache."),
+) -> None:
+    """The main job on the default model and corpus; a second run reuses finished work."""
+    from interp.demo import run_demo
+
+    run_demo(workspace, tokens=tokens)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Errors the toolkit raises for bad input: each says what was wrong and how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class InterpError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+
+class HookNotFound(InterpError, KeyError):
+    """A hook name that the model does not have."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class HookNotWritable(InterpError):
+    """A hook that can be read but whose value cannot be replaced on this backend."""
+
+
+class ModelLoadError(InterpError):
+    """A model (or its tokenizer) could not be found or loaded."""
+
+
+class ConfigError(InterpError, ValueError):
+    """A config with an unknown key or an invalid value."""
+
+
+class CorruptShard(InterpError):
+    """A shard of an activation store is missing, truncated or fails its checksum."""
+
+
+class StoreMismatch(InterpError):
+    """An existing activation store was written with different settings than requested."""
+
+
+class DataError(InterpError, ValueError):
+    """A corpus that cannot be read or is empty."""
+
+
+class WorkspaceError(InterpError):
+    """A run directory that cannot be read or written."""
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """The valid names closest to `name`, best first (for 'did you mean' messages)."""
+    candidates = list(candidates)
+    found = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
+    if not found:  # fall back to a substring search on the last dotted part
+        tail = name.rsplit(".", 1)[-1]
+        found = [c for c in candidates if tail and tail in c][:n]
+    return found
+
+
+def unknown_name_message(kind: str, name: str, candidates: Iterable[str], hint: str = "") -> str:
+    """'Unknown <kind> 'x'. Did you mean: a, b?' plus an optional hint."""
+    matches = close_matches(name, candidates)
+    msg = f"Unknown {kind} {name!r}."
+    if matches:
+        msg += " Did you mean: " + ", ".join(matches) + "?"
+    if hint:
+        msg += " " + hint
+    return msg

@@ -1,0 +1,114 @@
+"""File helpers shared by every writer: atomic writes, checksums, memory-mapped safetensors.
+
+Every file the toolkit writes goes through a temporary file and `os.replace`, so a crash or
+Ctrl-C never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interp.errors import CorruptShard
+
+_ST_DTYPES = {
+    "F64": (np.float64, None), "F32": (np.float32, None), "F16": (np.float16, None),
+    "BF16": (np.int16, torch.bfloat16), "I64": (np.int64, None), "I32": (np.int32, None),
+    "I16": (np.int16, None), "I8": (np.int8, None), "U8": (np.uint8, None), "BOOL": (np.bool_, None),
+}
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path,
+                            metadata: dict[str, str] | None = None) -> None:
+    """Write tensors with safetensors, atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(path, data)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Open a safetensors file as memory-mapped, read-only tensors (no copy, no unpickling).
+
+    A truncated file or a malformed header raises `CorruptShard` naming the file.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n <= 0 or 8 + n > size:
+                raise ValueError(f"header length {n} does not fit in a {size}-byte file")
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise CorruptShard(f"Shard file {path} is missing.") from None
+    except (ValueError, struct.error, UnicodeDecodeError) as e:
+        raise CorruptShard(f"Shard file {path} is corrupt ({e}); delete it and re-run the "
+                           "same command to rebuild it.") from None
+    header.pop("__metadata__", None)
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        if base + end > size:
+            raise CorruptShard(f"Shard file {path} is truncated (tensor {name!r} ends past the "
+                               "end of the file); delete it and re-run the same command.")
+        np_dtype, torch_view = _ST_DTYPES[info["dtype"]]
+        count = int(np.prod(info["shape"])) if info["shape"] else 1
+        if count == 0:
+            arr = np.zeros(info["shape"], dtype=np_dtype)
+        else:
+            arr = np.memmap(path, dtype=np_dtype, mode="r", offset=base + begin, shape=(count,))
+        with np.errstate(all="ignore"):
+            t = torch.from_numpy(np.asarray(arr)) if count == 0 else _readonly_tensor(arr)
+        t = t.reshape(info["shape"])
+        out[name] = t.view(torch_view) if torch_view is not None else t
+    return out
+
+
+def _readonly_tensor(arr: np.memmap) -> torch.Tensor:
+    import warnings
+
+    with warnings.catch_warnings():  # torch warns that the memmap is not writable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)

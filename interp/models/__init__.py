@@ -1,0 +1,1 @@
+"""Hooked language models: one interface over plain PyTorch hooks, TransformerLens and nnsight."""
