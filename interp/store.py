@@ -10,7 +10,7 @@ Every stored vector traces back to its token and context through `tokens`/`posit
 written atomically and the manifest after each shard, so a killed job restarted with the same
 command continues where it stopped and ends with the same bytes as an uninterrupted run.
 Reads are memory-mapped and checked against their sha256; batches are shuffled by a buffer with
-its own seed, and a held-out split (every `holdout_every`-th window) never enters training.
+its own seed, and a held-out split (windows 0, k, 2k, ... for k = `holdout_every`) never enters training.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class ActivationStore:
             raise InterpError(f"split must be 'train', 'eval' or 'all', not {split!r}.")
         first = self.manifest["shards"][i]["first_window"]
         window = self.shard(i)["positions"].long() // self.context_size + first
-        held = (window % holdout_every) == holdout_every - 1
+        held = (window % holdout_every) == 0
         return held if split == "eval" else ~held
 
     def activations(self, hook: str | None = None, split: str = "all", holdout_every: int = 50,

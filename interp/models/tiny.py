@@ -73,6 +73,10 @@ def build_tiny_model(arch: str = "llama", seed: int = 0, **config_kwargs):
     try:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        with torch.no_grad():  # norms start at weight 1: perturb them so tests see their effect
+            for name, p in model.named_parameters():
+                if "norm" in name or ".ln_" in name:
+                    p.add_(0.2 * torch.randn_like(p))
     finally:
         torch.random.set_rng_state(gen_state)
     return model.eval()
