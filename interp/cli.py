@@ -84,8 +84,8 @@ def cache(
     """Cache activations of one or more hooks to disk (resumable: re-run the same command)."""
     from interp.data import CorpusSpec
     from interp.errors import InterpError
-    from interp.store import StoreConfig, cache_activations
-    from interp.workspace import run_context
+    from interp.store import StoreConfig, cache_activations, check_store
+    from interp.workspace import run_context, run_dir
 
     try:
         config = StoreConfig(
@@ -97,6 +97,7 @@ def cache(
             drop_bos=drop_bos, outlier_ratio=outlier_ratio or None, backend=backend,
         )
         run_name = name or (out.name if out else "cache-" + config.hooks[0].replace(".", "-"))
+        check_store(out or run_dir("activations", run_name, workspace), config)  # before run.json
         with run_context("activations", run_name, config.to_dict(), root=workspace,
                          path=out) as run:
             store = cache_activations(run.path, config)

@@ -85,25 +85,45 @@ def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     except (ValueError, struct.error, UnicodeDecodeError) as e:
         raise CorruptShard(f"Shard file {path} is corrupt ({e}); delete it and re-run the "
                            "same command to rebuild it.") from None
-    header.pop("__metadata__", None)
     base = 8 + n
+    try:
+        entries = _parse_header(header, size - base)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptShard(f"Shard file {path} has a malformed header ({e}); delete it and "
+                           "re-run the same command to rebuild it.") from None
     out = {}
-    for name, info in header.items():
-        begin, end = info["data_offsets"]
-        if base + end > size:
-            raise CorruptShard(f"Shard file {path} is truncated (tensor {name!r} ends past the "
-                               "end of the file); delete it and re-run the same command.")
-        np_dtype, torch_view = _ST_DTYPES[info["dtype"]]
-        count = int(np.prod(info["shape"])) if info["shape"] else 1
+    for name, (np_dtype, torch_view, shape, begin, count) in entries.items():
         if count == 0:
-            arr = np.zeros(info["shape"], dtype=np_dtype)
+            t = torch.from_numpy(np.zeros(shape, dtype=np_dtype))
         else:
             arr = np.memmap(path, dtype=np_dtype, mode="r", offset=base + begin, shape=(count,))
-        with np.errstate(all="ignore"):
-            t = torch.from_numpy(np.asarray(arr)) if count == 0 else _readonly_tensor(arr)
-        t = t.reshape(info["shape"])
+            t = _readonly_tensor(arr).reshape(shape)
         out[name] = t.view(torch_view) if torch_view is not None else t
     return out
+
+
+def _parse_header(header, data_size: int) -> dict:
+    """Validate a safetensors header: {name: (np dtype, torch view, shape, begin, count)}."""
+    if not isinstance(header, dict):
+        raise TypeError("the header is not a JSON object")
+    entries = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _ST_DTYPES:
+            raise ValueError(f"tensor {name!r} has unsupported dtype {info['dtype']!r}")
+        np_dtype, torch_view = _ST_DTYPES[info["dtype"]]
+        shape = [int(x) for x in info["shape"]]
+        begin, end = (int(x) for x in info["data_offsets"])
+        count = int(np.prod(shape)) if shape else 1
+        if any(x < 0 for x in shape) or not 0 <= begin <= end:
+            raise ValueError(f"tensor {name!r} has negative sizes or offsets")
+        if end - begin != count * np.dtype(np_dtype).itemsize:
+            raise ValueError(f"tensor {name!r}: {end - begin} bytes do not hold shape {shape}")
+        if end > data_size:
+            raise ValueError(f"tensor {name!r} ends past the end of the file (truncated)")
+        entries[name] = (np_dtype, torch_view, shape, begin, count)
+    return entries
 
 
 def _readonly_tensor(arr: np.memmap) -> torch.Tensor:

@@ -126,6 +126,28 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
         yield ids, positions, rows, thresholds or {}
 
 
+def check_store(out_dir: str | Path, config: StoreConfig) -> dict | None:
+    """The manifest of an existing store at `out_dir` made with `config` (None if there is none).
+
+    Raises `StoreMismatch` if the store there was made with other settings, and `CorruptShard`
+    if a shard its manifest lists is missing.
+    """
+    out = Path(out_dir)
+    if not (out / "manifest.json").is_file():
+        return None
+    manifest = read_json(out / "manifest.json")
+    if manifest.get("config") != config.to_dict():
+        old, new = manifest.get("config", {}), config.to_dict()
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise StoreMismatch(f"{out} already holds a store made with other settings "
+                            f"(differing: {diff}). Use another --out directory, or delete it.")
+    for s in manifest["shards"]:  # shards are atomic, but a user may have deleted one
+        if not (out / s["file"]).is_file():
+            raise CorruptShard(f"Shard {out / s['file']} listed in the manifest is missing; "
+                               "delete the store directory and run again.")
+    return manifest
+
+
 def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), model=None,
                       progress: bool = True) -> ActivationStore:
     """Cache `config.hooks` over the corpus into `out_dir`, resuming a partial store there.
@@ -137,22 +159,11 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
 
     out = Path(out_dir)
     manifest_path = out / "manifest.json"
-    if manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        if manifest.get("config") != config.to_dict():
-            old = manifest.get("config", {})
-            diff = sorted(k for k in set(old) | set(config.to_dict())
-                          if old.get(k) != config.to_dict().get(k))
-            raise StoreMismatch(f"{out} already holds a store made with other settings "
-                                f"(differing: {diff}). Use another --out directory, or delete it.")
-        if manifest["complete"]:
-            return ActivationStore(out)
-        for s in manifest["shards"]:  # shards are atomic, but a user may have deleted one
-            if not (out / s["file"]).is_file():
-                raise CorruptShard(f"Shard {out / s['file']} listed in the manifest is missing; "
-                                   "delete the store directory and run again.")
-    else:
-        manifest = None
+    manifest = check_store(out, config)
+    if manifest is not None and manifest["complete"]:
+        return ActivationStore(out)
+    for tmp in [*out.glob(".shard-*.tmp"), *out.glob(".manifest.json.*.tmp")]:
+        tmp.unlink(missing_ok=True)  # left by a job killed mid-write
 
     if model is None:
         from interp.models.loading import load_model

@@ -51,6 +51,9 @@ class Run:
 
     def artefact(self, key: str) -> Path:
         """Absolute path of a named artefact; refuses paths that leave the run directory."""
+        if key not in self.artefacts:
+            raise WorkspaceError(f"Run {self.path} has no artefact {key!r}; it has "
+                                 f"{sorted(self.artefacts)}.")
         rel = self.artefacts[key]
         p = (self.path / rel).resolve()
         if self.path.resolve() not in p.parents and p != self.path.resolve():
@@ -101,7 +104,7 @@ def run_context(kind: str, name: str, config: dict, root=None, path=None) -> Ite
     try:
         yield run
     except BaseException as e:
-        run.metrics["error"] = f"{type(e).__name__}: {e}"
+        run.metrics["error"] = f"{type(e).__name__}: {e or 'interrupted'}"
         run.finish(status="failed")
         raise
     if run.status == "running":
@@ -131,4 +134,4 @@ def list_runs(root: str | os.PathLike | None = None, kind: str | None = None) ->
         except WorkspaceError as e:
             runs.append(Run(path=f.parent, kind=f.parent.parent.name, name=f.parent.name,
                             status="broken", error=str(e)))
-    return sorted(runs, key=lambda r: r.created, reverse=True)
+    return sorted(runs, key=lambda r: (r.created, r.kind, r.name), reverse=True)

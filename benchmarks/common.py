@@ -1,0 +1,121 @@
+"""Helpers shared by the benchmarks: machine facts, round-robin median timing, the JSON line.
+
+Every benchmark prints progress to stderr and, as the last line of stdout, one JSON object
+(DESIGN.md, "Contracts" -> Benchmarks). `json_main` routes anything a library prints to stdout
+onto stderr while the benchmark runs, so that JSON line really is the last line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def log(*parts: Any) -> None:
+    """Progress output (stderr, flushed at once)."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine(packages: Sequence[str] = ("torch", "transformers")) -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, threads, load, library versions."""
+    import torch
+
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(), "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "versions": {p: _version(p) for p in packages},
+    }
+    with contextlib.suppress(OSError):
+        info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+@dataclass
+class Method:
+    """One thing to time: `run()` is timed; `after(result)` (untimed) checks and cleans up."""
+
+    name: str
+    run: Callable[[], Any]
+    after: Callable[[Any], dict | None] | None = None
+    times: list[float] = field(default_factory=list)
+    facts: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call, after a garbage collection so it does not land inside."""
+    gc.collect()
+    t = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t, result
+
+
+def round_robin(methods: Sequence[Method], repeats: int, budget_s: float | None = None,
+                work: float | None = None, unit: str = "tok/s") -> None:
+    """Time every method `repeats` times, one call each per round, rotating the start each round.
+
+    Interleaving spreads background load on a shared machine over all methods alike. A method
+    whose time so far plus one more call would pass `budget_s` stops early (`stopped_early`).
+    """
+    for r in range(repeats):
+        for k in range(len(methods)):
+            m = methods[(k + r) % len(methods)]
+            if m.stopped_early:
+                continue
+            dt, result = time_once(m.run)
+            m.times.append(dt)
+            facts = m.after(result) if m.after else None
+            if facts:
+                m.facts.append(facts)
+            rate = f", {work / dt:,.0f} {unit}" if work else ""
+            log(f"  round {r + 1}/{repeats} {m.name}: {dt:.2f} s{rate}")
+            if (budget_s is not None and r + 1 < repeats
+                    and sum(m.times) + statistics.median(m.times) > budget_s):
+                m.stopped_early = True
+                log(f"  {m.name}: stopping after {len(m.times)} repeats (budget {budget_s:.0f} s)")
+
+
+def summary(m: Method, work: float) -> dict[str, Any]:
+    """Median, min and max rate (work / seconds) of a timed method."""
+    rates = [work / t for t in m.times]
+    return {"method": m.name, "tokens_per_s": statistics.median(rates), "min": min(rates),
+            "max": max(rates), "repeats": len(m.times),
+            "seconds_median": statistics.median(m.times), "stopped_early": m.stopped_early}
+
+
+def json_main(fn: Callable[[], dict]) -> None:
+    """Run `fn` with stdout sent to stderr, then print its result as the last stdout line."""
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        result = fn()
+    print(json.dumps(result, default=float), file=out, flush=True)
