@@ -122,16 +122,112 @@ def summary(store) -> dict:
     return out
 
 
+@app.command("train-sae")
+def train_sae_cmd(
+    out: Path = typer.Option(..., help="Run directory (resumes if it holds a checkpoint)."),
+    activations: Optional[Path] = typer.Option(None, help="Activation store directory."),
+    model: Optional[str] = typer.Option(None, help="Stream from this model instead of a store."),
+    hook: str = typer.Option("blocks.15.hook_resid_post", help="Input hook."),
+    hook_out: Optional[str] = typer.Option(None, help="Output hook: makes it a transcoder."),
+    skip: bool = typer.Option(False, help="Skip-transcoder (needs --hook-out)."),
+    arch: str = typer.Option("topk", help="topk | batchtopk | standard | jumprelu | gated | "
+                                          "matryoshka_batchtopk | discrete"),
+    width: int = typer.Option(4608, help="Number of latents (d_sae)."),
+    k: int = typer.Option(32, help="Active latents per row (top-k family)."),
+    l1: float = typer.Option(5.0, help="L1 coefficient (standard, gated)."),
+    l0: float = typer.Option(1.0, help="L0 coefficient (jumprelu)."),
+    tokens: int = typer.Option(1_000_000, help="Training tokens."),
+    batch_size: int = typer.Option(4096, help="Rows per step."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    lr_warmup_steps: int = typer.Option(0, help="Linear LR warm-up steps."),
+    lr_decay: str = typer.Option("none", help="none | linear | cosine"),
+    sparsity_warmup_steps: int = typer.Option(0, help="Sparsity-coefficient warm-up steps."),
+    seed: int = typer.Option(0, help="Seed."),
+    checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
+) -> None:
+    """Train an SAE or transcoder; Ctrl-C writes a checkpoint, re-running resumes."""
+    from interp.errors import InterpError
+    from saes.base import SAEConfig
+    from saes.runs import infer_d, train_run
+    from saes.train import TrainConfig
+
+    try:
+        base = TrainConfig(activations=str(activations or ""), model=model or "",
+                           total_tokens=tokens, batch_size=batch_size)
+        d_in = infer_d(base, hook)
+        d_out = infer_d(base, hook_out) if hook_out else None
+        sae = SAEConfig(architecture=arch, d_in=d_in, d_sae=width, d_out=d_out,
+                        transcoder=bool(hook_out), skip=skip, k=k, l1_coefficient=l1,
+                        l0_coefficient=l0, hook_name=hook, hook_name_out=hook_out or "",
+                        model_name=model or "")
+        cfg = TrainConfig(sae=sae, activations=base.activations, model=base.model,
+                          total_tokens=tokens, batch_size=batch_size, lr=lr,
+                          lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay,
+                          sparsity_warmup_steps=sparsity_warmup_steps, seed=seed,
+                          checkpoint_every=checkpoint_every)
+        run = train_run(cfg, out)
+    except InterpError as e:
+        _fail(e)
+    if run is None:  # a non-zero rank under torchrun
+        return
+    typer.echo(json.dumps(run.metrics, indent=2))
+    typer.echo(f"run: {run.path}")
+
+
+@app.command("eval-sae")
+def eval_sae_cmd(
+    run: Path = typer.Argument(..., help="An SAE run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON."),
+    activations: Optional[Path] = typer.Option(None, help="Store to evaluate on (default: the "
+                                                          "run's own)."),
+) -> None:
+    """Evaluate a trained SAE on held-out activations (FVU, L0, dead/dense, ...)."""
+    from interp.errors import InterpError
+    from interp.store import ActivationStore
+    from interp.workspace import load_run
+    from saes.evaluate import evaluate_sae, write_report
+    from saes.formats import load_saelens
+
+    try:
+        r = load_run(run)
+        sae = load_saelens(run / "sae")
+        store = ActivationStore(activations or r.config.get("activations") or "")
+        report = evaluate_sae(sae, store=store)
+        write_report(report, run / "eval.json")
+    except InterpError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        for key, v in report.items():
+            if isinstance(v, (int, float)):
+                typer.echo(f"{key}: {v:.6g}")
+
+
+@app.command()
+def resume(run: Path = typer.Argument(..., help="A run directory with a checkpoint.")) -> None:
+    """Continue an interrupted training run from its checkpoint."""
+    from interp.errors import InterpError
+    from saes.runs import resume_run
+
+    try:
+        r = resume_run(run)
+    except InterpError as e:
+        _fail(e)
+    typer.echo(json.dumps(r.metrics, indent=2))
+
+
 @app.command()
 def demo(
     workspace: Path = typer.Option(Path("workspace"), envvar="INTERP_WORKSPACE",
                                    help="Workspace root."),
-    tokens: int = typer.Option(32_768, help="Tokens to cache."),
+    tokens: int = typer.Option(131_072, help="Tokens to cache."),
+    sae_tokens: int = typer.Option(1_048_576, help="Activation vectors to train the SAE on."),
 ) -> None:
     """The main job on the default model and corpus; a second run reuses finished work."""
     from interp.demo import run_demo
 
-    run_demo(workspace, tokens=tokens)
+    run_demo(workspace, tokens=tokens, sae_tokens=sae_tokens)
 
 
 def main() -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Tiny models are overhead-bound: one thread is faster and immune to a busy second core.
+# Tests on the default model raise it again (the `all_cores` fixture).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +45,11 @@ def default_model():
     from interp.models.loading import load_model
 
     return load_model()
+
+
+@pytest.fixture()
+def all_cores():
+    """Use every core for the duration of a test on the default model."""
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    yield
+    torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import torch
 
 from interp.models.loading import default_model_dir, load_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("all_cores")]
 
 
 def test_default_model_loads_from_the_wheel_and_predicts(default_model):

@@ -1,0 +1,164 @@
+"""TopK and BatchTopK sparse autoencoders, on the sparse kernels.
+
+TopK: Gao et al., "Scaling and evaluating sparse autoencoders" (arXiv 2406.04093): keep the k
+largest pre-activations per row (ReLU applied after selection), AuxK loss on dead latents.
+BatchTopK: Bussmann et al., "BatchTopK Sparse Autoencoders" (arXiv 2412.06410): keep the
+k * batch largest of the whole batch; at inference a JumpReLU with a threshold estimated in
+training (a running mean of the smallest kept activation), which is how it is exported.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from saes.base import LossOutput, SparseDictionary, register
+from saes.kernels import (SampledLinear, SparseCode, SparseDecode, select_batch_topk,
+                          select_topk, select_topk_lowp, sparse_decode)
+
+
+class _TopKFamily(SparseDictionary):
+    """Shared training step: select (no grad) -> sampled linear -> ReLU -> sparse decode.
+
+    After selection nothing is dense: the encoder and decoder gradients go through the
+    selected code only (`saes.kernels`), and AuxK looks at the dead latents' columns only.
+    """
+
+    _code: SparseCode | None = None  # the batch's code while `training_loss` runs
+
+    def _select(self, x_c: Tensor) -> tuple[SparseCode, Tensor]:
+        """The code of this batch and its exact pre-activation values (called without grad)."""
+        pre = F.linear(x_c, self.enc_weight, self.b_enc)
+        rows, cols, vals, offsets = self._select_dense(pre)
+        return SparseCode(rows, cols, offsets, self.cfg.d_sae), vals
+
+    def _select_dense(self, pre: Tensor):
+        return select_topk(pre, self.cfg.k)
+
+    def _recon_loss(self, x, x_c, target, rows, cols, acts, offsets):
+        recon = sparse_decode(cols, offsets, acts, self.W_dec, self.b_dec,
+                              code=self._code) + self._skip(x)
+        err = target - recon
+        return recon, err, err.pow(2).sum(-1).mean()
+
+    def training_loss(self, x, target, dead=None, sparsity_scale=1.0) -> LossOutput:
+        x_c = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        with torch.no_grad():
+            code, vals = self._select(x_c.detach())
+        acts = F.relu(SampledLinear.apply(x_c, self.enc_weight, self.b_enc, code, vals))
+        self._code = code
+        try:
+            recon, err, mse = self._recon_loss(x, x_c, target, code.rows, code.cols, acts,
+                                               code.offsets)
+        finally:
+            self._code = None
+        parts = {"mse": mse.detach()}
+        loss = mse
+        if dead is not None and self.cfg.aux_coefficient > 0 and bool(dead.any()):
+            aux = self._aux_loss(x_c, err.detach(), dead)
+            loss = loss + self.cfg.aux_coefficient * aux
+            parts["aux"] = aux.detach()
+        active = acts > 0
+        fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x.device)
+        fired[code.cols[active]] = True
+        self._after_step(acts, active)
+        return LossOutput(loss=loss, recon=recon.detach(), fired=fired,
+                          l0=active.sum() / x.shape[0], parts=parts)
+
+    def _aux_loss(self, x_c: Tensor, e: Tensor, dead: Tensor) -> Tensor:
+        """AuxK (Gao et al. appendix A.2): the top `aux_k` dead latents reconstruct the error,
+        normalised by the error's own power."""
+        with torch.no_grad():
+            dead_ids = dead.nonzero().squeeze(1)
+            k = min(self.cfg.aux_k, dead_ids.shape[0])
+            pre = F.linear(x_c.detach(), self.enc_weight[dead_ids], self.b_enc[dead_ids])
+            vals, j = pre.topk(k, dim=-1, sorted=False)
+            b = x_c.shape[0]
+            code = SparseCode(torch.arange(b, device=x_c.device).repeat_interleave(k),
+                              dead_ids[j].reshape(-1),
+                              torch.arange(0, b * k, k, device=x_c.device), self.cfg.d_sae)
+        acts = F.relu(SampledLinear.apply(x_c, self.enc_weight, self.b_enc, code, vals.reshape(-1)))
+        aux_recon = SparseDecode.apply(acts, self.W_dec, code)
+        return (e - aux_recon).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+
+    def _after_step(self, acts, active) -> None:
+        pass
+
+
+@register("topk")
+class TopKSAE(_TopKFamily):
+    #: dtype of the selecting matmul (the selected values are recomputed exactly); None: fp32
+    select_dtype: torch.dtype | None = torch.bfloat16
+
+    def _select(self, x_c):
+        if self.select_dtype is None or self.select_dtype == x_c.dtype:
+            return super()._select(x_c)
+        return select_topk_lowp(x_c, self.enc_weight, self.b_enc, self.cfg.k,
+                                dtype=self.select_dtype)
+
+    def encode(self, x):
+        pre = self.pre_acts(x)
+        vals, idx = pre.topk(self.cfg.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
+
+    def saelens_architecture(self) -> str:
+        if self.cfg.skip or self.cfg.out_dim != self.cfg.d_in:
+            raise NotImplementedError(
+                "SAELens has no top-k transcoder class for a skip connection or d_out != d_in; "
+                "use a standard or jumprelu transcoder to exchange it with SAELens.")
+        return "topk"
+
+    def saelens_extra_cfg(self):
+        return {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}
+
+
+@register("batchtopk")
+class BatchTopKSAE(_TopKFamily):
+    """Trained with batch-level top-k; encodes with the learned threshold (a JumpReLU)."""
+
+    threshold_beta = 0.999
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.tensor(-1.0, dtype=self.enc_weight.dtype))
+
+    def _select_dense(self, pre):
+        return select_batch_topk(pre, self.cfg.k)
+
+    @torch.no_grad()
+    def _after_step(self, acts, active):
+        if bool(active.any()):
+            smallest = acts[active].min()
+            if self.threshold < 0:
+                self.threshold.copy_(smallest)
+            else:
+                self.threshold.lerp_(smallest, 1 - self.threshold_beta)
+
+    def encode(self, x):
+        pre = self.pre_acts(x)
+        return F.relu(pre) * (pre > self.threshold.clamp_min(0))
+
+    def saelens_architecture(self) -> str:
+        base = "jumprelu_transcoder" if self.cfg.transcoder else "jumprelu"
+        if self.cfg.skip:
+            base = "jumprelu_skip_transcoder"
+        return base
+
+    def saelens_tensors(self):
+        t = super().saelens_tensors()
+        t["threshold"] = self.threshold.clamp_min(0).expand(self.cfg.d_sae).clone()
+        return t
+
+    @torch.no_grad()
+    def load_saelens_tensors(self, tensors):
+        thr = tensors.pop("threshold", None)
+        super().load_saelens_tensors(tensors)
+        if thr is not None:
+            if not torch.equal(thr, thr[:1].expand_as(thr)):
+                from interp.errors import ConfigError
+
+                raise ConfigError("Tensor 'threshold' varies across latents, but a "
+                                  f"{self.architecture!r} dictionary has one threshold; load it "
+                                  "as a 'jumprelu' instead.")
+            self.threshold.copy_(thr[0])

@@ -1,0 +1,217 @@
+"""Sparse kernels for the top-k family: after selection, every step touches only the k winners.
+
+A top-k SAE keeps k of d_sae pre-activations per row. Selection needs the dense encoder matmul,
+but nothing after it does. A selected code is a `SparseCode`: COO sorted by row (`rows`, `cols`
+= latent ids, per-row `offsets`), with its transpose (latent -> rows) made once on demand and
+shared by every backward that needs it.
+
+- `select_topk_lowp`: the selecting matmul in bf16 (AMX on recent x86: ~8x the fp32 peak) in
+  row chunks that stay in cache, an exact grouped top-k per chunk, then the winners' exact fp32
+  values recomputed (an SDDMM, `sampled_linear`). Only which latents win is low precision, and
+  only at near-ties.
+- `SampledLinear`: (x, W, b) -> the selected pre-activations; backward is two `embedding_bag`s
+  (rows -> latents for dx; the transposed code for dW) and an `index_add` for db.
+- `SparseDecode`: (acts, W_dec) -> acts @ W_dec; backward is an SDDMM for d acts and an
+  `embedding_bag` over the transposed code for dW_dec (no dense [batch, d_sae] tensor anywhere).
+
+Everything is tested against the dense computation (tests/test_sae_kernels.py).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+def row_offsets(rows: Int[Tensor, " nnz"], n_rows: int) -> Int[Tensor, " n_rows"]:
+    """Start of each row's entries in a row-sorted COO list (empty rows allowed)."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    return counts.cumsum(0) - counts
+
+
+class SparseCode:
+    """The pattern of a row-sorted COO matrix [n_rows, n_cols], and its transpose on demand."""
+
+    def __init__(self, rows: Tensor, cols: Tensor, offsets: Tensor, n_cols: int):
+        self.rows, self.cols, self.offsets, self.n_cols = rows, cols, offsets, n_cols
+        self.n_rows = offsets.shape[0]
+        self._t: tuple[Tensor, Tensor, Tensor] | None = None
+        self._crow: Tensor | None = None
+
+    @classmethod
+    def from_offsets(cls, cols: Tensor, offsets: Tensor, n_cols: int) -> SparseCode:
+        counts = torch.diff(offsets, append=offsets.new_tensor([cols.shape[0]]))
+        rows = torch.repeat_interleave(torch.arange(offsets.shape[0], device=cols.device), counts)
+        return cls(rows, cols, offsets, n_cols)
+
+    def transposed(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(order, rows[order], per-column offsets): entries sorted by column."""
+        if self._t is None:
+            order = torch.argsort(self.cols, stable=True)
+            self._t = (order, self.rows[order], row_offsets(self.cols, self.n_cols))
+        return self._t
+
+    def sddmm(self, a: Float[Tensor, "n_rows d"], b: Float[Tensor, "n_cols d"],
+              bias: Tensor | None = None) -> Float[Tensor, " nnz"]:
+        """a[rows[n]] . b[cols[n]] (+ bias[cols[n]]) for every entry, without a dense product."""
+        if self._crow is None:
+            self._crow = torch.cat([self.offsets, self.offsets.new_tensor([self.cols.shape[0]])])
+        base = bias[self.cols] if bias is not None else a.new_zeros(self.cols.shape[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            pattern = torch.sparse_csr_tensor(self._crow, self.cols, base.to(a.dtype),
+                                              (self.n_rows, self.n_cols), check_invariants=False)
+            return torch.sparse.sampled_addmm(pattern, a, b.T).values()
+
+
+class SampledLinear(torch.autograd.Function):
+    """vals[n] = x[rows[n]] . weight[cols[n]] + bias[cols[n]], with a sparse backward.
+
+    The forward takes the values already computed by the selection (`values`), so it costs
+    nothing; the backward never forms a dense [batch, d_sae] gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, code: SparseCode, values):
+        ctx.save_for_backward(x, weight)
+        ctx.code = code
+        return values
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        code: SparseCode = ctx.code
+        grad = grad.to(x.dtype).contiguous()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = F.embedding_bag(code.cols, weight, code.offsets, mode="sum",
+                                 per_sample_weights=grad)
+        if ctx.needs_input_grad[1]:
+            order, rows_t, col_offsets = code.transposed()
+            gw = F.embedding_bag(rows_t, x, col_offsets, mode="sum",
+                                 per_sample_weights=grad[order])
+        if ctx.needs_input_grad[2]:
+            gb = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
+            gb.index_add_(0, code.cols, grad)
+        return gx, gw, gb, None, None
+
+
+class SparseDecode(torch.autograd.Function):
+    """y[r] = sum over row r's entries of vals[n] * W[cols[n]]; backward an SDDMM for d vals and
+    an `embedding_bag` over the transposed code for dW."""
+
+    @staticmethod
+    def forward(ctx, vals, weight, code: SparseCode):
+        ctx.save_for_backward(vals, weight)
+        ctx.code = code
+        return F.embedding_bag(code.cols, weight, code.offsets, mode="sum",
+                               per_sample_weights=vals)
+
+    @staticmethod
+    def backward(ctx, grad):
+        vals, weight = ctx.saved_tensors
+        code: SparseCode = ctx.code
+        grad = grad.contiguous()
+        gv = gw = None
+        if ctx.needs_input_grad[0]:
+            gv = code.sddmm(grad, weight)
+        if ctx.needs_input_grad[1]:
+            order, rows_t, col_offsets = code.transposed()
+            gw = F.embedding_bag(rows_t, grad, col_offsets, mode="sum",
+                                 per_sample_weights=vals[order].to(grad.dtype))
+        return gv, gw, None
+
+
+def sparse_decode(cols: Int[Tensor, " nnz"], offsets: Int[Tensor, " batch"],
+                  vals: Float[Tensor, " nnz"], W_dec: Float[Tensor, "d_sae d_out"],
+                  b_dec: Float[Tensor, " d_out"], code: SparseCode | None = None
+                  ) -> Float[Tensor, "batch d_out"]:
+    """sum_n vals[n] * W_dec[cols[n]] per row, plus b_dec (sparse backward)."""
+    if code is None:
+        code = SparseCode.from_offsets(cols, offsets, W_dec.shape[0])
+    return SparseDecode.apply(vals, W_dec, code) + b_dec
+
+
+# --------------------------------------------------------------------------- selection
+def select_topk(pre: Float[Tensor, "batch d_sae"], k: int):
+    """COO of the k largest entries per row: (rows, cols, values, offsets)."""
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
+    b = pre.shape[0]
+    rows = torch.arange(b, device=pre.device).repeat_interleave(k)
+    offsets = torch.arange(0, b * k, k, device=pre.device)
+    return rows, idx.reshape(-1), vals.reshape(-1), offsets
+
+
+def _group_size(d: int, k: int) -> int:
+    """Size s of the strided groups for `grouped_topk_indices`: d = s * G with G >= k groups,
+    s near sqrt(d / k) (minimises the G + s*k entries the two small top-ks scan); 1 if none."""
+    best = 1
+    for s in range(2, d // k + 1):
+        if d % s == 0 and abs(math.log(s / math.sqrt(d / k))) < abs(math.log(best / math.sqrt(d / k))):
+            best = s
+    return best
+
+
+def grouped_topk_indices(pre: Float[Tensor, "rows d"], k: int) -> Int[Tensor, "rows k"]:
+    """Column indices of the k largest entries per row, exactly (ties broken arbitrarily).
+
+    The columns are split into G strided groups (column c is in group c % G). The top k of a
+    row lie in the k groups with the largest maxima: an entry in any other group is beaten by
+    those k maxima. So one cheap max over groups, a top-k over G group maxima and a top-k over
+    the k*s candidates replace a top-k over all d columns.
+    """
+    r, d = pre.shape
+    s = _group_size(d, k)
+    if s == 1:
+        return pre.topk(k, dim=-1, sorted=False).indices
+    g = d // s
+    grouped = pre.view(r, s, g)
+    gidx = grouped.amax(dim=1).topk(k, dim=-1, sorted=False).indices  # [r, k] group ids
+    cand = grouped.gather(2, gidx.unsqueeze(1).expand(r, s, k))  # [r, s, k]
+    j = cand.view(r, s * k).topk(k, dim=-1, sorted=False).indices
+    return torch.div(j, k, rounding_mode="floor") * g + gidx.gather(1, j % k)
+
+
+def select_topk_lowp(x: Float[Tensor, "batch d_in"], weight: Float[Tensor, "d_sae d_in"],
+                     bias: Float[Tensor, " d_sae"], k: int, chunk: int = 256,
+                     dtype: torch.dtype = torch.bfloat16) -> tuple[SparseCode, Tensor]:
+    """Top-k code of x @ weight.T + bias: selected in `dtype`, values exact in x's dtype.
+
+    Rows go through in chunks, so the low-precision pre-activations of a chunk stay in cache
+    and no [batch, d_sae] tensor is ever made. Returns (code, exact values [batch*k]).
+    """
+    b, d = x.shape[0], weight.shape[0]
+    xl, wl, bl = x.to(dtype), weight.to(dtype).T, bias.to(dtype)
+    idx = torch.empty(b, k, dtype=torch.long, device=x.device)
+    buf = torch.empty(min(chunk, b), d, dtype=dtype, device=x.device)
+    for s in range(0, b, chunk):
+        e = min(b, s + chunk)
+        pre = torch.addmm(bl, xl[s:e], wl, out=buf[: e - s])
+        idx[s:e] = grouped_topk_indices(pre, k)
+    rows = torch.arange(b, device=x.device).repeat_interleave(k)
+    offsets = torch.arange(0, b * k, k, device=x.device)
+    code = SparseCode(rows, idx.view(-1), offsets, d)
+    return code, code.sddmm(x, weight, bias)
+
+
+def select_batch_topk(pre: Float[Tensor, "batch d_sae"], k: int):
+    """COO of the k * batch largest entries of the whole batch, sorted by row."""
+    b, d = pre.shape
+    vals, flat = pre.reshape(-1).topk(k * b, sorted=False)
+    flat, order = flat.sort()
+    vals = vals[order]
+    rows, cols = flat // d, flat % d
+    return rows, cols, vals, row_offsets(rows, b)
+
+
+def select_dead_topk(pre: Float[Tensor, "batch d_sae"], dead: Tensor, k: int):
+    """COO of the k largest pre-activations among dead latents per row (for AuxK)."""
+    masked = pre.masked_fill(~dead, float("-inf"))
+    k = min(k, int(dead.sum()))
+    rows, cols, vals, offsets = select_topk(masked, k)
+    return rows, cols, vals, offsets

@@ -1,0 +1,65 @@
+"""SAE runs in the workspace: train (or resume) a dictionary into a run directory, evaluate it.
+
+The CLI (`interp train-sae`, `interp eval-sae`, `interp resume`) and the demo call these.
+A run directory holds `run.json` (kind "sae"), `checkpoint/`, `metrics.jsonl`, `sae/` (SAELens
+format) and `eval.json`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from interp.errors import InterpError
+from interp.workspace import load_run, run_context
+from saes.train import TrainConfig, Trainer
+
+
+def infer_d(cfg: TrainConfig, hook: str) -> int:
+    """Width of a hook's vectors, from the store's manifest or one tiny forward pass."""
+    if cfg.activations:
+        from interp.store import ActivationStore
+
+        return ActivationStore(cfg.activations, verify=False).d(hook)
+    from interp.models.loading import load_model
+
+    model = load_model(cfg.model or None)
+    _, cache = model.run_with_cache("a", hooks=[hook], stop_at_layer="auto")
+    return int(cache[hook][0, 0].numel())
+
+
+def train_run(cfg: TrainConfig, run_dir: str | Path, name: str | None = None,
+              progress: bool = True, evaluate: bool = True, stop_after: int | None = None):
+    """Train (resuming if a checkpoint exists) and evaluate; returns the run."""
+    run_dir = Path(run_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 owns run.json
+        Trainer(cfg, run_dir, progress=False).train(stop_after=stop_after)
+        return None
+    with run_context("sae", name or run_dir.name, cfg.to_dict(), path=run_dir) as run:
+        trainer = Trainer(cfg, run_dir, progress=progress)
+        sae = trainer.train(stop_after=stop_after)
+        if sae is None:
+            run.finish(metrics={"step": trainer.step}, status="running")
+            return run
+        metrics = {"steps": trainer.step, "tokens": trainer.step * cfg.batch_size,
+                   "scale_in": trainer.scale_in, "scale_out": trainer.scale_out}
+        artefacts = {"sae": "sae", "metrics": "metrics.jsonl", "checkpoint": "checkpoint"}
+        if evaluate and cfg.activations:
+            from saes.evaluate import evaluate_sae, write_report
+
+            from interp.store import ActivationStore
+
+            report = evaluate_sae(sae, store=ActivationStore(cfg.activations))
+            write_report(report, run_dir / "eval.json")
+            metrics.update({k: v for k, v in report.items() if isinstance(v, (int, float))})
+            artefacts["eval"] = "eval.json"
+        run.finish(metrics=metrics, artefacts=artefacts)
+    return run
+
+
+def resume_run(run_dir: str | Path, progress: bool = True):
+    """Continue a run from its checkpoint with the config in its run.json."""
+    run = load_run(run_dir)
+    if run.kind != "sae":
+        raise InterpError(f"{run_dir} is a {run.kind!r} run; `resume` continues SAE runs.")
+    return train_run(TrainConfig.from_dict(run.config), run_dir, run.name, progress=progress)

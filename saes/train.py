@@ -1,0 +1,405 @@
+"""Training sparse dictionaries (SAEs, transcoders) from an activation store or a live model.
+
+One loop serves every architecture: Adam with warm-up and decay, sparsity-coefficient warm-up,
+dead-latent tracking (fed to the AuxK loss of the top-k family), unit-norm decoders where the
+architecture trains with them, activation normalisation estimated first and folded into the
+weights at save time. Checkpoints hold everything a step depends on (weights, Adam moments,
+counters, the reader's batch index), so a resumed run continues bit-exactly; SIGINT/SIGTERM
+write one before exiting. Under `torchrun` it is data parallel (gloo on CPU, nccl on GPU): every
+rank reads the same shuffled global batch and trains on its own slice of rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from interp.errors import ConfigError, InterpError
+from interp.io import atomic_write_json, read_json, save_safetensors_atomic
+from saes.base import SAEConfig, SparseDictionary, create_sae
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; `run.json` holds it, so a run can be redone."""
+
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    activations: str = ""  # an activation-store directory; empty: stream from `model`
+    model: str = ""  # model for streaming (default model if empty)
+    total_tokens: int = 1_000_000
+    batch_size: int = 4096
+    lr: float = 1e-3
+    lr_warmup_steps: int = 0
+    lr_decay: str = "none"  # none | linear | cosine (over the last `lr_decay_fraction`)
+    lr_decay_fraction: float = 0.2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    sparsity_warmup_steps: int = 0  # linear warm-up of the sparsity coefficient
+    dead_tokens: int = 1_000_000  # a latent that has not fired for this many tokens is dead
+    normalise: bool = True  # scale inputs (and targets) to mean norm sqrt(d); folded at save
+    b_dec_init: str = "mean"  # mean | zeros
+    seed: int = 0
+    holdout_every: int = 50  # windows held out of training (the store's eval split)
+    shuffle_buffer_rows: int = 1 << 18
+    checkpoint_every: int = 500  # steps; 0: only at the end and on interrupt
+    log_every: int = 10
+
+    def __post_init__(self):
+        if isinstance(self.sae, dict):
+            object.__setattr__(self, "sae", SAEConfig.from_dict(self.sae))
+        if self.lr_decay not in ("none", "linear", "cosine"):
+            raise ConfigError(f"lr_decay must be none, linear or cosine, not {self.lr_decay!r}.")
+        if self.b_dec_init not in ("mean", "zeros"):
+            raise ConfigError(f"b_dec_init must be mean or zeros, not {self.b_dec_init!r}.")
+        if self.batch_size < 1 or self.total_tokens < self.batch_size:
+            raise ConfigError("Need batch_size >= 1 and total_tokens >= batch_size.")
+
+    @property
+    def total_steps(self) -> int:
+        return self.total_tokens // self.batch_size
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["sae"] = self.sae.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise ConfigError(f"Unknown TrainConfig keys {unknown}; valid keys: {sorted(valid)}.")
+        return cls(**d)
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of the base learning rate at `step` (warm-up, then optional decay)."""
+    if cfg.lr_warmup_steps and step < cfg.lr_warmup_steps:
+        return (step + 1) / cfg.lr_warmup_steps
+    if cfg.lr_decay == "none":
+        return 1.0
+    start = int(cfg.total_steps * (1 - cfg.lr_decay_fraction))
+    if step < start:
+        return 1.0
+    t = (step - start) / max(1, cfg.total_steps - start)
+    return 1 - t if cfg.lr_decay == "linear" else 0.5 * (1 + math.cos(math.pi * t))
+
+
+# --------------------------------------------------------------------------- data
+class _Batches:
+    """Global batches {input, target} (normalised), resumable at a batch index."""
+
+    def __init__(self, cfg: TrainConfig, start_batch: int):
+        s = cfg.sae
+        self.hooks = [s.hook_name] + ([s.hook_name_out] if s.transcoder else [])
+        if cfg.activations:
+            from interp.store import ActivationStore
+
+            self.store = ActivationStore(cfg.activations)
+            missing = [h for h in self.hooks if h not in self.store.hooks]
+            if missing:
+                from interp.errors import HookNotFound, unknown_name_message
+
+                raise HookNotFound(unknown_name_message(
+                    "hook in the activation store", missing[0], self.store.hooks,
+                    hint=f"The store at {cfg.activations} holds {self.store.hooks}."))
+            self._it = self.store.batches(self.hooks, cfg.batch_size, seed=cfg.seed,
+                                          split="train", holdout_every=cfg.holdout_every,
+                                          buffer_rows=cfg.shuffle_buffer_rows, epochs=None,
+                                          start_batch=start_batch)
+        else:
+            from interp.models.loading import load_model
+            from interp.store import StoreConfig, stream_activations
+
+            model = load_model(cfg.model or None)
+            scfg = StoreConfig(model=model.name, hooks=tuple(dict.fromkeys(self.hooks)),
+                               n_tokens=cfg.total_tokens * 2)
+            self._it = stream_activations(model, scfg, cfg.batch_size, seed=cfg.seed)
+            for _ in range(start_batch):
+                next(self._it)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        b = next(self._it)
+        x = b[self.hooks[0]].float()
+        y = b[self.hooks[-1]].float()
+        return x, y
+
+
+# --------------------------------------------------------------------------- trainer
+class Trainer:
+    """Train one dictionary into `run_dir` (resuming a checkpoint there if present).
+
+    `batches`, if given, replaces the store/model source: `batches(start)` returns an iterator
+    of (input, target) global batches from batch index `start` on (e.g. slices of an in-memory
+    tensor); it must give the same batches for the same index, or resuming is not exact.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True,
+                 batches: Callable[[int], Iterator[tuple[Tensor, Tensor]]] | None = None):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self._source = batches
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.world, self.rank = _dist_info()
+        if cfg.batch_size % self.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the "
+                              f"{self.world} processes.")
+        self.sae: SparseDictionary = create_sae(cfg.sae, seed=cfg.seed)
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr,
+                                    betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.step = 0
+        self.scale_in = self.scale_out = 1.0
+        self.since_fired = torch.zeros(cfg.sae.d_sae, dtype=torch.long)  # tokens since it fired
+        self.fired_count = torch.zeros(cfg.sae.d_sae, dtype=torch.long)
+        self._stop = False
+        if (self.run_dir / "checkpoint" / "trainer.json").is_file():
+            self._load_checkpoint()
+            self.resumed = True
+        else:
+            self.resumed = False
+
+    # ----------------------------------------------------------------- setup
+    def _open_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._source(start) if self._source is not None else _Batches(self.cfg, start)
+
+    def _initialise_from_data(self, batches) -> None:
+        """Estimate normalisation scales and the decoder bias from the first batches."""
+        xs, ys = [], []
+        probe = self._open_batches(0)
+        for _ in range(min(8, max(1, self.cfg.total_steps))):
+            x, y = next(probe)
+            xs.append(x)
+            ys.append(y)
+        x, y = torch.cat(xs), torch.cat(ys)
+        if self.cfg.normalise:
+            self.scale_in = float(math.sqrt(x.shape[1]) / x.norm(dim=1).mean())
+            self.scale_out = (self.scale_in if self.cfg.sae.apply_b_dec_to_input
+                              else float(math.sqrt(y.shape[1]) / y.norm(dim=1).mean()))
+        if self.cfg.b_dec_init == "mean":
+            with torch.no_grad():
+                self.sae.b_dec.copy_((y * self.scale_out).mean(0))
+
+    # ----------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write `checkpoint/` atomically (a new directory swapped in with os.replace)."""
+        if self.rank != 0:
+            return self.run_dir / "checkpoint"
+        final = self.run_dir / "checkpoint"
+        tmp = self.run_dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        tensors = {f"sae.{k}": v.detach().clone() for k, v in self.sae.state_dict().items()}
+        names = {id(p): n for n, p in self.sae.named_parameters()}
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                for key, value in self.opt.state.get(p, {}).items():
+                    tensors[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(value).clone()
+        tensors["since_fired"] = self.since_fired
+        tensors["fired_count"] = self.fired_count
+        save_safetensors_atomic(tensors, tmp / "state.safetensors")
+        atomic_write_json(tmp / "trainer.json", {
+            "step": self.step, "scale_in": self.scale_in, "scale_out": self.scale_out,
+            "config": self.cfg.to_dict(),
+        })
+        old = self.run_dir / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _load_checkpoint(self) -> None:
+        from safetensors.torch import load_file
+
+        ck = self.run_dir / "checkpoint"
+        meta = read_json(ck / "trainer.json")
+        if meta["config"] != self.cfg.to_dict():
+            raise ConfigError(f"The checkpoint in {ck} was made with another config; resume with "
+                              "`interp resume RUN` (which reads it) or use a new run directory.")
+        state = load_file(str(ck / "state.safetensors"))
+        self.sae.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("sae.")})
+        names = dict(self.sae.named_parameters())
+        for pname, p in names.items():
+            entries = {k.rsplit(".", 1)[1]: v for k, v in state.items()
+                       if k.startswith(f"opt.{pname}.")}
+            if entries:
+                self.opt.state[p] = entries
+        self.since_fired = state["since_fired"]
+        self.fired_count = state["fired_count"]
+        self.step, self.scale_in, self.scale_out = meta["step"], meta["scale_in"], meta["scale_out"]
+
+    # ----------------------------------------------------------------- training
+    def _on_signal(self, signum, frame):
+        log.warning("Signal %s: writing a checkpoint after this step.", signum)
+        self._stop = True
+
+    def train(self, stop_after: int | None = None) -> SparseDictionary | None:
+        """Run to `total_steps` (from the checkpoint if resumed); returns the trained module
+        with normalisation folded in, also saved in SAELens format under `run_dir/sae`.
+
+        `stop_after=n` pauses after n more steps with a checkpoint and returns None (the same
+        command resumes it); a SIGINT/SIGTERM does the same and raises KeyboardInterrupt."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        batches = self._open_batches(self.step)
+        if not self.resumed:
+            self._initialise_from_data(batches)
+        handlers = _install_signals(self._on_signal)
+        metrics_f = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
+        bar = tqdm(total=cfg.total_steps, initial=self.step, unit="step",
+                   disable=not self.progress or self.rank != 0, desc=cfg.sae.architecture)
+        lo = self.rank * cfg.batch_size // self.world
+        hi = (self.rank + 1) * cfg.batch_size // self.world
+        t_last, tok_last = time.perf_counter(), self.step
+        end = cfg.total_steps if stop_after is None else min(cfg.total_steps, self.step + stop_after)
+        try:
+            while self.step < end:
+                x, y = next(batches)
+                x, y = x[lo:hi] * self.scale_in, y[lo:hi] * self.scale_out
+                out = self._step(x, y)
+                self.step += 1
+                bar.update(1)
+                if metrics_f is not None and (self.step % cfg.log_every == 0
+                                              or self.step == cfg.total_steps):
+                    now = time.perf_counter()
+                    rec = self._log_record(out, x, y, (self.step - tok_last) * cfg.batch_size
+                                           / max(now - t_last, 1e-9))
+                    t_last, tok_last = now, self.step
+                    metrics_f.write(json.dumps(rec) + "\n")
+                    metrics_f.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}",
+                                    fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
+                if self._stop:
+                    self.save_checkpoint()
+                    raise KeyboardInterrupt("training interrupted; checkpoint written")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if metrics_f is not None:
+                metrics_f.close()
+            _restore_signals(handlers)
+        self.save_checkpoint()
+        if self.step < cfg.total_steps:
+            return None
+        return self.export()
+
+    def _step(self, x: Tensor, y: Tensor):
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(cfg, self.step)
+        dead = self.since_fired >= cfg.dead_tokens
+        sparsity = (min(1.0, (self.step + 1) / cfg.sparsity_warmup_steps)
+                    if cfg.sparsity_warmup_steps else 1.0)
+        out = self.sae.training_loss(x, y, dead=dead, sparsity_scale=sparsity)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        fired = out.fired
+        if self.world > 1:
+            _all_reduce_grads(self.sae)
+            fired = _all_reduce_max(fired)
+        if self.sae.unit_norm_decoder:
+            self.sae.remove_parallel_grad()
+        self.opt.step()
+        if self.sae.unit_norm_decoder:
+            self.sae.normalise_decoder()
+        self.since_fired += cfg.batch_size
+        self.since_fired[fired] = 0
+        self.fired_count += fired.long()
+        return out
+
+    def _log_record(self, out, x, y, tokens_per_s) -> dict:
+        with torch.no_grad():
+            var = (y - y.mean(0)).pow(2).sum()
+            fvu = float((y - out.recon).pow(2).sum() / var.clamp_min(1e-12))
+        return {"step": self.step, "tokens": self.step * self.cfg.batch_size,
+                "loss": float(out.loss.detach()), "l0": float(out.l0), "fvu": fvu,
+                "dead_frac": float((self.since_fired >= self.cfg.dead_tokens).float().mean()),
+                "lr": self.opt.param_groups[0]["lr"], "tokens_per_s": round(tokens_per_s, 1),
+                **{k: float(v) for k, v in out.parts.items()}}
+
+    def export(self) -> SparseDictionary:
+        """A copy of the dictionary with normalisation folded in, saved in SAELens format."""
+        import copy
+
+        sae = copy.deepcopy(self.sae)
+        sae.fold_scaling(self.scale_in, self.scale_out)
+        if self.rank == 0:
+            from saes.formats import save_saelens
+
+            freq = self.fired_count.double() / max(1, self.step)
+            save_saelens(sae, self.run_dir / "sae",
+                         sparsity=torch.log10(freq + 1e-10).float(),
+                         metadata={"training_steps": self.step,
+                                   "training_tokens": self.step * self.cfg.batch_size})
+        return sae
+
+
+def train_sae(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> SparseDictionary:
+    """Train (or resume) a dictionary into `run_dir`; see `Trainer`."""
+    return Trainer(cfg, run_dir, progress=progress).train()
+
+
+# --------------------------------------------------------------------------- helpers
+def _dist_info() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_world_size(), dist.get_rank()
+
+
+def _all_reduce_grads(module: torch.nn.Module) -> None:
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)
+
+
+def _all_reduce_max(mask: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    m = mask.to(torch.int32)
+    dist.all_reduce(m, op=dist.ReduceOp.MAX)
+    return m.bool()
+
+
+def _install_signals(handler):
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    return old
+
+
+def _restore_signals(old) -> None:
+    for sig, h in old.items():
+        signal.signal(sig, h)
+
+
+__all__ = ["TrainConfig", "Trainer", "train_sae", "lr_factor", "InterpError"]

@@ -1,0 +1,162 @@
+"""The SAE trainer: learning, bit-exact resume, Ctrl-C checkpoints, data parallel, folding."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.data import CorpusSpec
+from interp.store import StoreConfig, cache_activations
+from saes.base import SAEConfig
+from saes.train import TrainConfig, Trainer, lr_factor
+
+HOOK, HOOK_OUT = "blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def store_dir(tiny_llama, tiny_llama_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sae-store")
+    cfg = StoreConfig(model=str(tiny_llama_dir), hooks=(HOOK, HOOK_OUT), n_tokens=64 * 160,
+                      context_size=64, batch_size=8, shard_windows=32,
+                      corpus=CorpusSpec(source="python-docs"))
+    cache_activations(out, cfg, model=tiny_llama, progress=False)
+    return out
+
+
+def tcfg(store_dir, **kw):
+    sae = dict(architecture="topk", d_in=64, d_sae=256, k=8, hook_name=HOOK)
+    sae.update(kw.pop("sae", {}))
+    base = dict(sae=SAEConfig(**sae), activations=str(store_dir), total_tokens=256 * 40,
+                batch_size=256, checkpoint_every=0, log_every=5, dead_tokens=256 * 4)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(sae):
+    return {k: v.clone() for k, v in sae.state_dict().items()}
+
+
+def test_training_reduces_fvu_and_logs(store_dir, tmp_path):
+    t = Trainer(tcfg(store_dir), tmp_path, progress=False)
+    sae = t.train()
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["step"] == 40 and recs[-1]["l0"] <= 8
+    assert recs[-1]["fvu"] < 0.5 * recs[0]["fvu"] and recs[-1]["fvu"] < 0.5
+    assert {"loss", "mse", "dead_frac", "tokens_per_s", "lr"} <= set(recs[-1])
+    assert (tmp_path / "sae" / "cfg.json").is_file()
+    torch.testing.assert_close(t.sae.W_dec.norm(dim=1), torch.ones(256), atol=1e-5, rtol=0)
+
+
+def test_exported_sae_works_on_raw_activations(store_dir, tmp_path):
+    from interp.store import ActivationStore
+
+    t = Trainer(tcfg(store_dir), tmp_path, progress=False)
+    sae = t.train()
+    assert t.scale_in != 1.0
+    x = ActivationStore(store_dir).activations(HOOK, split="eval")[:200]
+    with torch.no_grad():
+        scaled = t.sae(x * t.scale_in) / t.scale_in
+        torch.testing.assert_close(sae(x), scaled, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(sae.encode(x), t.sae.encode(x * t.scale_in), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_resume_is_bit_exact(store_dir, tmp_path, arch):
+    cfg = tcfg(store_dir, sae={"architecture": arch})
+    whole = Trainer(cfg, tmp_path / "a", progress=False)
+    whole.train()
+    first = Trainer(cfg, tmp_path / "b", progress=False)
+    assert first.train(stop_after=17) is None and first.step == 17
+    second = Trainer(cfg, tmp_path / "b", progress=False)
+    assert second.resumed and second.step == 17
+    assert (second.since_fired > 0).any()  # dead-latent counters came back too
+    second.train()
+    a, b = weights(whole.sae), weights(second.sae)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(whole.opt.state[p]["exp_avg_sq"], second.opt.state[q]["exp_avg_sq"])
+               for p, q in zip(whole.sae.parameters(), second.sae.parameters()))
+
+
+def test_resuming_with_another_config_is_refused(store_dir, tmp_path):
+    Trainer(tcfg(store_dir), tmp_path, progress=False).train(stop_after=2)
+    with pytest.raises(Exception, match="another config"):
+        Trainer(tcfg(store_dir, lr=3e-3), tmp_path, progress=False)
+
+
+def test_transcoder_learns_the_mapping(store_dir, tmp_path):
+    cfg = tcfg(store_dir, sae={"hook_name": HOOK, "hook_name_out": HOOK_OUT, "transcoder": True,
+                               "d_sae": 256, "k": 16}, total_tokens=256 * 60)
+    t = Trainer(cfg, tmp_path, progress=False)
+    t.train()
+    recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["fvu"] < 0.8 * recs[0]["fvu"]
+    assert t.scale_in != t.scale_out
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(total_tokens=100 * 10, batch_size=10, lr_warmup_steps=10, lr_decay="linear",
+                      lr_decay_fraction=0.5)
+    assert lr_factor(cfg, 0) == pytest.approx(0.1) and lr_factor(cfg, 9) == pytest.approx(1.0)
+    assert lr_factor(cfg, 30) == 1.0 and lr_factor(cfg, 75) == pytest.approx(0.5)
+    cos = TrainConfig(total_tokens=100 * 10, batch_size=10, lr_decay="cosine", lr_decay_fraction=1.0)
+    assert lr_factor(cos, 50) == pytest.approx(0.5) and lr_factor(cos, 0) == pytest.approx(1.0)
+
+
+def _train_cmd(store_dir, out, *extra):
+    return [sys.executable, "-m", "interp.cli", "train-sae", "--activations", str(store_dir),
+            "--hook", HOOK, "--arch", "topk", "--width", "256", "--k", "8", "--tokens",
+            str(256 * 400), "--batch-size", "256", "--checkpoint-every", "0", "--out", str(out),
+            *extra]
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_identically(store_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(store_dir, out), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text()) < 10):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    meta = json.loads((out / "checkpoint" / "trainer.json").read_text())
+    assert 0 < meta["step"] < 400
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    done = subprocess.run([sys.executable, "-m", "interp.cli", "resume", str(out)], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["status"] == "done"
+    ref = tmp_path / "ref"
+    whole = subprocess.run(_train_cmd(store_dir, ref), env=ENV, capture_output=True, text=True,
+                           timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    a = (out / "sae" / "sae_weights.safetensors").read_bytes()
+    assert a == (ref / "sae" / "sae_weights.safetensors").read_bytes()
+
+
+def test_two_processes_match_one(store_dir, tmp_path):
+    cmd = ["--tokens", str(256 * 12)]
+    single = subprocess.run(_train_cmd(store_dir, tmp_path / "one", *cmd), env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    ddp = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+                          *_train_cmd(store_dir, tmp_path / "two", *cmd)[2:]],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "one" / "sae" / "sae_weights.safetensors"))
+    b = load_file(str(tmp_path / "two" / "sae" / "sae_weights.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
