@@ -180,28 +180,28 @@ def eval_sae_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON."),
     activations: Optional[Path] = typer.Option(None, help="Store to evaluate on (default: the "
                                                           "run's own)."),
+    windows: int = typer.Option(16, help="Held-out windows for the spliced CE/KL loss (0: skip)."),
 ) -> None:
-    """Evaluate a trained SAE on held-out activations (FVU, L0, dead/dense, ...)."""
+    """Evaluate a trained SAE: FVU, L0, dead/dense, CE/KL loss recovered when spliced in."""
     from interp.errors import InterpError
-    from interp.store import ActivationStore
     from interp.workspace import load_run
-    from saes.evaluate import evaluate_sae, write_report
     from saes.formats import load_saelens
+    from saes.runs import evaluate_run_sae, report_metrics
 
     try:
         r = load_run(run)
-        sae = load_saelens(run / "sae")
-        store = ActivationStore(activations or r.config.get("activations") or "")
-        report = evaluate_sae(sae, store=store)
-        write_report(report, run / "eval.json")
+        store = activations or r.config.get("activations")
+        if not store:
+            raise InterpError(f"{run} was trained without a store; pass --activations DIR.")
+        report = evaluate_run_sae(load_saelens(run / "sae"), store, run, windows)
+        r.finish(metrics=report_metrics(report), artefacts={"eval": "eval.json"}, status=r.status)
     except InterpError as e:
         _fail(e)
     if as_json:
         typer.echo(json.dumps(report))
     else:
-        for key, v in report.items():
-            if isinstance(v, (int, float)):
-                typer.echo(f"{key}: {v:.6g}")
+        for key, v in report_metrics(report).items():
+            typer.echo(f"{key}: {v:.6g}" if isinstance(v, float) else f"{key}: {v}")
 
 
 @app.command()

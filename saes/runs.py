@@ -29,7 +29,8 @@ def infer_d(cfg: TrainConfig, hook: str) -> int:
 
 
 def train_run(cfg: TrainConfig, run_dir: str | Path, name: str | None = None,
-              progress: bool = True, evaluate: bool = True, stop_after: int | None = None):
+              progress: bool = True, evaluate: bool = True, stop_after: int | None = None,
+              eval_windows: int = 16):
     """Train (resuming if a checkpoint exists) and evaluate; returns the run."""
     run_dir = Path(run_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 owns run.json
@@ -45,13 +46,8 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, name: str | None = None,
                    "scale_in": trainer.scale_in, "scale_out": trainer.scale_out}
         artefacts = {"sae": "sae", "metrics": "metrics.jsonl", "checkpoint": "checkpoint"}
         if evaluate and cfg.activations:
-            from saes.evaluate import evaluate_sae, write_report
-
-            from interp.store import ActivationStore
-
-            report = evaluate_sae(sae, store=ActivationStore(cfg.activations))
-            write_report(report, run_dir / "eval.json")
-            metrics.update({k: v for k, v in report.items() if isinstance(v, (int, float))})
+            report = evaluate_run_sae(sae, cfg.activations, run_dir, eval_windows)
+            metrics.update(report_metrics(report))
             artefacts["eval"] = "eval.json"
         run.finish(metrics=metrics, artefacts=artefacts)
     return run
@@ -63,3 +59,28 @@ def resume_run(run_dir: str | Path, progress: bool = True):
     if run.kind != "sae":
         raise InterpError(f"{run_dir} is a {run.kind!r} run; `resume` continues SAE runs.")
     return train_run(TrainConfig.from_dict(run.config), run_dir, run.name, progress=progress)
+
+
+def evaluate_run_sae(sae, activations: str | Path, run_dir: str | Path, eval_windows: int = 16,
+                     progress: bool = False) -> dict:
+    """Evaluate on the store's held-out rows, and splice into the store's model on
+    `eval_windows` held-out windows (CE/KL loss recovered); writes `eval.json`."""
+    from interp.models.loading import load_model
+    from interp.store import ActivationStore
+    from saes.evaluate import evaluate_sae, write_report
+
+    store = ActivationStore(activations)
+    model = load_model(store.manifest["config"]["model"]) if eval_windows else None
+    report = evaluate_sae(sae, store=store, model=model, n_windows=eval_windows or None,
+                          progress=progress)
+    write_report(report, Path(run_dir) / "eval.json")
+    return report
+
+
+def report_metrics(report: dict) -> dict:
+    """The scalar figures of an evaluation report, flat (for run.json and the CLI)."""
+    out = {k: v for k, v in report["reconstruction"].items() if isinstance(v, (int, float))}
+    for k, v in (report.get("lm") or {}).items():
+        if isinstance(v, (int, float)) or v is None:
+            out[k] = v
+    return out

@@ -160,3 +160,34 @@ def test_two_processes_match_one(store_dir, tmp_path):
     b = load_file(str(tmp_path / "two" / "sae" / "sae_weights.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_cli_trains_evaluates_and_reports(store_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    out = tmp_path / "cli-run"
+    runner = CliRunner()
+    res = runner.invoke(app, ["train-sae", "--activations", str(store_dir), "--hook", HOOK,
+                              "--arch", "batchtopk", "--width", "128", "--k", "8", "--tokens",
+                              str(256 * 20), "--batch-size", "256", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "done" and run["kind"] == "sae"
+    m = run["metrics"]
+    assert 0 < m["fvu"] < 1 and m["l0"] > 0 and m["ce_clean"] > 0
+    assert m["ce_clean"] <= m["ce_spliced"] + 0.05 and m["ce_spliced"] < m["ce_zero"]
+    assert set(run["artefacts"]) >= {"sae", "metrics", "eval", "checkpoint"}
+    res = runner.invoke(app, ["eval-sae", str(out), "--json", "--windows", "4"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["reconstruction"]["fvu"] == pytest.approx(m["fvu"], rel=1e-6)
+    assert report["lm"]["n_windows"] == 4
+    bad = runner.invoke(app, ["train-sae", "--activations", str(store_dir), "--hook",
+                              "blocks.0.hook_resid_pots", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "blocks.0.hook_resid_post" in bad.output
+    bad = runner.invoke(app, ["train-sae", "--activations", str(store_dir), "--hook", HOOK,
+                              "--arch", "topkk", "--width", "64", "--tokens", "512",
+                              "--batch-size", "256", "--out", str(tmp_path / "bad2")])
+    assert bad.exit_code == 2 and "topk" in bad.output
