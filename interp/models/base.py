@@ -129,8 +129,8 @@ class HookedModel:
         return ids.to(self.device), mask
 
     def to_string(self, ids: Tensor) -> str | list[str]:
-        if ids.ndim == 1:
-            return self.tokenizer.decode(ids.tolist())
+        if ids.ndim <= 1:
+            return self.tokenizer.decode(ids.reshape(-1).tolist())
         return [self.tokenizer.decode(row.tolist()) for row in ids]
 
     def to_str_tokens(self, ids: Tensor) -> list[str]:
