@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interp.errors import ConfigError, DataError, unknown_name_message
+from interp.errors import check_config_keys, ConfigError, DataError, unknown_name_message
 
 if TYPE_CHECKING:
     from jaxtyping import Int
@@ -63,11 +63,7 @@ class CorpusSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CorpusSpec:
         """Build from a dict (e.g. a run.json's config), rejecting keys this spec does not have."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in d if k not in valid]
-        if unknown:
-            raise ConfigError(f"Unknown CorpusSpec key(s) {', '.join(map(repr, unknown))}; "
-                              f"valid keys: {', '.join(valid)}.")
+        check_config_keys(cls, d)
         return cls(**d)
 
 

@@ -64,3 +64,15 @@ def unknown_name_message(kind: str, name: str, candidates: Iterable[str], hint: 
     if hint:
         msg += " " + hint
     return msg
+
+
+def check_config_keys(cls, d: dict) -> None:
+    """Raise `ConfigError` if `d` has keys that the dataclass `cls` does not (configs reject
+    unknown keys rather than ignore them), naming them and the valid ones."""
+    import dataclasses
+
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in d if k not in valid]
+    if unknown:
+        raise ConfigError(f"Unknown {cls.__name__} key(s) {', '.join(map(repr, unknown))}; "
+                          f"valid keys: {', '.join(valid)}.")

@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.data import CorpusSpec, corpus_fingerprint, iter_token_batches
-from interp.errors import ConfigError, CorruptShard, InterpError, StoreMismatch
+from interp.errors import ConfigError, check_config_keys, CorruptShard, InterpError, StoreMismatch
 from interp.io import atomic_write_bytes, atomic_write_json, mmap_safetensors, read_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,7 @@ class StoreConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> StoreConfig:
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - valid
-        if unknown:
-            raise ConfigError(f"Unknown StoreConfig keys {sorted(unknown)}; valid: {sorted(valid)}.")
+        check_config_keys(cls, d)
         return cls(**d)
 
 

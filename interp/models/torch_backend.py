@@ -29,18 +29,24 @@ class TorchHookedModel(HookedModel):
         super().__init__(hf_model, tokenizer, name)
         self._modules = dict(hf_model.named_modules())
 
+    def _call(self, point: HookPoint, fn: HookFn, x: Tensor) -> Tensor | None:
+        """Run a hook on the viewed value; return its replacement in the module's layout."""
+        new = fn(self._view(point, x), point)
+        if new is None:
+            return None
+        if not point.writable:
+            raise HookNotWritable(f"Hook {point.name!r} is read-only.")
+        return self._unview(point, new)
+
     def _attach(self, point: HookPoint, fn: HookFn):
         module = self._modules[point.module]
         if point.io == "out":
             def out_hook(mod, args, output):
                 is_tuple = isinstance(output, tuple)
                 x = output[point.index] if is_tuple else output
-                new = fn(self._view(point, x), point)
+                new = self._call(point, fn, x)
                 if new is None:
                     return None
-                if not point.writable:
-                    raise HookNotWritable(f"Hook {point.name!r} is read-only.")
-                new = self._unview(point, new)
                 if is_tuple:
                     return output[: point.index] + (new,) + output[point.index + 1:]
                 return new
@@ -54,12 +60,9 @@ class TorchHookedModel(HookedModel):
                 key = "hidden_states" if "hidden_states" in kwargs else next(
                     k for k, v in kwargs.items() if isinstance(v, Tensor))
                 x = kwargs[key]
-            new = fn(self._view(point, x), point)
+            new = self._call(point, fn, x)
             if new is None:
                 return None
-            if not point.writable:
-                raise HookNotWritable(f"Hook {point.name!r} is read-only.")
-            new = self._unview(point, new)
             if key is None:
                 return (new,) + tuple(args[1:]), kwargs
             return args, {**kwargs, key: new}
