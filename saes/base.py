@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.errors import ConfigError, unknown_name_message
+from interp.errors import ConfigError, check_config_keys, unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,7 @@ class SAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SAEConfig:
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ConfigError(f"Unknown SAEConfig keys {unknown}; valid keys: {sorted(valid)}.")
+        check_config_keys(cls, d)
         return cls(**d)
 
 

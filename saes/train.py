@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, InterpError
+from interp.errors import ConfigError, check_config_keys, InterpError
 from interp.io import atomic_write_json, read_json, save_safetensors_atomic
 from saes.base import SAEConfig, SparseDictionary, create_sae
 
@@ -79,10 +79,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ConfigError(f"Unknown TrainConfig keys {unknown}; valid keys: {sorted(valid)}.")
+        check_config_keys(cls, d)
         return cls(**d)
 
 
