@@ -158,8 +158,7 @@ class Trainer:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the "
                               f"{self.world} processes.")
         self.sae: SparseDictionary = create_sae(cfg.sae, seed=cfg.seed)
-        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr,
-                                    betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.opt = _adam(self.sae, cfg)
         self.step = 0
         self.scale_in = self.scale_out = 1.0
         self.since_fired = torch.zeros(cfg.sae.d_sae, dtype=torch.long)  # tokens since it fired
@@ -175,7 +174,7 @@ class Trainer:
     def _open_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         return self._source(start) if self._source is not None else _Batches(self.cfg, start)
 
-    def _initialise_from_data(self, batches) -> None:
+    def _initialise_from_data(self) -> None:
         """Estimate normalisation scales and the decoder bias from the first batches."""
         xs, ys = [], []
         probe = self._open_batches(0)
@@ -253,49 +252,68 @@ class Trainer:
 
         `stop_after=n` pauses after n more steps with a checkpoint and returns None (the same
         command resumes it); a SIGINT/SIGTERM does the same and raises KeyboardInterrupt."""
-        from tqdm.auto import tqdm
-
-        cfg = self.cfg
         batches = self._open_batches(self.step)
-        if not self.resumed:
-            self._initialise_from_data(batches)
-        handlers = _install_signals(self._on_signal)
-        metrics_f = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
-        bar = tqdm(total=cfg.total_steps, initial=self.step, unit="step",
-                   disable=not self.progress or self.rank != 0, desc=cfg.sae.architecture)
-        lo = self.rank * cfg.batch_size // self.world
-        hi = (self.rank + 1) * cfg.batch_size // self.world
-        t_last, tok_last = time.perf_counter(), self.step
-        end = cfg.total_steps if stop_after is None else min(cfg.total_steps, self.step + stop_after)
+        end = (self.cfg.total_steps if stop_after is None
+               else min(self.cfg.total_steps, self.step + stop_after))
+        self.begin()
         try:
             while self.step < end:
-                x, y = next(batches)
-                x, y = x[lo:hi] * self.scale_in, y[lo:hi] * self.scale_out
-                out = self._step(x, y)
-                self.step += 1
-                bar.update(1)
-                if metrics_f is not None and (self.step % cfg.log_every == 0
-                                              or self.step == cfg.total_steps):
-                    now = time.perf_counter()
-                    rec = self._log_record(out, x, y, (self.step - tok_last) * cfg.batch_size
-                                           / max(now - t_last, 1e-9))
-                    t_last, tok_last = now, self.step
-                    metrics_f.write(json.dumps(rec) + "\n")
-                    metrics_f.flush()
-                    bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}",
-                                    fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
-                if self._stop:
-                    self.save_checkpoint()
-                    raise KeyboardInterrupt("training interrupted; checkpoint written")
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
+                self.step_on(*next(batches))
         finally:
-            bar.close()
-            if metrics_f is not None:
-                metrics_f.close()
-            _restore_signals(handlers)
+            self.close()
+        return self.finish()
+
+    # The loop in pieces, so that several trainers can share one data source (`train_many`).
+    def begin(self) -> None:
+        """Initialise from data (unless resumed), open the metrics file, catch signals."""
+        from tqdm.auto import tqdm
+
+        if not self.resumed:
+            self._initialise_from_data()
+        self._handlers = _install_signals(self._on_signal)
+        self._metrics_f = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
+        self._bar = tqdm(total=self.cfg.total_steps, initial=self.step, unit="step",
+                         disable=not self.progress or self.rank != 0,
+                         desc=self.cfg.sae.architecture)
+        self._clock = (time.perf_counter(), self.step)
+
+    def step_on(self, x: Tensor, y: Tensor):
+        """One optimisation step on a global batch of raw (unnormalised) rows."""
+        cfg = self.cfg
+        lo = self.rank * cfg.batch_size // self.world
+        hi = (self.rank + 1) * cfg.batch_size // self.world
+        x, y = x[lo:hi] * self.scale_in, y[lo:hi] * self.scale_out
+        out = self._step(x, y)
+        self.step += 1
+        self._bar.update(1)
+        if self._metrics_f is not None and (self.step % cfg.log_every == 0
+                                            or self.step == cfg.total_steps):
+            now = time.perf_counter()
+            t_last, step_last = self._clock
+            rec = self._log_record(out, x, y, (self.step - step_last) * cfg.batch_size
+                                   / max(now - t_last, 1e-9))
+            self._clock = (now, self.step)
+            self._metrics_f.write(json.dumps(rec) + "\n")
+            self._metrics_f.flush()
+            self._bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}",
+                                  fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
+        if self._stop:
+            self.save_checkpoint()
+            raise KeyboardInterrupt("training interrupted; checkpoint written")
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+        return out
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._metrics_f is not None:
+            self._metrics_f.close()
+        _restore_signals(self._handlers)
+
+    def finish(self) -> SparseDictionary | None:
+        """Checkpoint; export (and return) the dictionary if training is complete."""
         self.save_checkpoint()
-        if self.step < cfg.total_steps:
+        if self.step < self.cfg.total_steps:
             return None
         return self.export()
 
@@ -356,6 +374,15 @@ def train_sae(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> S
 
 
 # --------------------------------------------------------------------------- helpers
+def _adam(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the module's parameters; the fused kernel (one pass over each parameter, ~6x
+    faster than the default on CPU) wherever torch has it for them."""
+    params = list(module.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                            fused=fused or None)
+
+
 def _dist_info() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 1, 0

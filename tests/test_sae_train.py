@@ -191,3 +191,20 @@ def test_cli_trains_evaluates_and_reports(store_dir, tmp_path):
                               "--arch", "topkk", "--width", "64", "--tokens", "512",
                               "--batch-size", "256", "--out", str(tmp_path / "bad2")])
     assert bad.exit_code == 2 and "topk" in bad.output
+
+
+def test_train_many_matches_separate_runs(store_dir, tmp_path):
+    from saes.multi import train_many
+
+    a = tcfg(store_dir, total_tokens=256 * 12)
+    b = tcfg(store_dir, total_tokens=256 * 12,
+             sae={"architecture": "batchtopk", "hook_name": HOOK, "hook_name_out": HOOK_OUT,
+                  "transcoder": True, "d_sae": 128})
+    together = train_many([a, b], [tmp_path / "a", tmp_path / "b"], progress=False)
+    for cfg, sae, name in ((a, together[0], "sa"), (b, together[1], "sb")):
+        alone = Trainer(cfg, tmp_path / name, progress=False).train()
+        for k, v in alone.state_dict().items():
+            assert torch.equal(v, sae.state_dict()[k]), k
+    with pytest.raises(Exception, match="batch_size"):
+        train_many([a, tcfg(store_dir, batch_size=128, total_tokens=256 * 12)],
+                   [tmp_path / "c", tmp_path / "d"], progress=False)
