@@ -18,7 +18,8 @@ with BOS, batches of 16), in one process, round-robin, median of repeats:
 Run: `.venv/bin/python benchmarks/capture.py [--quick] [--tokens N] [--repeats R]`
 (`--quick`: 4k tokens, 2 repeats, under a minute once the model is cached; default: 65,536
 tokens, 3 repeats, about 15 minutes on 2 idle cores). The last stdout line is the JSON result;
-`ratios` are ours / theirs in tokens/s.
+`ratios` are ours / theirs in median tokens/s; `ratios_best_of` use each method's fastest
+repeat (on a shared machine, bursts of background load hit single repeats hard).
 """
 
 from __future__ import annotations
@@ -237,13 +238,15 @@ def run(args: argparse.Namespace) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
     results = [summary(m, n_tokens) for m in methods]
-    rate = {r["method"]: r["tokens_per_s"] for r in results}
-    ratios = {
-        "vs_truncated_forward": rate["ours"] / rate["truncated_forward"],
-        "vs_transformer_lens": rate["ours"] / rate["transformer_lens"],
-        "vs_saelens": rate["ours"] / rate["saelens"],
-        "vs_full_forward": rate["ours"] / rate["full_forward"],
-    }
+    def ratios_of(key: str) -> dict[str, float]:
+        rate = {r["method"]: r[key] for r in results}
+        return {"vs_truncated_forward": rate["ours"] / rate["truncated_forward"],
+                "vs_transformer_lens": rate["ours"] / rate["transformer_lens"],
+                "vs_saelens": rate["ours"] / rate["saelens"],
+                "vs_full_forward": rate["ours"] / rate["full_forward"]}
+
+    ratios = ratios_of("tokens_per_s")  # medians: the contract's numbers
+    best = ratios_of("max")  # fastest repeat of each: less hurt by bursts of background load
     for m in methods:  # every repeat of every method covered all the tokens
         for f in m.facts:
             checks.setdefault(f"{m.name}_rows_ok", True)
@@ -259,7 +262,7 @@ def run(args: argparse.Namespace) -> dict:
             f"(min {r['min']:,.0f}, max {r['max']:,.0f}, {r['repeats']} repeats)")
     for k, v in ratios.items():
         target = f" (target >= {TARGETS[k]})" if k in TARGETS else ""
-        log(f"{k:>22}: {v:.2f}x{target}")
+        log(f"{k:>22}: {v:.2f}x (best-of: {best[k]:.2f}x){target}")
 
     return {
         "benchmark": "capture",
@@ -283,6 +286,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         "results": results,
         "ratios": ratios,
+        "ratios_best_of": best,
         "targets": TARGETS,
         "meets_targets": {k: ratios[k] >= t for k, t in TARGETS.items()},
         "checks": checks,
