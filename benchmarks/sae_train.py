@@ -142,10 +142,12 @@ def prepare_data(quick: bool) -> Path:
         if meta.get("manifest_sha256") == sha256_file(manifest):
             log(f"reusing {path}")
             return path
-    log(f"caching {windows * CTX:,} tokens of {HOOK} into {store_dir} (once) ...")
+    if not (manifest.is_file() and read_json(manifest).get("complete")):
+        log(f"caching {windows * CTX:,} tokens of {HOOK} into {store_dir} (once; a few "
+            "minutes) ...")
     t = time.perf_counter()
     store = cache_activations(store_dir, store_cfg(windows), progress=False)
-    log(f"  store ready in {time.perf_counter() - t:.0f} s: {len(store):,} rows")
+    log(f"store {store_dir.name}: {len(store):,} rows ({time.perf_counter() - t:.0f} s)")
     acts = store.activations(HOOK, split="all")
     perm = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(SEED))
     acts = acts[perm]
@@ -164,21 +166,33 @@ def prepare_data(quick: bool) -> Path:
 
 
 # --------------------------------------------------------------------------- roofline
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16); without it a bf16
+    matmul is emulated and ~50x slower than fp32, so bf16 options are skipped."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def matmul_peak(d_sae: int, dtype, reps: int = 10) -> float:
-    """Median FLOP/s of torch.mm(a, b, out=prealloc) at [4096, 576] @ [576, d_sae]."""
+    """Peak FLOP/s of torch.mm(a, b, out=prealloc) at [4096, 576] @ [576, d_sae]: the median
+    of `reps` calls after 3 warm-ups, for b stored either way round (an SAE's encoder weight
+    [d_sae, 576] transposed, or [576, d_sae] itself); the faster layout counts."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(BATCH, D_IN, generator=g).to(dtype)
-    b = torch.randn(D_IN, d_sae, generator=g).to(dtype)
+    layouts = {"weight.T": torch.randn(d_sae, D_IN, generator=g).to(dtype).T,
+               "contiguous": torch.randn(D_IN, d_sae, generator=g).to(dtype)}
     out = torch.empty(BATCH, d_sae, dtype=dtype)
-    times = []
+    times = {name: [] for name in layouts}
     for i in range(reps + 3):
-        t = time.perf_counter()
-        torch.mm(a, b, out=out)
-        if i >= 3:
-            times.append(time.perf_counter() - t)
-    return 2 * BATCH * D_IN * d_sae / statistics.median(times)
+        for name, b in layouts.items():  # interleaved, so both see the same background
+            t = time.perf_counter()
+            torch.mm(a, b, out=out)
+            if i >= 3:
+                times[name].append(time.perf_counter() - t)
+    return 2 * BATCH * D_IN * d_sae / min(statistics.median(t) for t in times.values())
 
 
 # --------------------------------------------------------------------------- ours
@@ -212,7 +226,8 @@ def run_ours(arch: str, d_sae: int, data: dict, steps: int, warmup: int, overrid
         with torch.no_grad():
             recon = sae(data["eval"])
             l0 = float((sae.encode(data["eval"]) > 0).sum(-1).float().mean())
-    return {"fvu": fvu(data["eval"], recon), "l0": l0, **rates(clocks[-1].times, warmup),
+    train_clock = max(clocks, key=lambda c: len(c.times))  # not the 8-batch init probe
+    return {"fvu": fvu(data["eval"], recon), "l0": l0, **rates(train_clock.times, warmup),
             "config": {"lr": cfg.lr, "lr_decay": cfg.lr_decay, "lr_warmup_steps": cfg.lr_warmup_steps,
                        "adam_betas": [cfg.adam_beta1, cfg.adam_beta2]}}
 
@@ -342,17 +357,18 @@ def sparsify_worker(spec_path: str) -> None:
 def _parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="40k-row tensor, 8 steps, no pilot")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (full 245, quick 8)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (full 122 = 500k tokens, quick 8)")
     p.add_argument("--warmup", type=int, default=None, help="untimed first steps (full 5, quick 2)")
     p.add_argument("--pilot-steps", type=int, default=8,
                    help="steps per SAELens variant in the pilot that picks its fastest option")
     p.add_argument("--saelens-variant", default="auto",
-                   help="auto (pilot; quick: sparse for topk, autocast for standard), default, "
-                        "sparse or autocast")
+                   help="auto (a pilot picks the fastest; autocast only on CPUs with native "
+                        "bf16; quick: sparse for topk, autocast or default for standard), "
+                        "default, sparse or autocast")
     p.add_argument("--only", default="", help="comma list of runs, e.g. topk_4608,standard_4608")
     p.add_argument("--libs", default="ours,saelens,sparsify", help="comma list of libraries")
-    p.add_argument("--lr", type=float, default=None, help="override ours' TrainConfig.lr")
-    p.add_argument("--lr-decay", default=None, help="override ours' TrainConfig.lr_decay")
+    p.add_argument("--ours", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a TrainConfig field for ours (repeatable), e.g. lr=3e-3")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sparsify-worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -370,11 +386,16 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     load_start = [round(x, 2) for x in os.getloadavg()]
     OUT.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (8 if args.quick else 245)
+    steps = args.steps or (8 if args.quick else 122)
     warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
     libs = args.libs.split(",")
     runs = [(a, d) for a, d in RUNS if not args.only or f"{a}_{d}" in args.only.split(",")]
-    overrides = {k: v for k, v in (("lr", args.lr), ("lr_decay", args.lr_decay)) if v is not None}
+    overrides = {}
+    for item in args.ours:
+        key, _, value = item.partition("=")
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+        overrides[key] = value
 
     data_path = prepare_data(args.quick)
     data = load_file(str(data_path))
@@ -383,29 +404,35 @@ def run(args: argparse.Namespace) -> dict:
         f"({steps * BATCH / data['train'].shape[0]:.1f} epochs), {torch.get_num_threads()} threads")
 
     peaks = {}
-    for d_sae in sorted({d for _, d in runs}):
-        peaks[d_sae] = {"fp32": matmul_peak(d_sae, torch.float32),
-                        "bf16": matmul_peak(d_sae, torch.bfloat16)}
-        log(f"torch.mm peak at [4096,576]@[576,{d_sae}]: fp32 {peaks[d_sae]['fp32'] / 1e9:.0f}, "
-            f"bf16 {peaks[d_sae]['bf16'] / 1e9:.0f} GFLOP/s")
+
+    def peak(d_sae: int) -> float:  # measured next to ours' first run at this width
+        if d_sae not in peaks:
+            peaks[d_sae] = {"fp32": matmul_peak(d_sae, torch.float32)}
+            if native_bf16():
+                peaks[d_sae]["bf16"] = matmul_peak(d_sae, torch.bfloat16)
+            log(f"torch.mm peak at [4096,576]@[576,{d_sae}]: "
+                + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks[d_sae].items()) + " GFLOP/s")
+        return peaks[d_sae]["fp32"]
 
     results, pilots = {}, {}
     for arch, d_sae in runs:
         tag = f"{arch}_{d_sae}"
         if "ours" in libs:
+            peak(d_sae)
             log(f"[ours {tag}] Trainer, {steps} steps ...")
             r = run_ours(arch, d_sae, data, steps, warmup, overrides)
-            r["roofline_fraction"] = r["tokens_per_s"] * 2 * D_IN * d_sae / peaks[d_sae]["fp32"]
+            r["roofline_fraction"] = r["tokens_per_s"] * 2 * D_IN * d_sae / peak(d_sae)
             results[f"ours_{tag}"] = r
             log(f"  {r['tokens_per_s']:,.0f} tok/s, FVU {r['fvu']:.4f}, L0 {r['l0']:.1f}, "
                 f"roofline {r['roofline_fraction']:.0%}")
         if "saelens" in libs:
             variant = args.saelens_variant
+            options = [v for v in SAELENS_VARIANTS[arch] if v != "autocast" or native_bf16()]
             if variant == "auto" and args.quick:
-                variant = "sparse" if arch == "topk" else "autocast"
+                variant = "sparse" if arch == "topk" else options[-1]
             if variant == "auto":
                 pilot = {}
-                for v in SAELENS_VARIANTS[arch]:
+                for v in options:
                     pr = run_saelens(arch, d_sae, v, data, args.pilot_steps, 2, evaluate=False)
                     pilot[v] = pr["tokens_per_s"]
                     log(f"  [saelens {tag} pilot] {v}: {pr['tokens_per_s']:,.0f} tok/s")

@@ -12,7 +12,8 @@ shared by every backward that needs it.
 - `SampledLinear`: (x, W, b) -> the selected pre-activations; backward is two `embedding_bag`s
   (rows -> latents for dx; the transposed code for dW) and an `index_add` for db.
 - `SparseDecode`: (acts, W_dec) -> acts @ W_dec; backward is an SDDMM for d acts and an
-  `embedding_bag` over the transposed code for dW_dec (no dense [batch, d_sae] tensor anywhere).
+  `embedding_bag` over the transposed code for dW_dec (no dense [batch, d_sae] tensor anywhere);
+  `SparseDecodeMSE` fuses it with the reconstruction loss (fewer passes over [batch, d]).
 
 Everything is tested against the dense computation (tests/test_sae_kernels.py).
 """
@@ -52,8 +53,14 @@ class SparseCode:
     def transposed(self) -> tuple[Tensor, Tensor, Tensor]:
         """(order, rows[order], per-column offsets): entries sorted by column."""
         if self._t is None:
-            order = torch.argsort(self.cols, stable=True)
-            self._t = (order, self.rows[order], row_offsets(self.cols, self.n_cols))
+            # int32 sorts and indexes faster than int64 on CPU (embedding_bag takes either)
+            small = max(self.n_cols, self.n_rows, self.cols.shape[0]) < 2**31
+            key = self.cols.to(torch.int32) if small else self.cols
+            order = torch.sort(key, stable=True).indices
+            rows_t, col_offsets = self.rows[order], row_offsets(self.cols, self.n_cols)
+            if small:
+                rows_t, col_offsets = rows_t.to(torch.int32), col_offsets.to(torch.int32)
+            self._t = (order, rows_t, col_offsets)
         return self._t
 
     def sddmm(self, a: Float[Tensor, "n_rows d"], b: Float[Tensor, "n_cols d"],
@@ -70,14 +77,17 @@ class SparseCode:
 
 
 class SampledLinear(torch.autograd.Function):
-    """vals[n] = x[rows[n]] . weight[cols[n]] + bias[cols[n]], with a sparse backward.
+    """vals[n] = (x[rows[n]] - shift) . weight[cols[n]] + bias[cols[n]], with a sparse backward.
 
     The forward takes the values already computed by the selection (`values`), so it costs
-    nothing; the backward never forms a dense [batch, d_sae] gradient.
+    nothing; the backward never forms a dense [batch, d_sae] gradient. `x` is the input with the
+    shift already subtracted (an SAE's x - b_dec); the shift's gradient, -(db @ weight), comes
+    from the bias gradient for free, so x need not require grad (if it does, dx is an
+    `embedding_bag` over the code). `shift` may be None.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, code: SparseCode, values):
+    def forward(ctx, x, weight, bias, shift, code: SparseCode, values):
         ctx.save_for_backward(x, weight)
         ctx.code = code
         return values
@@ -87,7 +97,7 @@ class SampledLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         code: SparseCode = ctx.code
         grad = grad.to(x.dtype).contiguous()
-        gx = gw = gb = None
+        gx = gw = gb = gs = None
         if ctx.needs_input_grad[0]:
             gx = F.embedding_bag(code.cols, weight, code.offsets, mode="sum",
                                  per_sample_weights=grad)
@@ -95,10 +105,12 @@ class SampledLinear(torch.autograd.Function):
             order, rows_t, col_offsets = code.transposed()
             gw = F.embedding_bag(rows_t, x, col_offsets, mode="sum",
                                  per_sample_weights=grad[order])
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
             gb = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
             gb.index_add_(0, code.cols, grad)
-        return gx, gw, gb, None, None
+            if ctx.needs_input_grad[3]:
+                gs = -(gb @ weight)
+        return gx, gw, gb, gs, None, None
 
 
 class SparseDecode(torch.autograd.Function):
@@ -125,6 +137,47 @@ class SparseDecode(torch.autograd.Function):
             gw = F.embedding_bag(rows_t, grad, col_offsets, mode="sum",
                                  per_sample_weights=vals[order].to(grad.dtype))
         return gv, gw, None
+
+
+class SparseDecodeMSE(torch.autograd.Function):
+    """The reconstruction loss of a sparse code in one piece, fewest passes over [batch, d]:
+
+        recon = SparseDecode(vals, weight) + bias,  err = target - recon,
+        loss  = sum(err^2) / batch                  (summed over d, mean over rows)
+
+    Returns (loss, recon, err); only the loss is differentiable. The backward forms
+    d recon = -2 err / batch once and feeds the decoder's sparse backward with it.
+    """
+
+    @staticmethod
+    def forward(ctx, vals, weight, bias, target, code: SparseCode):
+        recon = F.embedding_bag(code.cols, weight, code.offsets, mode="sum",
+                                per_sample_weights=vals)
+        recon.add_(bias)
+        err = torch.sub(target, recon)
+        loss = torch.linalg.vector_norm(err).square() / target.shape[0]
+        ctx.save_for_backward(vals, weight, err)
+        ctx.code = code
+        ctx.mark_non_differentiable(recon, err)
+        return loss, recon, err
+
+    @staticmethod
+    def backward(ctx, g_loss, _g_recon, _g_err):
+        vals, weight, err = ctx.saved_tensors
+        code: SparseCode = ctx.code
+        g = torch.mul(err, g_loss * (-2.0 / err.shape[0]))  # d loss / d recon
+        gv = gw = gb = gt = None
+        if ctx.needs_input_grad[0]:
+            gv = code.sddmm(g, weight)
+        if ctx.needs_input_grad[1]:
+            order, rows_t, col_offsets = code.transposed()
+            gw = F.embedding_bag(rows_t, g, col_offsets, mode="sum",
+                                 per_sample_weights=vals[order].to(g.dtype))
+        if ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        if ctx.needs_input_grad[3]:
+            gt = -g
+        return gv, gw, gb, gt, None
 
 
 def sparse_decode(cols: Int[Tensor, " nnz"], offsets: Int[Tensor, " batch"],
@@ -177,6 +230,7 @@ def grouped_topk_indices(pre: Float[Tensor, "rows d"], k: int) -> Int[Tensor, "r
     return torch.div(j, k, rounding_mode="floor") * g + gidx.gather(1, j % k)
 
 
+@torch.no_grad()
 def select_topk_lowp(x: Float[Tensor, "batch d_in"], weight: Float[Tensor, "d_sae d_in"],
                      bias: Float[Tensor, " d_sae"], k: int, chunk: int = 256,
                      dtype: torch.dtype = torch.bfloat16) -> tuple[SparseCode, Tensor]:
@@ -197,6 +251,35 @@ def select_topk_lowp(x: Float[Tensor, "batch d_in"], weight: Float[Tensor, "d_sa
     offsets = torch.arange(0, b * k, k, device=x.device)
     code = SparseCode(rows, idx.view(-1), offsets, d)
     return code, code.sddmm(x, weight, bias)
+
+
+@torch.no_grad()
+def select_topk_exact(x: Float[Tensor, "batch d_in"], weight: Float[Tensor, "d_sae d_in"],
+                      bias: Float[Tensor, " d_sae"], k: int, out: Tensor | None = None
+                      ) -> tuple[SparseCode, Tensor]:
+    """Top-k code of x @ weight.T + bias in full precision: one matmul into `out` (a reused
+    [batch, d_sae] buffer spares the page faults of a fresh 75-150 MB tensor every step), a
+    grouped top-k, and the winners' values read back from the buffer."""
+    b, d = x.shape[0], weight.shape[0]
+    pre = torch.addmm(bias, x, weight.T, out=out)
+    idx = grouped_topk_indices(pre, k)
+    vals = pre.gather(1, idx).view(-1)
+    rows = torch.arange(b, device=x.device).repeat_interleave(k)
+    offsets = torch.arange(0, b * k, k, device=x.device)
+    return SparseCode(rows, idx.view(-1), offsets, d), vals
+
+
+def native_lowp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where matmuls run natively faster in it (CUDA; CPUs with AMX or AVX512-BF16),
+    else None: emulated bf16 on other CPUs is far slower than fp32."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return torch.bfloat16 if (amx or avx512_bf16) else None
+    return None
 
 
 def select_batch_topk(pre: Float[Tensor, "batch d_sae"], k: int):

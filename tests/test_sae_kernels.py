@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from saes.base import SAEConfig, create_sae
-from saes.kernels import (SampledLinear, SparseCode, SparseDecode, _group_size,
+from saes.kernels import (SampledLinear, SparseCode, SparseDecode, SparseDecodeMSE, _group_size,
                           grouped_topk_indices, select_topk_lowp, sparse_decode)
 
 
@@ -90,14 +90,21 @@ def test_sampled_linear_and_sparse_decode_gradients_match_dense():
     ref = _dense_reference(*ref_in, idx)
     ref.backward()
 
+    # x - b_dec as a differentiable input (dx by embedding_bag) ...
     xs, ws, bs, wds, bds = _leaves(x, w, bias, w_dec, b_dec)
-    x_c = xs - bds
-    acts = F.relu(SampledLinear.apply(x_c, ws, bs, code, vals))
+    acts = F.relu(SampledLinear.apply(xs - bds, ws, bs, None, code, vals))
     recon = SparseDecode.apply(acts, wds, code) + bds
     loss = (xs - recon).pow(2).sum(-1).mean()
     loss.backward()
     torch.testing.assert_close(loss, ref)
     for a, b in zip((xs, ws, bs, wds, bds), ref_in):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+    # ... and as a constant input with b_dec as the kernel's shift (its gradient from db)
+    ws, bs, wds, bds = _leaves(w, bias, w_dec, b_dec)
+    acts = F.relu(SampledLinear.apply((x - b_dec), ws, bs, bds, code, vals))
+    recon = SparseDecode.apply(acts, wds, code) + bds
+    (x - recon).pow(2).sum(-1).mean().backward()
+    for a, b in zip((ws, bs, wds, bds), ref_in[1:]):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
 
 
@@ -167,3 +174,24 @@ def test_topk_fp32_selection_equals_exact_topk():
     code, vals = sae._select(x - sae.b_dec)
     pre = F.linear(x - sae.b_dec, sae.enc_weight, sae.b_enc)
     assert _sets(code.cols.view(-1, 8)) == _sets(pre.topk(8, dim=-1).indices)
+
+
+def test_fused_decode_mse_matches_autograd():
+    g = torch.Generator().manual_seed(7)
+    w_dec, b_dec = torch.randn(40, 6, generator=g), torch.randn(6, generator=g)
+    target = torch.randn(5, 6, generator=g)
+    cols = torch.randint(0, 40, (15,), generator=g)
+    code = SparseCode.from_offsets(cols, torch.arange(0, 15, 3), 40)
+    vals = torch.rand(15, generator=g)
+    a = _leaves(vals, w_dec, b_dec, target)
+    b = _leaves(vals, w_dec, b_dec, target)
+    loss, recon, err = SparseDecodeMSE.apply(*a, code)
+    ref_recon = SparseDecode.apply(b[0], b[1], code) + b[2]
+    ref = (b[3] - ref_recon).pow(2).sum(-1).mean()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(recon, ref_recon.detach())
+    torch.testing.assert_close(err, (b[3] - ref_recon).detach())
+    (3 * loss).backward()
+    (3 * ref).backward()
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u.grad, v.grad)

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from saes.base import LossOutput, SparseDictionary, register
-from saes.kernels import (SampledLinear, SparseCode, SparseDecode, select_batch_topk,
-                          select_topk, select_topk_lowp, sparse_decode)
+from saes.kernels import (SampledLinear, SparseCode, SparseDecode, SparseDecodeMSE,
+                          native_lowp_dtype, select_batch_topk, select_topk, select_topk_exact,
+                          select_topk_lowp, sparse_decode)
 
 
 class _TopKFamily(SparseDictionary):
@@ -27,6 +28,18 @@ class _TopKFamily(SparseDictionary):
 
     _code: SparseCode | None = None  # the batch's code while `training_loss` runs
 
+    @property
+    def _scratch(self) -> dict[str, Tensor]:
+        """Buffers reused across steps (not state: dropped on copy and pickling)."""
+        if "_scratch_bufs" not in self.__dict__:
+            self.__dict__["_scratch_bufs"] = {}
+        return self.__dict__["_scratch_bufs"]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_scratch_bufs", None)
+        return state
+
     def _select(self, x_c: Tensor) -> tuple[SparseCode, Tensor]:
         """The code of this batch and its exact pre-activation values (called without grad)."""
         pre = F.linear(x_c, self.enc_weight, self.b_enc)
@@ -37,16 +50,25 @@ class _TopKFamily(SparseDictionary):
         return select_topk(pre, self.cfg.k)
 
     def _recon_loss(self, x, x_c, target, rows, cols, acts, offsets):
+        if self.W_skip is None and self._code is not None:
+            mse, recon, err = SparseDecodeMSE.apply(acts, self.W_dec, self.b_dec, target,
+                                                    self._code)
+            return recon, err, mse
         recon = sparse_decode(cols, offsets, acts, self.W_dec, self.b_dec,
                               code=self._code) + self._skip(x)
         err = target - recon
         return recon, err, err.pow(2).sum(-1).mean()
 
+    def _encode_sparse(self, x_c: Tensor, code: SparseCode, vals: Tensor) -> Tensor:
+        """ReLU of the selected pre-activations, differentiable in the encoder and b_dec."""
+        shift = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        return F.relu(SampledLinear.apply(x_c, self.enc_weight, self.b_enc, shift, code, vals))
+
     def training_loss(self, x, target, dead=None, sparsity_scale=1.0) -> LossOutput:
-        x_c = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
-        with torch.no_grad():
-            code, vals = self._select(x_c.detach())
-        acts = F.relu(SampledLinear.apply(x_c, self.enc_weight, self.b_enc, code, vals))
+        with torch.no_grad():  # x - b_dec enters the encoder; b_dec's gradient is in the kernel
+            x_c = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+            code, vals = self._select(x_c)
+        acts = self._encode_sparse(x_c, code, vals)
         self._code = code
         try:
             recon, err, mse = self._recon_loss(x, x_c, target, code.rows, code.cols, acts,
@@ -60,8 +82,8 @@ class _TopKFamily(SparseDictionary):
             loss = loss + self.cfg.aux_coefficient * aux
             parts["aux"] = aux.detach()
         active = acts > 0
-        fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x.device)
-        fired[code.cols[active]] = True
+        fired = torch.zeros(self.cfg.d_sae, dtype=acts.dtype, device=x.device)
+        fired = fired.index_add_(0, code.cols, active.to(acts.dtype)) > 0
         self._after_step(acts, active)
         return LossOutput(loss=loss, recon=recon.detach(), fired=fired,
                           l0=active.sum() / x.shape[0], parts=parts)
@@ -72,30 +94,45 @@ class _TopKFamily(SparseDictionary):
         with torch.no_grad():
             dead_ids = dead.nonzero().squeeze(1)
             k = min(self.cfg.aux_k, dead_ids.shape[0])
-            pre = F.linear(x_c.detach(), self.enc_weight[dead_ids], self.b_enc[dead_ids])
+            pre = F.linear(x_c, self.enc_weight[dead_ids], self.b_enc[dead_ids])
             vals, j = pre.topk(k, dim=-1, sorted=False)
             b = x_c.shape[0]
             code = SparseCode(torch.arange(b, device=x_c.device).repeat_interleave(k),
                               dead_ids[j].reshape(-1),
                               torch.arange(0, b * k, k, device=x_c.device), self.cfg.d_sae)
-        acts = F.relu(SampledLinear.apply(x_c, self.enc_weight, self.b_enc, code, vals.reshape(-1)))
+        acts = self._encode_sparse(x_c, code, vals.reshape(-1))
         aux_recon = SparseDecode.apply(acts, self.W_dec, code)
         return (e - aux_recon).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
 
     def _after_step(self, acts, active) -> None:
         pass
 
+    @torch.no_grad()
+    def remove_parallel_grad(self) -> None:
+        """As the base class, in one pass over the gradient and no [d_sae, d] temporary."""
+        if self.W_dec.grad is None:
+            return
+        w, g = self.W_dec, self.W_dec.grad
+        g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)
+
 
 @register("topk")
 class TopKSAE(_TopKFamily):
-    #: dtype of the selecting matmul (the selected values are recomputed exactly); None: fp32
-    select_dtype: torch.dtype | None = torch.bfloat16
+    #: dtype of the selecting matmul (the selected values are then recomputed exactly):
+    #: "auto" is bf16 where the hardware multiplies it natively, else full precision
+    select_dtype: torch.dtype | str | None = "auto"
 
     def _select(self, x_c):
-        if self.select_dtype is None or self.select_dtype == x_c.dtype:
-            return super()._select(x_c)
-        return select_topk_lowp(x_c, self.enc_weight, self.b_enc, self.cfg.k,
-                                dtype=self.select_dtype)
+        dtype = self.select_dtype
+        if dtype == "auto":
+            dtype = native_lowp_dtype(x_c.device)
+        if dtype is not None and dtype != x_c.dtype:
+            return select_topk_lowp(x_c, self.enc_weight, self.b_enc, self.cfg.k, dtype=dtype)
+        shape = (x_c.shape[0], self.cfg.d_sae)
+        buf = self._scratch.get("pre")
+        if buf is None or buf.shape != shape or buf.dtype != x_c.dtype or buf.device != x_c.device:
+            buf = self._scratch["pre"] = torch.empty(shape, dtype=x_c.dtype, device=x_c.device)
+        return select_topk_exact(x_c, self.enc_weight, self.b_enc, self.cfg.k, out=buf)
 
     def encode(self, x):
         pre = self.pre_acts(x)
