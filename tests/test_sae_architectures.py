@@ -16,13 +16,6 @@ from saes.base import ARCHITECTURES, SAEConfig, create_sae
 D_IN, D_SAE, D_OUT = 16, 64, 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one thread is several times faster on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def toy_problem(n_feat: int = 32, active: int = 3, d_out: int | None = None, seed: int = 0):
