@@ -138,7 +138,7 @@ def train_sae_cmd(
     l0: float = typer.Option(1.0, help="L0 coefficient (jumprelu)."),
     tokens: int = typer.Option(1_000_000, help="Training tokens."),
     batch_size: int = typer.Option(4096, help="Rows per step."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    lr: float = typer.Option(4e-3, help="Adam learning rate."),
     lr_warmup_steps: int = typer.Option(0, help="Linear LR warm-up steps."),
     lr_decay: str = typer.Option("none", help="none | linear | cosine"),
     sparsity_warmup_steps: int = typer.Option(0, help="Sparsity-coefficient warm-up steps."),

@@ -42,7 +42,7 @@ class TrainConfig:
     model: str = ""  # model for streaming (default model if empty)
     total_tokens: int = 1_000_000
     batch_size: int = 4096
-    lr: float = 1e-3
+    lr: float = 4e-3  # Adam; best held-out FVU at 4608 latents, batch 4096 (benchmarks/sae_train.py)
     lr_warmup_steps: int = 0
     lr_decay: str = "none"  # none | linear | cosine (over the last `lr_decay_fraction`)
     lr_decay_fraction: float = 0.2
