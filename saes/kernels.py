@@ -5,10 +5,12 @@ but nothing after it does. A selected code is a `SparseCode`: COO sorted by row 
 = latent ids, per-row `offsets`), with its transpose (latent -> rows) made once on demand and
 shared by every backward that needs it.
 
-- `select_topk_lowp`: the selecting matmul in bf16 (AMX on recent x86: ~8x the fp32 peak) in
-  row chunks that stay in cache, an exact grouped top-k per chunk, then the winners' exact fp32
-  values recomputed (an SDDMM, `sampled_linear`). Only which latents win is low precision, and
-  only at near-ties.
+- `select_topk_exact`: the selecting matmul in full precision into a reused buffer, then an
+  exact grouped top-k (`grouped_topk_indices`: a max over strided groups and two small top-ks
+  instead of one over all d_sae columns) and the winners' values read back.
+- `select_topk_lowp`: where bf16 is native (AMX/AVX512-BF16 CPUs, GPUs: ~8x the fp32 peak), the
+  selecting matmul in bf16 in row chunks that stay in cache, then the winners' exact fp32 values
+  recomputed (an SDDMM). Only which latents win is low precision, and only at near-ties.
 - `SampledLinear`: (x, W, b) -> the selected pre-activations; backward is two `embedding_bag`s
   (rows -> latents for dx; the transposed code for dW) and an `index_add` for db.
 - `SparseDecode`: (acts, W_dec) -> acts @ W_dec; backward is an SDDMM for d acts and an
