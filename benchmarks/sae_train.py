@@ -26,7 +26,7 @@ ours' tokens/s x 2*d_in*d_sae (the encoder's forward FLOPs) over the fp32 torch.
 Run: `.venv/bin/python benchmarks/sae_train.py [--quick]` (full: 122 steps = 500k tokens per
 run, 2.5 epochs of the training rows; about 30 minutes on 2 idle AVX2 cores, where SAELens runs
 at 1-2k tokens/s, plus ~5 minutes to cache the activations once and ~4 minutes to make the
-sparsify venv once; --quick: a 40k-row tensor, 8 steps, no pilot, about a minute once cached).
+sparsify venv once; --quick: a 40k-row tensor, 4 steps, no pilot, about a minute once cached).
 `--libs`, `--only`, `--steps` and `--ours FIELD=VALUE` narrow or vary a run. The last stdout
 line is the JSON result: `ratios` are ours / theirs in tokens/s, `fvu` the held-out FVU by run.
 """
@@ -362,9 +362,9 @@ def sparsify_worker(spec_path: str) -> None:
 # --------------------------------------------------------------------------- main
 def _parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="40k-row tensor, 8 steps, no pilot")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (full 122 = 500k tokens, quick 8)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed first steps (full 5, quick 2)")
+    p.add_argument("--quick", action="store_true", help="40k-row tensor, 4 steps, no pilot")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (full 122 = 500k tokens, quick 4)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed first steps (full 5, quick 1)")
     p.add_argument("--pilot-steps", type=int, default=8,
                    help="steps per SAELens variant in the pilot that picks its fastest option")
     p.add_argument("--saelens-variant", default="auto",
@@ -392,8 +392,8 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     load_start = [round(x, 2) for x in os.getloadavg()]
     OUT.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (8 if args.quick else 122)
-    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
+    steps = args.steps or (4 if args.quick else 122)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
     libs = args.libs.split(",")
     runs = [(a, d) for a, d in RUNS if not args.only or f"{a}_{d}" in args.only.split(",")]
     overrides = {}
@@ -413,7 +413,7 @@ def run(args: argparse.Namespace) -> dict:
 
     def peak(d_sae: int) -> float:  # measured next to ours' first run at this width
         if d_sae not in peaks:
-            peaks[d_sae] = {"fp32": matmul_peak(d_sae, torch.float32)}
+            peaks[d_sae] = {"fp32": matmul_peak(d_sae, torch.float32, reps=3 if args.quick else 10)}
             if native_bf16():
                 peaks[d_sae]["bf16"] = matmul_peak(d_sae, torch.bfloat16)
             log(f"torch.mm peak at [4096,576]@[576,{d_sae}]: "

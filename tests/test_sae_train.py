@@ -208,3 +208,28 @@ def test_train_many_matches_separate_runs(store_dir, tmp_path):
     with pytest.raises(Exception, match="batch_size"):
         train_many([a, tcfg(store_dir, batch_size=128, total_tokens=256 * 12)],
                    [tmp_path / "c", tmp_path / "d"], progress=False)
+
+
+def test_trainer_takes_an_in_memory_batch_source(tmp_path):
+    """`Trainer(batches=...)` trains from a tensor (no store, no model) and resumes exactly."""
+    data = torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(0))
+
+    def source(start):
+        i = start
+        while True:
+            x = data[(i % 8) * 256:(i % 8 + 1) * 256]
+            yield x, x
+            i += 1
+
+    cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=32, d_sae=128, k=4),
+                      total_tokens=256 * 20, batch_size=256, checkpoint_every=0, log_every=5)
+    whole = Trainer(cfg, tmp_path / "a", progress=False, batches=source)
+    whole.train()
+    recs = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["fvu"] < recs[0]["fvu"]
+    part = Trainer(cfg, tmp_path / "b", progress=False, batches=source)
+    part.train(stop_after=7)
+    rest = Trainer(cfg, tmp_path / "b", progress=False, batches=source)
+    rest.train()
+    a, b = weights(whole.sae), weights(rest.sae)
+    assert all(torch.equal(a[k], b[k]) for k in a)
