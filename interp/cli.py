@@ -127,8 +127,12 @@ def train_sae_cmd(
     out: Path = typer.Option(..., help="Run directory (resumes if it holds a checkpoint)."),
     activations: Optional[Path] = typer.Option(None, help="Activation store directory."),
     model: Optional[str] = typer.Option(None, help="Stream from this model instead of a store."),
-    hook: str = typer.Option("blocks.15.hook_resid_post", help="Input hook."),
-    hook_out: Optional[str] = typer.Option(None, help="Output hook: makes it a transcoder."),
+    hook: list[str] = typer.Option(["blocks.15.hook_resid_post"], "--hook",
+                                   help="Input hook; repeat it to train one dictionary per hook "
+                                        "from one data pass (each in OUT/<hook>)."),
+    hook_out: list[str] = typer.Option([], "--hook-out",
+                                       help="Output hook: makes it a transcoder (repeat it "
+                                            "to pair with each --hook)."),
     skip: bool = typer.Option(False, help="Skip-transcoder (needs --hook-out)."),
     arch: str = typer.Option("topk", help="topk | batchtopk | standard | jumprelu | gated | "
                                           "matryoshka_batchtopk | discrete"),
@@ -148,30 +152,39 @@ def train_sae_cmd(
     """Train an SAE or transcoder; Ctrl-C writes a checkpoint, re-running resumes."""
     from interp.errors import InterpError
     from saes.base import SAEConfig
-    from saes.runs import infer_d, train_run
+    from interp.errors import ConfigError
+    from saes.runs import infer_d, train_many_runs, train_run
     from saes.train import TrainConfig
 
     try:
+        if hook_out and len(hook_out) != len(hook):
+            raise ConfigError(f"Got {len(hook)} --hook and {len(hook_out)} --hook-out options; "
+                              "give one --hook-out per --hook (transcoders) or none (SAEs).")
         base = TrainConfig(activations=str(activations or ""), model=model or "",
                            total_tokens=tokens, batch_size=batch_size)
-        d_in = infer_d(base, hook)
-        d_out = infer_d(base, hook_out) if hook_out else None
-        sae = SAEConfig(architecture=arch, d_in=d_in, d_sae=width, d_out=d_out,
-                        transcoder=bool(hook_out), skip=skip, k=k, l1_coefficient=l1,
-                        l0_coefficient=l0, hook_name=hook, hook_name_out=hook_out or "",
-                        model_name=model or "")
-        cfg = TrainConfig(sae=sae, activations=base.activations, model=base.model,
-                          total_tokens=tokens, batch_size=batch_size, lr=lr,
-                          lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay,
-                          sparsity_warmup_steps=sparsity_warmup_steps, seed=seed,
-                          checkpoint_every=checkpoint_every)
-        run = train_run(cfg, out)
+        cfgs = []
+        for h_in, h_out in zip(hook, hook_out or [None] * len(hook)):
+            sae = SAEConfig(architecture=arch, d_in=infer_d(base, h_in), d_sae=width,
+                            d_out=infer_d(base, h_out) if h_out else None,
+                            transcoder=bool(h_out), skip=skip, k=k, l1_coefficient=l1,
+                            l0_coefficient=l0, hook_name=h_in, hook_name_out=h_out or "",
+                            model_name=model or "")
+            cfgs.append(TrainConfig(sae=sae, activations=base.activations, model=base.model,
+                                    total_tokens=tokens, batch_size=batch_size, lr=lr,
+                                    lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay,
+                                    sparsity_warmup_steps=sparsity_warmup_steps, seed=seed,
+                                    checkpoint_every=checkpoint_every))
+        if len(cfgs) == 1:
+            runs = [train_run(cfgs[0], out)]
+        else:
+            runs = train_many_runs(cfgs, [out / h for h in hook])
     except InterpError as e:
         _fail(e)
-    if run is None:  # a non-zero rank under torchrun
-        return
-    typer.echo(json.dumps(run.metrics, indent=2))
-    typer.echo(f"run: {run.path}")
+    for run in runs:
+        if run is None:  # a non-zero rank under torchrun
+            continue
+        typer.echo(json.dumps(run.metrics, indent=2))
+        typer.echo(f"run: {run.path}")
 
 
 @app.command("eval-sae")

@@ -53,12 +53,13 @@ def shared_source(cfgs: Sequence[TrainConfig]):
 
 
 def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
-               progress: bool = True) -> list[SparseDictionary | None]:
+               progress: bool = True, trainers: list[Trainer] | None = None
+               ) -> list[SparseDictionary | None]:
     """Train every config into its run directory from one shared data source.
 
     The configs must agree on the data (`activations`/`model`, tokens, batch size, seed); they
     may differ in hook, architecture, width and optimiser settings. Resumes together from their
-    checkpoints (which must be at the same step).
+    checkpoints (which must be at the same step). `trainers`, if given, receives the Trainers.
     """
     if len(cfgs) != len(run_dirs) or not cfgs:
         raise ConfigError("train_many needs one run directory per config (and at least one).")
@@ -73,7 +74,10 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
         hin, hout = _hooks(cfg)[0], _hooks(cfg)[-1]
         return lambda start: ((b[hin], b[hout]) for b in source(start))
 
-    trainers = [Trainer(c, d, progress=False, batches=own(c)) for c, d in zip(cfgs, run_dirs)]
+    made = [Trainer(c, d, progress=False, batches=own(c)) for c, d in zip(cfgs, run_dirs)]
+    if trainers is not None:
+        trainers.extend(made)
+    trainers = made
     steps = {t.step for t in trainers}
     if len(steps) > 1:
         raise ConfigError(f"The runs' checkpoints are at different steps {sorted(steps)}; resume "

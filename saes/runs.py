@@ -7,6 +7,7 @@ format) and `eval.json`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -38,19 +39,40 @@ def train_run(cfg: TrainConfig, run_dir: str | Path, name: str | None = None,
         return None
     with run_context("sae", name or run_dir.name, cfg.to_dict(), path=run_dir) as run:
         trainer = Trainer(cfg, run_dir, progress=progress)
-        sae = trainer.train(stop_after=stop_after)
-        if sae is None:
-            run.finish(metrics={"step": trainer.step}, status="running")
-            return run
-        metrics = {"steps": trainer.step, "tokens": trainer.step * cfg.batch_size,
-                   "scale_in": trainer.scale_in, "scale_out": trainer.scale_out}
-        artefacts = {"sae": "sae", "metrics": "metrics.jsonl", "checkpoint": "checkpoint"}
-        if evaluate and cfg.activations:
-            report = evaluate_run_sae(sae, cfg.activations, run_dir, eval_windows)
-            metrics.update(report_metrics(report))
-            artefacts["eval"] = "eval.json"
-        run.finish(metrics=metrics, artefacts=artefacts)
+        _finish(run, trainer, trainer.train(stop_after=stop_after), evaluate, eval_windows)
     return run
+
+
+def _finish(run, trainer: Trainer, sae, evaluate: bool, eval_windows: int) -> None:
+    """Record a trainer's outcome in its run: still running (stopped early) or done + evaluated."""
+    cfg = trainer.cfg
+    if sae is None:
+        run.finish(metrics={"step": trainer.step}, status="running")
+        return
+    metrics = {"steps": trainer.step, "tokens": trainer.step * cfg.batch_size,
+               "scale_in": trainer.scale_in, "scale_out": trainer.scale_out}
+    artefacts = {"sae": "sae", "metrics": "metrics.jsonl", "checkpoint": "checkpoint"}
+    if evaluate and cfg.activations:
+        report = evaluate_run_sae(sae, cfg.activations, run.path, eval_windows)
+        metrics.update(report_metrics(report))
+        artefacts["eval"] = "eval.json"
+    run.finish(metrics=metrics, artefacts=artefacts)
+
+
+def train_many_runs(cfgs: list[TrainConfig], run_dirs: list[str | Path], progress: bool = True,
+                    evaluate: bool = True, eval_windows: int = 16) -> list:
+    """Several dictionaries from one data pass (`saes.multi.train_many`), each its own run."""
+    from saes.multi import train_many
+
+    run_dirs = [Path(d) for d in run_dirs]
+    with contextlib.ExitStack() as stack:
+        runs = [stack.enter_context(run_context("sae", d.name, c.to_dict(), path=d))
+                for c, d in zip(cfgs, run_dirs)]
+        trainers: list[Trainer] = []
+        saes = train_many(cfgs, run_dirs, progress=progress, trainers=trainers)
+        for run, trainer, sae in zip(runs, trainers, saes):
+            _finish(run, trainer, sae, evaluate, eval_windows)
+    return runs
 
 
 def resume_run(run_dir: str | Path, progress: bool = True):

@@ -233,3 +233,24 @@ def test_trainer_takes_an_in_memory_batch_source(tmp_path):
     rest.train()
     a, b = weights(whole.sae), weights(rest.sae)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_trains_one_dictionary_per_hook(store_dir, tmp_path):
+    """Repeating --hook trains a dictionary per hook from one pass, each an evaluated run."""
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    out = tmp_path / "many"
+    res = CliRunner().invoke(app, ["train-sae", "--activations", str(store_dir), "--hook", HOOK,
+                                   "--hook", HOOK_OUT, "--width", "128", "--k", "8", "--tokens",
+                                   str(256 * 8), "--batch-size", "256", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for hook in (HOOK, HOOK_OUT):
+        run = json.loads((out / hook / "run.json").read_text())
+        assert run["status"] == "done" and run["config"]["sae"]["hook_name"] == hook
+        assert 0 < run["metrics"]["fvu"] < 1 and (out / hook / "sae" / "cfg.json").exists()
+    bad = CliRunner().invoke(app, ["train-sae", "--activations", str(store_dir), "--hook", HOOK,
+                                   "--hook", HOOK_OUT, "--hook-out", HOOK_OUT, "--out",
+                                   str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--hook-out" in bad.output
