@@ -1,0 +1,46 @@
+"""The registry of run kinds the explorer can render: kind -> its view module and page.
+
+Adding a kind is one module `app/views/<kind>.py` (a `render(run)` function, optionally
+`summary(run) -> dict`), one line in `KINDS`, and a three-line page in `app/pages/` that calls
+`app.ui.kind_page("<kind>")`. Kinds without an entry are still listed on Home and shown by the
+generic view (config, metrics, artefacts). See app/README.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class KindView:
+    """How the explorer shows one run kind."""
+
+    title: str  # what a person calls these runs (page and section titles)
+    module: str  # the view module, with `render(run)` and optionally `summary(run)`
+    page: str  # the page file under app/ that shows one run of this kind (Home links to it)
+    metrics: tuple[str, ...] = ()  # key metrics shown in Home's table, in this order
+
+
+KINDS: dict[str, KindView] = {
+    "activations": KindView("Activation stores", "app.views.activations",
+                            "pages/1_Activation_stores.py",
+                            ("rows", "tokens_seen", "shards", "tokens_per_s")),
+    "sae": KindView("SAEs and transcoders", "app.views.sae", "pages/2_SAEs.py",
+                    ("fvu", "l0", "dead_frac", "ce_loss_score", "steps")),
+    # one line per further kind, e.g.
+    # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
+}
+
+GENERIC = KindView("Other runs", "app.views.generic", "pages/9_All_runs.py")
+
+
+def kind_view(kind: str) -> KindView:
+    """The registry entry of `kind`, or the generic one for kinds nobody registered."""
+    return KINDS.get(kind, GENERIC)
+
+
+def view_module(kind: str) -> ModuleType:
+    """Import a kind's view lazily, so one broken view never breaks Home or other pages."""
+    return importlib.import_module(kind_view(kind).module)

@@ -1,0 +1,55 @@
+"""A small real workspace for the explorer's tests: a tiny model's activation store and an SAE
+trained on it in seconds, plus the awkward cases (broken, failed, running, unknown kind, a
+run.json that points outside the workspace)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
+    from interp.cli import summary
+    from interp.data import CorpusSpec
+    from interp.store import StoreConfig, cache_activations
+    from interp.workspace import run_context, run_dir
+    from saes.base import SAEConfig
+    from saes.runs import train_run
+    from saes.train import TrainConfig
+
+    ws = Path(ws)
+    cfg = StoreConfig(model=str(model_dir), hooks=(HOOK,), n_tokens=64 * 96, context_size=64,
+                      batch_size=8, shard_windows=32, corpus=CorpusSpec(source="python-docs"))
+    with run_context("activations", "tiny-store", cfg.to_dict(), root=ws) as run:
+        store = cache_activations(run.path, cfg, model=model, progress=False)
+        run.finish(metrics=summary(store), artefacts={"manifest": "manifest.json"})
+    tcfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=64, d_sae=256, k=8, hook_name=HOOK,
+                                     model_name=str(model_dir)),
+                       activations=str(run.path), total_tokens=256 * 30, batch_size=256,
+                       checkpoint_every=0, log_every=3)
+    train_run(tcfg, run_dir("sae", "tiny-topk", ws), progress=False, eval_windows=4)
+
+    # the awkward cases a real workspace accumulates
+    broken = run_dir("sae", "broken-json", ws)
+    broken.mkdir(parents=True)
+    (broken / "run.json").write_text("{not json")
+    with run_context("sae", "still-running", {"note": "no artefacts yet"}, root=ws):
+        pass
+    failed = run_dir("sae", "failed-run", ws)
+    failed.mkdir(parents=True)
+    (failed / "run.json").write_text(json.dumps({
+        "kind": "sae", "name": "failed-run", "config": {}, "created": "2026-01-01T00:00:00+00:00",
+        "status": "failed", "metrics": {"error": "KeyboardInterrupt: interrupted"},
+        "artefacts": {"eval": "../../../../etc/passwd"}}))
+    with run_context("mystery", "unknown-kind", {"a": 1}, root=ws) as r:
+        r.finish(metrics={"score": 0.5}, artefacts={"table": "table.parquet"})
+    outside = ws.parent / f"{ws.name}-outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "run.json").write_text(json.dumps({"kind": "sae", "name": "escape"}))
+    esc = run_dir("sae", "escape", ws)
+    esc.mkdir(parents=True)
+    os.symlink(outside / "run.json", esc / "run.json")
+    return ws
