@@ -1,0 +1,154 @@
+"""The attribution graph of one prompt, and our compact file format.
+
+Nodes, in circuit-tracer's order: [active features | error nodes (layer-major, layer*pos + p) |
+token embeddings | output logits]. Edges are direct effects A[target, source] in the frozen
+replacement model, kept sparse as COO triples sorted by target (only the causal cone is ever
+computed). Each target's input (a feature's pre-activation, a logit minus the mean logit) equals
+the sum of its incoming edges plus its fixed term (biases, positions, the BOS position): the
+completeness property tested in tests/test_circuits.py.
+
+Compact format: `graph.safetensors` (every tensor) + `graph.json` (prompt, token strings,
+settings). No pickle: both load without executing code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import InterpError
+from interp.io import atomic_write_json, read_json, save_safetensors_atomic
+
+FORMAT = "interp-attribution-graph"
+VERSION = 1
+
+
+@dataclass
+class Graph:
+    prompt: str
+    tokens: list[int]
+    token_strs: list[str]
+    n_layers: int
+    feat_layer: Int[Tensor, "n_feat"]
+    feat_pos: Int[Tensor, "n_feat"]
+    feat_index: Int[Tensor, "n_feat"]
+    activation: Float[Tensor, "n_feat"]
+    logit_tokens: Int[Tensor, "n_logits"]
+    logit_probs: Float[Tensor, "n_logits"]
+    logit_strs: list[str]
+    edge_target: Int[Tensor, "nnz"]
+    edge_source: Int[Tensor, "nnz"]
+    edge_weight: Float[Tensor, "nnz"]
+    node_input: Float[Tensor, "n_nodes"]  # NaN for sources that are never targets
+    node_fixed: Float[Tensor, "n_nodes"]
+    metadata: dict = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- node index ranges
+    @property
+    def n_pos(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.feat_layer.numel())
+
+    @property
+    def n_errors(self) -> int:
+        return self.n_layers * self.n_pos
+
+    @property
+    def n_logits(self) -> int:
+        return int(self.logit_tokens.numel())
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_features + self.n_errors + self.n_pos + self.n_logits
+
+    @property
+    def error_start(self) -> int:
+        return self.n_features
+
+    @property
+    def token_start(self) -> int:
+        return self.n_features + self.n_errors
+
+    @property
+    def logit_start(self) -> int:
+        return self.token_start + self.n_pos
+
+    def node_kind(self, i: int) -> str:
+        if i < self.error_start:
+            return "feature"
+        if i < self.token_start:
+            return "error"
+        return "token" if i < self.logit_start else "logit"
+
+    def error_node(self, layer: int, pos: int) -> int:
+        return self.error_start + layer * self.n_pos + pos
+
+    def feature_node(self, layer: int, pos: int, index: int) -> int:
+        m = (self.feat_layer == layer) & (self.feat_pos == pos) & (self.feat_index == index)
+        hits = m.nonzero().flatten()
+        if not len(hits):
+            raise InterpError(f"Feature {index} is not active at layer {layer}, position {pos}.")
+        return int(hits[0])
+
+    # ----------------------------------------------------------------- matrices
+    def dense(self, dtype=torch.float32) -> Float[Tensor, "n_nodes n_nodes"]:
+        """The full adjacency [target, source] (circuit-tracer's layout); small graphs only."""
+        A = torch.zeros(self.n_nodes, self.n_nodes, dtype=dtype)
+        A[self.edge_target, self.edge_source] = self.edge_weight.to(dtype)
+        return A
+
+    def in_sum(self) -> Float[Tensor, "n_nodes"]:
+        """Sum of incoming edge weights per node (float64)."""
+        return torch.zeros(self.n_nodes, dtype=torch.float64).index_add_(
+            0, self.edge_target.long(), self.edge_weight.double())
+
+    def completeness_error(self) -> float:
+        """max |input - (sum of incoming edges + fixed term)| over every target node."""
+        m = ~torch.isnan(self.node_input)
+        resid = self.node_input.double()[m] - self.in_sum()[m] - self.node_fixed.double()[m]
+        return float(resid.abs().max()) if resid.numel() else 0.0
+
+    # ----------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        """Write `graph.safetensors` + `graph.json` into directory `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: getattr(self, k).contiguous() for k in _TENSORS}
+        tensors["edge_target"] = tensors["edge_target"].to(torch.int32)
+        tensors["edge_source"] = tensors["edge_source"].to(torch.int32)
+        save_safetensors_atomic(tensors, path / "graph.safetensors")
+        atomic_write_json(path / "graph.json", {
+            "format": FORMAT, "version": VERSION, "prompt": self.prompt, "tokens": self.tokens,
+            "token_strs": self.token_strs, "n_layers": self.n_layers,
+            "logit_strs": self.logit_strs, "metadata": self.metadata})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Graph:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path = path / "graph.json"
+        if not meta_path.is_file():
+            raise InterpError(f"{path} holds no graph.json; write graphs with Graph.save or "
+                              "`interp attribute`.")
+        meta = read_json(meta_path)
+        if meta.get("format") != FORMAT:
+            raise InterpError(f"{meta_path} is not an {FORMAT} file (format={meta.get('format')!r}).")
+        t = load_file(str(path / "graph.safetensors"))
+        t["edge_target"] = t["edge_target"].long()
+        t["edge_source"] = t["edge_source"].long()
+        return cls(prompt=meta["prompt"], tokens=meta["tokens"], token_strs=meta["token_strs"],
+                   n_layers=meta["n_layers"], logit_strs=meta["logit_strs"],
+                   metadata=meta.get("metadata", {}), **{k: t[k] for k in _TENSORS})
+
+
+_TENSORS = ("feat_layer", "feat_pos", "feat_index", "activation", "logit_tokens", "logit_probs",
+            "edge_target", "edge_source", "edge_weight", "node_input", "node_fixed")
