@@ -29,6 +29,8 @@ KINDS: dict[str, KindView] = {
                             ("rows", "tokens_seen", "shards", "tokens_per_s")),
     "sae": KindView("SAEs and transcoders", "app.views.sae", "pages/2_SAEs.py",
                     ("fvu", "l0", "dead_frac", "ce_loss_score", "steps")),
+    "features": KindView("Feature browser", "app.views.features", "pages/3_Feature_browser.py",
+                         ("d_sae", "n_tokens", "dead_frac", "median_density")),
     # one line per further kind, e.g.
     # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
 }

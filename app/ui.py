@@ -215,7 +215,8 @@ def pick_run(kind: str, label: str = "Run") -> Run | None:
         return None
     names = [r.name for r in runs]
     wanted = st.query_params.get("run")
-    index = names.index(wanted) if wanted in names else 0
+    done = [i for i, r in enumerate(runs) if r.status == "done"]
+    index = names.index(wanted) if wanted in names else (done[0] if done else 0)
     name = st.selectbox(label, names, index=index, key=f"pick-{kind}")
     if st.query_params.get("run") != name:
         st.query_params["run"] = name

@@ -30,14 +30,19 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
                                      model_name=str(model_dir)),
                        activations=str(run.path), total_tokens=256 * 30, batch_size=256,
                        checkpoint_every=0, log_every=3)
-    train_run(tcfg, run_dir("sae", "tiny-topk", ws), progress=False, eval_windows=4)
+    sae_run = run_dir("sae", "tiny-topk", ws)
+    train_run(tcfg, sae_run, progress=False, eval_windows=4)
+    from saes.features import features_run
+
+    features_run(sae_run, 64 * 32, name="tiny-topk", workspace=ws, model=model, progress=False)
 
     # the awkward cases a real workspace accumulates
     broken = run_dir("sae", "broken-json", ws)
     broken.mkdir(parents=True)
     (broken / "run.json").write_text("{not json")
-    with run_context("sae", "still-running", {"note": "no artefacts yet"}, root=ws):
-        pass
+    from interp.workspace import create_run
+
+    create_run("sae", "still-running", {"note": "no artefacts yet"}, root=ws)
     failed = run_dir("sae", "failed-run", ws)
     failed.mkdir(parents=True)
     (failed / "run.json").write_text(json.dumps({

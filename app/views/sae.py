@@ -5,9 +5,11 @@ feature browser for this run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from app.ui import artefact, plot, read_json, read_jsonl
+from app.ui import artefact, plot, read_json, read_jsonl, scan_runs
 from interp.workspace import Run
 
 
@@ -22,8 +24,7 @@ def render(run: Run) -> None:
         st.markdown(f"**{sae_cfg.get('architecture', '?')} {kind}** · `{hooks}` · "
                     f"d_in {sae_cfg.get('d_in')} · d_sae {sae_cfg.get('d_sae')}"
                     + (f" · k {sae_cfg['k']}" if sae_cfg.get("k") else ""))
-    st.page_link("pages/3_Feature_browser.py", label="Browse this run's features",
-                 icon=":material/search:", query_params={"run": run.name})
+    feature_links(run)
 
     tab_train, tab_eval, tab_density = st.tabs(["Training", "Evaluation", "Density"])
     with tab_train:
@@ -56,3 +57,28 @@ def render(run: Run) -> None:
         else:
             plot(fig_density_histogram(density["log10_density"],
                                        floor=density.get("floor", -10.0)), key="density")
+
+
+def feature_runs_of(run: Run) -> list[Run]:
+    """The finished `features` runs computed from this SAE run (by their `sae_run` config)."""
+    me = run.path.resolve()
+    out = []
+    for r in scan_runs(kind="features"):
+        src = r.config.get("sae_run")
+        if r.status == "done" and isinstance(src, str):
+            try:
+                if Path(src).resolve() == me:
+                    out.append(r)
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def feature_links(run: Run) -> None:
+    """Links to this SAE's feature pages, or the command that computes them."""
+    found = feature_runs_of(run)
+    for r in found:
+        st.page_link("pages/3_Feature_browser.py", label=f"Browse its features ({r.name})",
+                     icon=":material/search:", query_params={"run": r.name})
+    if not found and run.status == "done":
+        st.caption(f"No feature pages for this SAE yet: `interp features {run.path}`.")
