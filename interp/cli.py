@@ -230,6 +230,41 @@ def resume(run: Path = typer.Argument(..., help="A run directory with a checkpoi
     typer.echo(json.dumps(r.metrics, indent=2))
 
 
+@app.command("app")
+def app_cmd(
+    workspace: Optional[Path] = typer.Argument(None, help="Workspace root (default: "
+                                               "$INTERP_WORKSPACE, else ./workspace)."),
+    port: int = typer.Option(8501, help="Port to serve on."),
+    address: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this "
+                                                   "machine only)."),
+    headless: bool = typer.Option(False, help="Do not open a browser tab."),
+) -> None:
+    """Open the Streamlit explorer (app/Home.py) on a workspace."""
+    import os
+    import subprocess
+    import sys
+
+    from interp.workspace import workspace_root
+
+    home = Path(__file__).resolve().parent.parent / "app" / "Home.py"
+    if not home.is_file():
+        _fail(FileNotFoundError(f"{home} not found: the explorer ships with the source checkout "
+                                "(pip install -e .)."))
+    ws = workspace_root(workspace).expanduser().resolve()
+    if not (ws / "runs").is_dir():
+        typer.echo(f"note: {ws} has no runs yet (make some with `interp demo`).", err=True)
+    typer.echo(f"explorer: http://{address}:{port}  (workspace {ws}; Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(port),
+           "--server.address", address, "--server.headless", str(headless).lower(),
+           "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "INTERP_WORKSPACE": str(ws)})
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = proc.wait()
+    raise typer.Exit(code)
+
+
 @app.command()
 def demo(
     workspace: Path = typer.Option(Path("workspace"), envvar="INTERP_WORKSPACE",
@@ -241,6 +276,11 @@ def demo(
     from interp.demo import run_demo
 
     run_demo(workspace, tokens=tokens, sae_tokens=sae_tokens)
+
+
+from probes import cli as _probes_cli  # noqa: E402  (typer only; probe, lens, geometry)
+
+app.add_typer(_probes_cli.app)
 
 
 def main() -> None:
