@@ -1,0 +1,146 @@
+"""Layer-wise geometry of the residual stream, as defined by LLM-Microscope.
+
+Razzhigaev et al., "LLM-Microscope" (arXiv 2502.15007) and "Your Transformer is Secretly Linear"
+(arXiv 2405.12250):
+
+- **Linearity score** between consecutive layers X = H^l, Y = H^{l+1} (n_tokens x d): centre
+  both, divide each by its Frobenius norm, fit A = pinv(X) Y by least squares and report
+  1 - ||XA - Y||_F^2. The *centred* variant uses Y = H^{l+1} - H^l (the residual update).
+- **Token nonlinearity** E_i = ||A* h_i - h_{i+1}||_2 on the same normalised rows, with A* the map
+  fitted for the linearity score on the token set being analysed.
+- **Intrinsic dimension** by TwoNN (Facco et al. 2017, arXiv 1803.06992) as in the paper's
+  notebook: centre, divide by the mean norm, mu_i = r2/r1, drop mu <= 1 + 1e-8, keep the smallest
+  n // 5 (reduction factor 5) and regress -log(1 - F) on log mu through the origin.
+- **Anisotropy** lambda_max / sum(lambda) of the covariance of centred embeddings (1/d for an
+  isotropic cloud, 1 when all variance lies on one direction).
+
+Every function takes float tensors and computes in float64 (exactness is claimed by the tests).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import InterpError
+
+TWONN_REDUCTION = 5  # keep the smallest n // 5 ratios (the notebook's `reduction_factor`)
+
+
+def _check_pair(x: Tensor, y: Tensor) -> None:
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise InterpError(f"Linearity needs two [n_tokens, d] matrices with the same rows; got "
+                          f"{tuple(x.shape)} and {tuple(y.shape)}.")
+    if x.shape[0] < 2:
+        raise InterpError("Linearity needs at least 2 tokens.")
+
+
+def normalise(h: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+    """Centre the rows and divide by the Frobenius norm (float64), the paper's Ĥ."""
+    h = h.double()
+    h = h - h.mean(0, keepdim=True)
+    norm = torch.linalg.matrix_norm(h)
+    return h / norm if norm > 0 else h
+
+
+def fit_linear_map(x: Float[Tensor, "n d_in"], y: Float[Tensor, "n d_out"]
+                   ) -> Float[Tensor, "d_in d_out"]:
+    """A = pinv(X) Y via the SVD of X (the notebook's `get_est_svd`: A = V diag(1/S) Uᵀ Y)."""
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    keep = s > s.max() * max(x.shape) * torch.finfo(s.dtype).eps
+    return vh[keep].T @ ((u[:, keep].T @ y) / s[keep, None])
+
+
+def linearity_score(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"],
+                    centered: bool = False) -> float:
+    """1 - ||XA - Y||_F^2 on centred, Frobenius-normalised X and Y (LLM-Microscope §3.1).
+
+    `centered=True` scores the map to the update Y - X instead (`procrustes_similarity_centered`).
+    1 for any invertible linear map Y = XR; near 0 for independent noise with n >> d.
+    """
+    _check_pair(x, y)
+    if centered:
+        y = y.double() - x.double()
+    xn, yn = normalise(x), normalise(y)
+    a = fit_linear_map(xn, yn)
+    return float(1.0 - ((xn @ a - yn) ** 2).sum())
+
+
+def token_nonlinearity(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"]) -> Float[Tensor, " n"]:
+    """E_i = ||A* ĥ_i - ĥ_{i+1}||_2 per token (paper eq. 1-2), A* fitted on these same rows.
+
+    The squares sum to 1 - linearity_score(x, y).
+    """
+    _check_pair(x, y)
+    xn, yn = normalise(x), normalise(y)
+    a = fit_linear_map(xn, yn)
+    return (xn @ a - yn).norm(dim=-1)
+
+
+def twonn_dimension(x: Float[Tensor, "n d"], reduction: int = TWONN_REDUCTION) -> float:
+    """Intrinsic dimension by TwoNN (Facco et al.), with the LLM-Microscope notebook's choices."""
+    if x.ndim != 2 or x.shape[0] < 3 * reduction:
+        raise InterpError(f"TwoNN needs a [n_points, d] matrix with at least {3 * reduction} "
+                          f"points; got shape {tuple(x.shape)}.")
+    x = x.double()
+    x = x - x.mean(0, keepdim=True)
+    x = x / x.norm(dim=-1).mean().clamp_min(1e-300)
+    n = x.shape[0]
+    r = torch.empty(n, 2, dtype=torch.float64)
+    for start in range(0, n, 2048):  # chunked pairwise distances keep memory at 2048 x n
+        d = torch.cdist(x[start:start + 2048], x)
+        d[torch.arange(d.shape[0]), torch.arange(start, start + d.shape[0])] = math.inf
+        r[start:start + 2048] = d.topk(2, dim=1, largest=False).values
+    mu = r[:, 1] / r[:, 0]
+    mu = mu[torch.isfinite(mu)]
+    n_all = mu.numel()
+    mu = mu[mu > 1 + 1e-8].sort().values
+    dropped = n_all - mu.numel()
+    f = (torch.arange(1, mu.numel() + 1, dtype=torch.float64) + dropped) / n_all
+    keep = n_all // reduction
+    if keep < 2 or mu.numel() < keep:
+        raise InterpError("TwoNN found too few distinct neighbour ratios (duplicate points?).")
+    lx, ly = mu[:keep].log(), -torch.log1p(-f[:keep])
+    return float((lx * ly).sum() / (lx * lx).sum())
+
+
+def anisotropy(x: Float[Tensor, "n d"]) -> float:
+    """lambda_max / sum(lambda) of the covariance of the centred rows (1/d when isotropic)."""
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise InterpError(f"Anisotropy needs a [n_points, d] matrix with >= 2 rows; got "
+                          f"{tuple(x.shape)}.")
+    x = x.double() - x.double().mean(0, keepdim=True)
+    s = torch.linalg.svdvals(x) ** 2  # eigenvalues of the covariance, up to the factor 1/(n-1)
+    total = s.sum()
+    return float(s.max() / total) if total > 0 else 0.0
+
+
+def layer_geometry(states: Float[Tensor, "layer n d"], max_points_twonn: int = 4096,
+                   progress: bool = False) -> dict:
+    """Every geometry metric per layer of stacked residual states (layer 0 = the embeddings).
+
+    Returns plain lists: `linearity[l]` and `linearity_centered[l]` score the map l -> l+1
+    (length n_layers), `intrinsic_dim[l]` and `anisotropy[l]` describe state l (length
+    n_layers + 1), and `token_nonlinearity` is a [n_layers, n] nested list (the map l -> l+1).
+    """
+    from tqdm.auto import tqdm
+
+    if states.ndim != 3 or states.shape[0] < 2:
+        raise InterpError(f"layer_geometry needs [layers, tokens, d] with >= 2 layers; got "
+                          f"{tuple(states.shape)}.")
+    n_states = states.shape[0]
+    out: dict[str, list] = {"linearity": [], "linearity_centered": [], "token_nonlinearity": [],
+                            "intrinsic_dim": [], "anisotropy": []}
+    sub = states[:, :max_points_twonn]
+    for layer in tqdm(range(n_states), desc="geometry", disable=not progress):
+        if layer + 1 < n_states:
+            x, y = states[layer], states[layer + 1]
+            out["linearity"].append(linearity_score(x, y))
+            out["linearity_centered"].append(linearity_score(x, y, centered=True))
+            out["token_nonlinearity"].append(token_nonlinearity(x, y).float().tolist())
+        out["anisotropy"].append(anisotropy(states[layer]))
+        out["intrinsic_dim"].append(twonn_dimension(sub[layer]))
+    return out
