@@ -196,8 +196,14 @@ class ReplacementModel:
             out = out + self.errors[i]
         if bias:
             out = out + self._fixed_mlp(i)
-        if i in self.tc and self.tc[i].W_skip is not None:
-            out = out + u @ self.tc[i].W_skip.T
+        return out + self.skip(i, u)
+
+    def skip(self, i: int, u: Tensor) -> Tensor | float:
+        """A skip-transcoder's linear path W_skip u (zero at BOS, whose output is fixed)."""
+        if i not in self.tc or self.tc[i].W_skip is None:
+            return 0.0
+        out = u @ self.tc[i].W_skip.float().T
+        out[..., : self.first, :] = 0
         return out
 
     def _fixed_mlp(self, i: int) -> Tensor:
@@ -264,6 +270,7 @@ class ReplacementModel:
             gu = torch.zeros(B, P, d)
             if i in self.tc and self.tc[i].W_skip is not None:
                 gu = gu + G @ self.tc[i].W_skip.float()
+                gu[:, : self.first] = 0
             m = layer == i
             if bool(m.any()):
                 gu[arange[m], pos[m]] += vec[m]

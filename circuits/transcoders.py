@@ -149,7 +149,8 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
 def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens: int = 200_000,
                       width: int = 2048, k: int = 16, architecture: str = "topk",
                       batch_size: int = 1024, lr: float = 4e-3, activations: str = "",
-                      seed: int = 0, d_model: int | None = None, progress: bool = True):
+                      seed: int = 0, d_model: int | None = None, skip: bool = False,
+                      progress: bool = True):
     """Train one transcoder per layer in `layers` from one data source; returns the run.
 
     Streams from `model` (one forward pass feeds every layer) unless `activations` names a
@@ -171,7 +172,7 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
     cfgs, dirs = [], []
     for layer in layers:
         sae = SAEConfig(architecture=architecture, d_in=d_model, d_sae=width, k=k,
-                        transcoder=True, hook_name=HOOK_IN.format(layer=layer),
+                        transcoder=True, skip=skip, hook_name=HOOK_IN.format(layer=layer),
                         hook_name_out=HOOK_OUT.format(layer=layer), model_name=model)
         cfgs.append(TrainConfig(sae=sae, activations=activations, model=model,
                                 total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
@@ -179,7 +180,7 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
         dirs.append(out / f"layer_{layer:02d}")
     config = {"model": model, "layers": layers, "tokens": tokens, "width": width, "k": k,
               "architecture": architecture, "batch_size": batch_size, "lr": lr,
-              "activations": activations, "seed": seed}
+              "activations": activations, "seed": seed, "skip": skip}
     with run_context(KIND, out.name, config, path=out) as run:
         train_many(cfgs, dirs, progress=progress)
         run.finish(metrics={"layers": len(layers), "tokens": tokens},

@@ -1,0 +1,139 @@
+"""Influence on the logits, pruning, and the graph's replacement/completeness scores.
+
+Definitions of Ameisen et al. 2025 ("Circuit Tracing", section on graph pruning) as circuit-tracer
+implements them: A_hat = |A| with rows normalised to sum 1; node influence
+I = w A_hat + w A_hat^2 + ... (w: logit probabilities on the logit nodes; the series ends because
+the graph is a DAG); keep the most influential nodes up to `node_threshold` of the total, then
+the edges by A_hat'[t, s] (I'[t] + w[t]) up to `edge_threshold`; drop feature/error nodes left
+without outgoing edges and features without incoming ones, until stable.
+
+Unlike circuit-tracer we never build a dense square matrix: everything runs on the sparse edge
+list, sums are in float64, and thresholds are found by bisection on the value plus a sort of
+the few candidates left, never a sort of all edge scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from circuits.graph import Graph
+from interp.errors import ConfigError
+
+
+@dataclass
+class PruneResult:
+    node_mask: Tensor  # [n_nodes] bool
+    edge_mask: Tensor  # [nnz] bool, aligned with graph.edge_weight
+    cumulative_scores: Tensor  # [n_nodes] cumulative-influence fraction at each node's rank
+    influence: Tensor  # [n_nodes] raw node influence on the logits (float64)
+
+
+def logit_weights(graph: Graph) -> Tensor:
+    w = torch.zeros(graph.n_nodes, dtype=torch.float64)
+    w[graph.logit_start:] = graph.logit_probs.double()
+    return w
+
+
+def normalised(graph: Graph, keep: Tensor | None = None) -> Tensor:
+    """|A| with rows summing to 1, over the edges in `keep` (all when None); float64."""
+    a = graph.edge_weight.double().abs()
+    if keep is not None:
+        a = torch.where(keep, a, torch.zeros_like(a))
+    rowsum = torch.zeros(graph.n_nodes, dtype=torch.float64).index_add_(0, graph.edge_target, a)
+    return a / rowsum.clamp_min(1e-10)[graph.edge_target]
+
+
+def influence(graph: Graph, a_hat: Tensor, w: Tensor, max_iter: int = 10_000) -> Tensor:
+    """w A + w A^2 + ... on the sparse edge list (exactly nilpotent: a DAG)."""
+    total = torch.zeros_like(w)
+    cur = w
+    for _ in range(max_iter):
+        cur = torch.zeros_like(w).index_add_(0, graph.edge_source, cur[graph.edge_target] * a_hat)
+        if not bool(cur.any()):
+            return total
+        total += cur
+    raise RuntimeError("Influence did not vanish: the graph has a cycle.")
+
+
+def threshold_value(scores: Tensor, fraction: float, band: int = 65_536) -> Tensor:
+    """circuit-tracer's `find_threshold` without a full sort: the largest score v such that the
+    scores >= v reach `fraction` of the total (bisection on v, then a sort of <= `band` values)."""
+    s = scores.double()
+    if s.numel() == 0:
+        return torch.tensor(0.0, dtype=torch.float64)
+    target = fraction * float(s.sum())
+    lo, hi = 0.0, float(s.max())
+    if float(s[s >= hi].sum()) >= target:
+        return torch.tensor(hi, dtype=torch.float64)
+    for _ in range(200):
+        inside = (s >= lo) & (s < hi)
+        if int(inside.sum()) <= band:
+            break
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            break
+        if float(s[s >= mid].sum()) >= target:
+            lo = mid
+        else:
+            hi = mid
+    cand = s[(s >= lo) & (s < hi)].sort(descending=True).values
+    cum = float(s[s >= hi].sum()) + cand.cumsum(0)
+    j = int(torch.searchsorted(cum, torch.tensor(target, dtype=torch.float64)))
+    return cand[min(j, cand.numel() - 1)]
+
+
+def prune_graph(graph: Graph, node_threshold: float = 0.8,
+                edge_threshold: float = 0.98) -> PruneResult:
+    """Node and edge masks keeping `node_threshold` / `edge_threshold` of the influence."""
+    for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{name} must be between 0 and 1, got {v}.")
+    w = logit_weights(graph)
+    node_inf = influence(graph, normalised(graph), w)
+    node_mask = node_inf >= threshold_value(node_inf, node_threshold)
+    node_mask[graph.token_start:] = True
+    tgt, src = graph.edge_target, graph.edge_source
+    keep = node_mask[tgt] & node_mask[src]
+    a_hat = normalised(graph, keep)
+    pruned_inf = influence(graph, a_hat, w) + w
+    edge_scores = a_hat * pruned_inf[tgt]
+    edge_mask = keep & (edge_scores >= threshold_value(edge_scores, edge_threshold))
+    n_feat, tok = graph.n_features, graph.token_start
+    while True:
+        old = node_mask.clone()
+        edge_mask &= node_mask[tgt] & node_mask[src]
+        has_out = torch.zeros(graph.n_nodes, dtype=torch.bool)
+        has_out[src[edge_mask]] = True
+        has_in = torch.zeros(graph.n_nodes, dtype=torch.bool)
+        has_in[tgt[edge_mask]] = True
+        node_mask[:tok] &= has_out[:tok]
+        node_mask[:n_feat] &= has_in[:n_feat]
+        if bool((node_mask == old).all()):
+            break
+    edge_mask &= node_mask[tgt] & node_mask[src]
+    order = node_inf.sort(descending=True)
+    cum = order.values.cumsum(0) / order.values.sum().clamp_min(1e-300)
+    cumulative = torch.zeros_like(node_inf)
+    cumulative[order.indices] = cum
+    return PruneResult(node_mask, edge_mask, cumulative, node_inf)
+
+
+def graph_scores(graph: Graph) -> dict[str, float]:
+    """Replacement score (token influence over token + error influence) and completeness score
+    (influence-weighted fraction of each node's normalised input not from error nodes)."""
+    w = logit_weights(graph)
+    a_hat = normalised(graph)
+    inf = influence(graph, a_hat, w)
+    tok = float(inf[graph.token_start:graph.logit_start].sum())
+    err = float(inf[graph.error_start:graph.token_start].sum())
+    src = graph.edge_source
+    from_err = (src >= graph.error_start) & (src < graph.token_start)
+    err_frac = torch.zeros(graph.n_nodes, dtype=torch.float64).index_add_(
+        0, graph.edge_target, torch.where(from_err, a_hat, torch.zeros_like(a_hat)))
+    out = inf + w
+    completeness = float(((1 - err_frac) * out).sum() / out.sum())
+    return {"replacement_score": tok / (tok + err) if tok + err > 0 else float("nan"),
+            "completeness_score": completeness}
