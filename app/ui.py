@@ -240,6 +240,7 @@ def empty_workspace(what: str = "runs") -> None:
 def kind_page(kind: str) -> None:
     """A whole page for one run kind: pick a run, show its header and its kind's view."""
     view = kind_view(kind)
+    st.set_page_config(page_title=f"{view.title} · interp", layout="wide")
     st.title(view.title)
     workspace_caption()
     run = pick_run(kind)
@@ -261,6 +262,7 @@ __all__ = ["KINDS", "ExplorerError", "artefact", "empty_workspace", "fmt", "get_
 def any_run_page() -> None:
     """A page that shows any run: pick a kind, then a run; unregistered kinds get the generic
     view."""
+    st.set_page_config(page_title="All runs · interp", layout="wide")
     st.title("All runs")
     workspace_caption()
     runs = scan_runs()
