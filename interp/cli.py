@@ -84,7 +84,8 @@ def cache(
     """Cache activations of one or more hooks to disk (resumable: re-run the same command)."""
     from interp.data import CorpusSpec
     from interp.errors import InterpError
-    from interp.store import StoreConfig, cache_activations, check_store
+    from interp.caching import cache_activations, check_store
+    from interp.store import StoreConfig
     from interp.workspace import run_context, run_dir
 
     try:
@@ -281,6 +282,9 @@ def demo(
 from probes import cli as _probes_cli  # noqa: E402  (typer only; probe, lens, geometry)
 
 app.add_typer(_probes_cli.app)
+from circuits import cli as _circuits_cli  # noqa: E402  (typer only; transcoders, attribute)
+
+app.add_typer(_circuits_cli.app)
 
 
 def main() -> None:

@@ -289,3 +289,26 @@ def test_default_model_freezes_exactly_and_is_complete(default_model, all_cores)
     assert graph.metadata["freeze_error"] < 1e-4
     scale = float(graph.node_input[~torch.isnan(graph.node_input)].abs().max())
     assert graph.completeness_error() < 1e-4 * max(1.0, scale)
+
+
+def test_cli_attribute_writes_a_graph_run(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+    from interp.workspace import load_run
+
+    model, tcs, *_ = setup
+    res = CliRunner().invoke(app, ["attribute", "--model", str(model.hf_model.name_or_path),
+                                   "--prompt", "x = 1", "--transcoders", tcs.source,
+                                   "--out", str(tmp_path / "g"), "--name", "g"])
+    assert res.exit_code == 0, res.output
+    run = load_run(tmp_path / "g")
+    assert run.kind == "graph" and run.status == "done"
+    assert run.metrics["completeness_error"] < 1e-3
+    data = json.loads(run.artefact("neuronpedia").read_text())
+    assert data["metadata"]["slug"] == "g" and data["nodes"]
+    from circuits.plots import fig_graph, fig_influence, fig_layer_counts
+    from circuits.runs import load_graph_run
+
+    g = load_graph_run(run)
+    assert len(fig_graph(g).data) >= 2 and fig_influence(g).data and fig_layer_counts(g).data
