@@ -39,7 +39,8 @@ def shared_source(cfgs: Sequence[TrainConfig]):
                                  buffer_rows=first.shuffle_buffer_rows, epochs=None,
                                  start_batch=start)
         from interp.models.loading import load_model
-        from interp.store import StoreConfig, stream_activations
+        from interp.caching import stream_activations
+        from interp.store import StoreConfig
 
         model = load_model(first.model or None)
         it = stream_activations(model, StoreConfig(model=model.name, hooks=tuple(hooks),

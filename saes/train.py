@@ -120,7 +120,8 @@ class _Batches:
                                           start_batch=start_batch)
         else:
             from interp.models.loading import load_model
-            from interp.store import StoreConfig, stream_activations
+            from interp.caching import stream_activations
+            from interp.store import StoreConfig
 
             model = load_model(cfg.model or None)
             scfg = StoreConfig(model=model.name, hooks=tuple(dict.fromkeys(self.hooks)),

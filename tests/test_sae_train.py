@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from interp.data import CorpusSpec
-from interp.store import StoreConfig, cache_activations
+from interp.caching import cache_activations
+from interp.store import StoreConfig
 from saes.base import SAEConfig
 from saes.train import TrainConfig, Trainer, lr_factor
 

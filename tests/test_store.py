@@ -9,7 +9,8 @@ import torch
 
 from interp.data import CorpusSpec
 from interp.errors import HookNotFound, InterpError, StoreMismatch
-from interp.store import ActivationStore, StoreConfig, cache_activations, stream_activations
+from interp.caching import cache_activations, stream_activations
+from interp.store import ActivationStore, StoreConfig
 
 HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z")
 
