@@ -8,11 +8,14 @@ from __future__ import annotations
 import ast
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("streamlit")
+if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
+    sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 

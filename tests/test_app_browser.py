@@ -5,11 +5,15 @@ its figures and a feature page; screenshots land in the test's tmp dir."""
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("selenium")
 pytest.importorskip("streamlit")
+if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
+    sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
 
 from app import browser  # noqa: E402
 from app_workspace import build_workspace  # noqa: E402
