@@ -15,9 +15,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,9 +23,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys, InterpError
-from interp.io import atomic_write_json, read_json, save_safetensors_atomic
+from interp.errors import ConfigError, check_config_keys
 from saes.base import SAEConfig, SparseDictionary, create_sae
+from saes.checkpoint import read_checkpoint, read_meta, write_checkpoint
+from saes.distributed import (all_reduce_grads, all_reduce_max, dist_info, install_signals,
+                              restore_signals)
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ class Trainer:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self._source = batches
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.world, self.rank = _dist_info()
+        self.world, self.rank = dist_info()
         if cfg.batch_size % self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the "
                               f"{self.world} processes.")
@@ -194,52 +193,22 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write `checkpoint/` atomically (a new directory swapped in with os.replace)."""
-        if self.rank != 0:
-            return self.run_dir / "checkpoint"
+        """Write `checkpoint/` atomically (rank 0 only)."""
         final = self.run_dir / "checkpoint"
-        tmp = self.run_dir / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        tensors = {f"sae.{k}": v.detach().clone() for k, v in self.sae.state_dict().items()}
-        names = {id(p): n for n, p in self.sae.named_parameters()}
-        for group in self.opt.param_groups:
-            for p in group["params"]:
-                for key, value in self.opt.state.get(p, {}).items():
-                    tensors[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(value).clone()
-        tensors["since_fired"] = self.since_fired
-        tensors["fired_count"] = self.fired_count
-        save_safetensors_atomic(tensors, tmp / "state.safetensors")
-        atomic_write_json(tmp / "trainer.json", {
-            "step": self.step, "scale_in": self.scale_in, "scale_out": self.scale_out,
-            "config": self.cfg.to_dict(),
-        })
-        old = self.run_dir / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        if self.rank == 0:
+            write_checkpoint(final, self.sae, self.opt,
+                             {"since_fired": self.since_fired, "fired_count": self.fired_count},
+                             {"step": self.step, "scale_in": self.scale_in,
+                              "scale_out": self.scale_out, "config": self.cfg.to_dict()})
         return final
 
     def _load_checkpoint(self) -> None:
-        from safetensors.torch import load_file
-
         ck = self.run_dir / "checkpoint"
-        meta = read_json(ck / "trainer.json")
-        if meta["config"] != self.cfg.to_dict():
+        if read_meta(ck)["config"] != self.cfg.to_dict():
             raise ConfigError(f"The checkpoint in {ck} was made with another config; resume with "
                               "`interp resume RUN` (which reads it) or use a new run directory.")
-        state = load_file(str(ck / "state.safetensors"))
-        self.sae.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("sae.")})
-        names = dict(self.sae.named_parameters())
-        for pname, p in names.items():
-            entries = {k.rsplit(".", 1)[1]: v for k, v in state.items()
-                       if k.startswith(f"opt.{pname}.")}
-            if entries:
-                self.opt.state[p] = entries
-        self.since_fired = state["since_fired"]
-        self.fired_count = state["fired_count"]
+        meta, extra = read_checkpoint(ck, self.sae, self.opt)
+        self.since_fired, self.fired_count = extra["since_fired"], extra["fired_count"]
         self.step, self.scale_in, self.scale_out = meta["step"], meta["scale_in"], meta["scale_out"]
 
     # ----------------------------------------------------------------- training
@@ -271,7 +240,7 @@ class Trainer:
 
         if not self.resumed:
             self._initialise_from_data()
-        self._handlers = _install_signals(self._on_signal)
+        self._handlers = install_signals(self._on_signal)
         self._metrics_f = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
         self._bar = tqdm(total=self.cfg.total_steps, initial=self.step, unit="step",
                          disable=not self.progress or self.rank != 0,
@@ -309,7 +278,7 @@ class Trainer:
         self._bar.close()
         if self._metrics_f is not None:
             self._metrics_f.close()
-        _restore_signals(self._handlers)
+        restore_signals(self._handlers)
 
     def finish(self) -> SparseDictionary | None:
         """Checkpoint; export (and return) the dictionary if training is complete."""
@@ -330,8 +299,8 @@ class Trainer:
         out.loss.backward()
         fired = out.fired
         if self.world > 1:
-            _all_reduce_grads(self.sae)
-            fired = _all_reduce_max(fired)
+            all_reduce_grads(self.sae)
+            fired = all_reduce_max(fired)
         if self.sae.unit_norm_decoder:
             self.sae.remove_parallel_grad()
         self.opt.step()
@@ -382,49 +351,3 @@ def _adam(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                             fused=fused or None)
-
-
-def _dist_info() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_world_size(), dist.get_rank()
-
-
-def _all_reduce_grads(module: torch.nn.Module) -> None:
-    import torch.distributed as dist
-
-    world = dist.get_world_size()
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
-
-
-def _all_reduce_max(mask: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    m = mask.to(torch.int32)
-    dist.all_reduce(m, op=dist.ReduceOp.MAX)
-    return m.bool()
-
-
-def _install_signals(handler):
-    old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            old[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
-    return old
-
-
-def _restore_signals(old) -> None:
-    for sig, h in old.items():
-        signal.signal(sig, h)
-
-
-__all__ = ["TrainConfig", "Trainer", "train_sae", "lr_factor", "InterpError"]
