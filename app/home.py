@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -22,9 +23,10 @@ def run_rows(runs, keys: tuple[str, ...]) -> list[dict]:
         row = {"name": r.name, "status": r.status, "created": r.created}
         for k in keys:
             row[k] = fmt(r.metrics.get(k)) if k in r.metrics else ""
-        if r.status in ("broken", "failed"):
-            row["problem"] = r.error or str(r.metrics.get("error", ""))
-        row["open"] = f"{page_url(kind_view(r.kind).page)}?run={r.name}"
+        row["problem"] = (r.error or str(r.metrics.get("error", ""))
+                          if r.status in ("broken", "failed") else "")
+        query = urlencode({"run": r.name} if r.kind in KINDS else {"kind": r.kind, "run": r.name})
+        row["open"] = f"{page_url(kind_view(r.kind).page)}?{query}"
         rows.append(row)
     return rows
 
@@ -47,7 +49,8 @@ def render_home() -> None:
         view = kind_view(kind)
         title = view.title if kind in KINDS else f"{kind} (shown by the generic view)"
         st.header(title)
-        st.page_link(view.page, label=f"Open {kind} runs", icon=":material/arrow_forward:")
+        st.page_link(view.page, label=f"Open {kind} runs", icon=":material/arrow_forward:",
+                     query_params=None if kind in KINDS else {"kind": kind})
         st.dataframe(run_rows(by_kind[kind], view.metrics), hide_index=True,
                      column_config={"open": st.column_config.LinkColumn(
                          "open", display_text="open")})

@@ -225,3 +225,21 @@ def test_bounded_reads_refuse_outside_and_oversized(ws, monkeypatch, tmp_path):
     assert recs[0]["step"] > 8_000  # only the tail was read
     big.unlink()
     log.unlink()
+
+
+def test_home_links_open_each_runs_page(ws, monkeypatch):
+    from urllib.parse import parse_qs, urlsplit
+
+    from app.home import page_url
+
+    at = page(ws, monkeypatch)
+    links = [u for df in at.dataframe for u in df.value["open"]]
+    assert "All_runs?kind=mystery&run=unknown-kind" in links
+    pages = {page_url(p): p for p in ALL_PAGES}
+    for link in links:
+        url = urlsplit(link)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        st.cache_data.clear()
+        target = page(ws, monkeypatch, pages[url.path], **query)
+        (picker,) = [b for b in target.selectbox if (b.key or "").startswith("pick-")]
+        assert picker.value == query["run"]  # the link opens that very run
