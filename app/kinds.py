@@ -31,6 +31,13 @@ KINDS: dict[str, KindView] = {
                     ("fvu", "l0", "dead_frac", "ce_loss_score", "steps")),
     "features": KindView("Feature browser", "app.views.features", "pages/3_Feature_browser.py",
                          ("d_sae", "n_tokens", "dead_frac", "median_density")),
+    "probe": KindView("Linear probes", "app.views.probe", "pages/4_Probes.py",
+                      ("best_layer", "best_val_acc", "best_selectivity", "majority_acc")),
+    "lens": KindView("Logit and tuned lens", "app.views.lens", "pages/5_Lenses.py",
+                     ("kl_logit_mid", "kl_tuned_mid", "kl_logit_mean", "kl_tuned_mean")),
+    "geometry": KindView("Layer geometry", "app.views.geometry", "pages/6_Layer_geometry.py",
+                         ("linearity_mean", "linearity_min", "intrinsic_dim_max",
+                          "anisotropy_max")),
     # one line per further kind, e.g.
     # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
 }

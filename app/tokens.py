@@ -1,8 +1,9 @@
 """Turning token ids into text for display: the tokenizer of a store's model, loaded once.
 
-Only the default model (from the toolkit's own cache) and local model directories are used;
-a Hub id is never fetched. Tokenizers load from JSON/text files (`trust_remote_code` stays off),
-so no code from the workspace runs. Without a tokenizer, ids are shown as `<id>`.
+Only the default model (from the toolkit's own cache) and model directories inside the workspace
+are used: a Hub id is never fetched and no path outside the workspace is read. Tokenizers load
+from JSON/text files with `trust_remote_code` off, so no code from the workspace runs. Without a
+tokenizer, ids are shown as `<id>` (feature runs carry their own vocabulary and need none).
 """
 
 from __future__ import annotations
@@ -16,23 +17,32 @@ import streamlit as st
 log = logging.getLogger(__name__)
 
 
-@st.cache_resource(show_spinner="Loading the tokenizer ...", max_entries=4)
 def tokenizer_for(model: str):
-    """The tokenizer of `model` (a name recorded in a run), or None if it cannot be had."""
+    """The tokenizer of `model` (a name recorded in a run), or None if it cannot be had (or
+    would be read from outside the workspace)."""
+    from app.ui import inside, workspace
+    from interp.models.loading import DEFAULT_ALIASES, DEFAULT_MODEL
+
+    if not model or model.lower() in DEFAULT_ALIASES or model == DEFAULT_MODEL:
+        return _load_tokenizer("")
+    path = Path(model)
+    if path.is_dir() and inside(path, workspace()):
+        return _load_tokenizer(str(path.resolve()))
+    return None
+
+
+@st.cache_resource(show_spinner="Loading the tokenizer ...", max_entries=4)
+def _load_tokenizer(where: str):
+    """'' is the default model (from the toolkit's cache; converted once if missing)."""
     from transformers import AutoTokenizer
 
-    from interp.models.loading import DEFAULT_ALIASES, DEFAULT_MODEL, default_model_dir
+    from interp.models.loading import default_model_dir
 
     try:
-        if not model or model.lower() in DEFAULT_ALIASES or model == DEFAULT_MODEL:
-            where = default_model_dir(progress=False)
-        elif Path(model).is_dir():
-            where = Path(model)
-        else:
-            return None
-        return AutoTokenizer.from_pretrained(str(where), trust_remote_code=False)
+        where = where or str(default_model_dir(progress=False))
+        return AutoTokenizer.from_pretrained(where, trust_remote_code=False)
     except Exception as e:  # noqa: BLE001 - show ids instead
-        log.warning("no tokenizer for %r: %s", model, e)
+        log.warning("no tokenizer in %r: %s", where, e)
         return None
 
 

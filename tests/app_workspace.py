@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 HOOK = "blocks.0.hook_resid_post"
@@ -21,6 +22,8 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
     from saes.train import TrainConfig
 
     ws = Path(ws)
+    # the model travels with the workspace, so the explorer may read its tokenizer
+    model_dir = Path(shutil.copytree(model_dir, ws / "models" / Path(model_dir).name))
     cfg = StoreConfig(model=str(model_dir), hooks=(HOOK,), n_tokens=64 * 96, context_size=64,
                       batch_size=8, shard_windows=32, corpus=CorpusSpec(source="python-docs"))
     with run_context("activations", "tiny-store", cfg.to_dict(), root=ws) as run:

@@ -129,6 +129,33 @@ def store_tokenizer(ws):
     return AutoTokenizer.from_pretrained(cfg["model"])
 
 
+def test_tokenizers_are_read_only_inside_the_workspace(ws, monkeypatch, tiny_llama_dir):
+    from app.tokens import token_strings
+
+    monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
+    inside = ws / "models" / Path(tiny_llama_dir).name
+    assert token_strings([70, 71], str(inside)) == [store_tokenizer(ws).decode([i])
+                                                    for i in (70, 71)]
+    assert token_strings([70, 71], str(tiny_llama_dir)) == ["<70>", "<71>"]  # outside: ids
+
+
+def test_store_with_a_shard_outside_is_refused(ws, monkeypatch, tmp_path):
+    import shutil
+
+    bad = ws / "runs/activations/evil-store"
+    shutil.copytree(ws / "runs/activations/tiny-store", bad)
+    run = json.loads((bad / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps({**run, "name": "evil-store"}))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["shards"][0]["file"] = "../../../../outside.safetensors"
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        at = page(ws, monkeypatch, "pages/1_Activation_stores.py", run="evil-store")
+        assert any("outside the store" in e.value for e in at.error) and not charts(at)
+    finally:
+        shutil.rmtree(bad)
+
+
 def test_sae_page_shows_curves_eval_and_density(ws, monkeypatch):
     at = page(ws, monkeypatch, "pages/2_SAEs.py")
     assert at.selectbox[0].value == "tiny-topk"  # the newest *done* run, not the running one

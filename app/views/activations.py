@@ -8,7 +8,7 @@ import streamlit as st
 
 from app.figures import fig_norm_histogram
 from app.tokens import token_html, token_strings
-from app.ui import artefact, plot, read_json
+from app.ui import ExplorerError, artefact, inside, plot, read_json
 from interp.workspace import Run
 
 SAMPLE_ROWS = 20_000  # rows of one shard read for the norms histogram
@@ -34,7 +34,12 @@ def open_store(run: Run):
 
     manifest = artefact(run, "manifest")
     read_json(manifest)  # bounded, inside the workspace
-    return ActivationStore(manifest.parent, verify=False), manifest
+    store = ActivationStore(manifest.parent, verify=False)
+    for info in store.manifest.get("shards", []):
+        if not inside(store.path / str(info.get("file", "")), store.path):
+            raise ExplorerError(f"The manifest of {run.kind}/{run.name} names a shard outside "
+                                f"the store ({info.get('file')!r}); not read.")
+    return store, manifest
 
 
 def render(run: Run) -> None:
@@ -67,6 +72,9 @@ def render(run: Run) -> None:
     ids = store.shard(shard)["tokens"][int(w)].tolist()
     toks = token_strings(ids, cfg.get("model", ""))
     st.markdown(token_html(toks), unsafe_allow_html=True)
+    if toks and toks[0] == f"<{ids[0]}>":
+        st.caption("Token ids shown: the store's model is neither the default model nor a "
+                   "model directory inside the workspace, so its tokenizer is not read.")
     st.caption(f"window {m['shards'][shard].get('first_window', 0) + int(w)} of the store, "
                f"{len(ids)} tokens; boxes are token boundaries")
 
