@@ -108,11 +108,13 @@ def token_set(tokenizer, texts: Iterable[str], context_size: int = 128,
 
 def corpus_token_set(model, source: str = "python-docs", context_size: int = 128,
                      max_tokens: int = 4096, task=None, max_docs: int | None = None,
-                     shuffle_docs: bool = True, seed: int = 0) -> TokenSet:
+                     shuffle_docs: bool = True, seed: int = 0, chunks_per_doc: int = 1
+                     ) -> TokenSet:
     """`token_set` over a corpus (`interp.data.CorpusSpec` source, or the task's own texts).
 
     Documents are shuffled by `seed` (the built-in corpora are ordered by name, so the first
-    documents are alike) and each is cut to at most 4 chunks so many documents are seen.
+    documents are alike) and each is cut to at most `chunks_per_doc` chunks, so that many
+    documents are seen and a split by document has enough of them on each side.
     """
     from interp.data import CorpusSpec, iter_documents
 
@@ -121,7 +123,7 @@ def corpus_token_set(model, source: str = "python-docs", context_size: int = 128
     else:
         docs = iter_documents(CorpusSpec(source=source, max_docs=max_docs,
                                          shuffle_docs=shuffle_docs, seed=seed))
-    per_doc = 4 * (context_size - 1)
+    per_doc = chunks_per_doc * (context_size - 1)
     # tokenising a whole stdlib module to keep 500 tokens is wasted work: cut characters first
     # (no tokenizer packs more than 16 characters per token on this text)
     docs = (text[: per_doc * 16] for text in docs)

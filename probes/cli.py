@@ -19,6 +19,7 @@ _CORPUS = typer.Option("", help="cpython | python-docs | python-stdlib | a path 
 _TOKENS = typer.Option(4096, "--tokens", help="Tokens to collect (BOS positions not counted).")
 _CTX = typer.Option(128, help="Tokens per chunk, BOS included.")
 _DOCS = typer.Option(None, help="Read at most this many documents.")
+_CHUNKS = typer.Option(1, help="Chunks of context-size tokens kept per document.")
 _BATCH = typer.Option(8, help="Chunks per forward pass.")
 _SEED = typer.Option(0, help="Seed (document shuffle, splits, control task).")
 _WS = typer.Option(None, envvar="INTERP_WORKSPACE", help="Workspace root.")
@@ -47,7 +48,8 @@ def probe(
     l2: str = typer.Option("1e-4,1e-3,1e-2,1e-1,1", help="L2 values to choose from."),
     max_iter: int = typer.Option(100, help="L-BFGS iterations (logistic)."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
-    context_size: int = _CTX, max_docs: Optional[int] = _DOCS, batch_size: int = _BATCH,
+    context_size: int = _CTX, max_docs: Optional[int] = _DOCS,
+    chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
 ) -> None:
@@ -58,6 +60,7 @@ def probe(
     try:
         cfg = ProbeConfig(model=model or "SmolLM2-135M-Instruct", corpus=corpus,
                           max_tokens=tokens, context_size=context_size, max_docs=max_docs,
+                          chunks_per_doc=chunks_per_doc,
                           batch_size=batch_size, seed=seed, task=task, layers=layers, hook=hook,
                           kind=kind, control=control, val_frac=val_frac,
                           l2_grid=tuple(float(v) for v in l2.split(",") if v.strip()),
@@ -79,7 +82,8 @@ def lens(
     example: str = typer.Option("The capital of France is Paris, and the capital of Italy is",
                                 help="Text shown under the lens, position by position."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
-    context_size: int = _CTX, max_docs: Optional[int] = _DOCS, batch_size: int = _BATCH,
+    context_size: int = _CTX, max_docs: Optional[int] = _DOCS,
+    chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("lens", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
 ) -> None:
@@ -90,6 +94,7 @@ def lens(
     try:
         cfg = LensConfig(model=model or "SmolLM2-135M-Instruct", corpus=corpus,
                          max_tokens=tokens, context_size=context_size, max_docs=max_docs,
+                         chunks_per_doc=chunks_per_doc,
                          batch_size=batch_size, seed=seed, val_frac=val_frac,
                          tuned_steps=tuned_steps, tuned_lr=tuned_lr, ridge=ridge,
                          eval_tokens=eval_tokens, example=example)
@@ -103,7 +108,8 @@ def lens(
 def geometry(
     max_points_twonn: int = typer.Option(4096, help="Points per layer for TwoNN."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
-    context_size: int = _CTX, max_docs: Optional[int] = _DOCS, batch_size: int = _BATCH,
+    context_size: int = _CTX, max_docs: Optional[int] = _DOCS,
+    chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("geometry", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
 ) -> None:
@@ -114,6 +120,7 @@ def geometry(
     try:
         cfg = GeometryConfig(model=model or "SmolLM2-135M-Instruct", corpus=corpus,
                              max_tokens=tokens, context_size=context_size, max_docs=max_docs,
+                             chunks_per_doc=chunks_per_doc,
                              batch_size=batch_size, seed=seed, max_points_twonn=max_points_twonn)
         run = geometry_run(cfg, workspace, name, path=out)
     except InterpError as e:

@@ -81,11 +81,16 @@ def token_nonlinearity(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"]) -> Floa
 
 
 def twonn_dimension(x: Float[Tensor, "n d"], reduction: int = TWONN_REDUCTION) -> float:
-    """Intrinsic dimension by TwoNN (Facco et al.), with the LLM-Microscope notebook's choices."""
+    """Intrinsic dimension by TwoNN (Facco et al.), with the LLM-Microscope notebook's choices.
+
+    Repeated points are counted once (TwoNN needs r1 > 0; the embedding layer repeats a vector
+    for every occurrence of a token).
+    """
+    if x.ndim == 2:
+        x = torch.unique(x.double(), dim=0)
     if x.ndim != 2 or x.shape[0] < 3 * reduction:
         raise InterpError(f"TwoNN needs a [n_points, d] matrix with at least {3 * reduction} "
-                          f"points; got shape {tuple(x.shape)}.")
-    x = x.double()
+                          f"distinct points; got shape {tuple(x.shape)}.")
     x = x - x.mean(0, keepdim=True)
     x = x / x.norm(dim=-1).mean().clamp_min(1e-300)
     n = x.shape[0]
@@ -124,7 +129,8 @@ def layer_geometry(states: Float[Tensor, "layer n d"], max_points_twonn: int = 4
 
     Returns plain lists: `linearity[l]` and `linearity_centered[l]` score the map l -> l+1
     (length n_layers), `intrinsic_dim[l]` and `anisotropy[l]` describe state l (length
-    n_layers + 1), and `token_nonlinearity` is a [n_layers, n] nested list (the map l -> l+1).
+    n_layers + 1; NaN where a layer has too few distinct points for TwoNN), and
+    `token_nonlinearity` is a [n_layers, n] nested list (the map l -> l+1).
     """
     from tqdm.auto import tqdm
 
@@ -142,5 +148,8 @@ def layer_geometry(states: Float[Tensor, "layer n d"], max_points_twonn: int = 4
             out["linearity_centered"].append(linearity_score(x, y, centered=True))
             out["token_nonlinearity"].append(token_nonlinearity(x, y).float().tolist())
         out["anisotropy"].append(anisotropy(states[layer]))
-        out["intrinsic_dim"].append(twonn_dimension(sub[layer]))
+        try:
+            out["intrinsic_dim"].append(twonn_dimension(sub[layer]))
+        except InterpError:  # too few distinct points at this layer: no estimate
+            out["intrinsic_dim"].append(float("nan"))
     return out

@@ -38,6 +38,7 @@ class DataConfig:
     max_tokens: int = 4096
     context_size: int = 128
     max_docs: int | None = None
+    chunks_per_doc: int = 1  # at most this many chunks of context_size tokens per document
     batch_size: int = 8
     seed: int = 0
 
@@ -88,7 +89,7 @@ def _load(model, cfg: DataConfig):
 
 def _states(model, cfg: DataConfig, task=None, source="python-docs", progress=False):
     ts = corpus_token_set(model, cfg.corpus or source, cfg.context_size, cfg.max_tokens, task,
-                          cfg.max_docs, seed=cfg.seed)
+                          cfg.max_docs, seed=cfg.seed, chunks_per_doc=cfg.chunks_per_doc)
     hooks = residual_hooks(model.cfg.n_layers)
     return collect(model, ts, hooks, cfg.batch_size, progress=progress), hooks
 
@@ -108,8 +109,11 @@ def _select_states(spec: str, n_layers: int) -> list[int]:
 
 
 def probe_run(cfg: ProbeConfig, workspace=None, name: str = "", model=None, path=None,
-              progress: bool = True):
-    """Probe every selected residual state (or one hook) for `cfg.task`; write a `probe` run."""
+              progress: bool = True, acts=None):
+    """Probe every selected residual state (or one hook) for `cfg.task`; write a `probe` run.
+
+    `acts` (an `Activations` labelled for the same task and holding the hooks) reuses data.
+    """
     from interp.workspace import run_context
     from probes.labels import get_task
     from probes.linear import probe_layers
@@ -119,8 +123,6 @@ def probe_run(cfg: ProbeConfig, workspace=None, name: str = "", model=None, path
     with run_context("probe", name, _jsonable(cfg), root=workspace, path=path) as run:
         t0 = time.perf_counter()
         model = _load(model, cfg)
-        ts = corpus_token_set(model, cfg.corpus or task.corpus, cfg.context_size, cfg.max_tokens,
-                              task, cfg.max_docs, seed=cfg.seed)
         if cfg.hook:
             hooks, labels = [cfg.hook], [cfg.hook]
         else:
@@ -128,8 +130,18 @@ def probe_run(cfg: ProbeConfig, workspace=None, name: str = "", model=None, path
             idx = _select_states(cfg.layers, model.cfg.n_layers)
             hooks = [all_hooks[i] for i in idx]
             labels = [state_names(model.cfg.n_layers)[i] for i in idx]
-        acts = collect(model, ts, hooks, cfg.batch_size, progress=progress)
-        rows, fitted = probe_layers(acts.acts, acts.labels, acts.doc, acts.tokens, cfg.kind,
+        if acts is None:
+            ts = corpus_token_set(model, cfg.corpus or task.corpus, cfg.context_size,
+                                  cfg.max_tokens, task, cfg.max_docs, seed=cfg.seed,
+                                  chunks_per_doc=cfg.chunks_per_doc)
+            acts = collect(model, ts, hooks, cfg.batch_size, progress=progress)
+        elif acts.classes != task.classes:
+            from interp.errors import ConfigError
+
+            raise ConfigError(f"The activations given are labelled for {acts.classes}, not for "
+                              f"task {task.name!r} {task.classes}.")
+        rows, fitted = probe_layers({h: acts.acts[h] for h in hooks}, acts.labels, acts.doc,
+                                    acts.tokens, cfg.kind,
                                     cfg.control, cfg.l2_grid, cfg.val_frac, cfg.seed,
                                     cfg.max_iter, progress=progress)
         for row, lab in zip(rows, labels):
@@ -228,7 +240,8 @@ def geometry_run(cfg: GeometryConfig, workspace=None, name: str = "geometry", mo
         rows = []
         for s, lab in enumerate(names):
             row = {"layer": lab, "state": s, "hook": hooks[s],
-                   "intrinsic_dim": geo["intrinsic_dim"][s], "anisotropy": geo["anisotropy"][s]}
+                   "intrinsic_dim": _finite(geo["intrinsic_dim"][s]),
+                   "anisotropy": geo["anisotropy"][s]}
             if s < len(names) - 1:
                 row.update(linearity=geo["linearity"][s],
                            linearity_centered=geo["linearity_centered"][s],
@@ -245,13 +258,18 @@ def geometry_run(cfg: GeometryConfig, workspace=None, name: str = "geometry", mo
         lin = geo["linearity"]
         metrics = {"linearity_mean": _mean(lin), "linearity_min": min(lin),
                    "linearity_centered_mean": _mean(geo["linearity_centered"]),
-                   "intrinsic_dim_max": max(geo["intrinsic_dim"]),
+                   "intrinsic_dim_max": max((v for v in geo["intrinsic_dim"] if v == v),
+                                            default=None),
                    "anisotropy_max": max(geo["anisotropy"]), "n_tokens": len(acts),
                    "seconds": round(time.perf_counter() - t0, 1)}
         run.finish(metrics=metrics, artefacts={"layers": "layers.json", "example": "example.json",
                                                "token_nonlinearity":
                                                    "token_nonlinearity.safetensors"})
     return run
+
+
+def _finite(v: float) -> float | None:
+    return v if v == v and abs(v) != float("inf") else None  # JSON has no NaN
 
 
 def _mean(xs) -> float:

@@ -213,3 +213,52 @@ def test_collect_keeps_documents_and_next_tokens(tiny_llama, tiny_states):
     # within a chunk the next token of row i is the token of row i + 1
     same = (acts.doc[:-1] == acts.doc[1:]) & (acts.next_tokens[:-1] >= 0)
     assert torch.equal(acts.next_tokens[:-1][same], acts.tokens[1:][same])
+
+
+# ------------------------------------------------------------------------------ runs, CLI, plots
+def test_cli_writes_probe_lens_and_geometry_runs(tiny_llama_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+    from interp.workspace import load_run
+    from probes import plots
+    from probes.runs import read_layers
+
+    corpus = tmp_path / "code.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"name_{i} = 'value {i}'\nx = f(name_{i}, "
+                                                  f"\"s{i}\")\n" * 2}) + "\n" for i in range(30)))
+    ws = tmp_path / "ws"
+    common = ["--model", str(tiny_llama_dir), "--corpus", str(corpus), "--tokens", "1500",
+              "--context-size", "48", "--workspace", str(ws)]
+    runner = CliRunner()
+    r = runner.invoke(app, ["probe", "--task", "in_string", "--layers", "embed,1",
+                            "--l2", "0.01,1", *common])
+    assert r.exit_code == 0, r.output
+    probe = load_run(ws / "runs" / "probe" / "in_string-logistic")
+    assert probe.status == "done" and probe.kind == "probe"
+    layers = read_layers(probe.path)
+    assert [row["layer"] for row in layers["rows"]] == ["embed", "1"]
+    assert layers["rows"][1]["val_acc"] > layers["rows"][1]["majority_acc"]
+    assert len(plots.fig_probe_curve(layers).data) == 3
+
+    r = runner.invoke(app, ["lens", "--tuned-steps", "5", "--eval-tokens", "200", *common])
+    assert r.exit_code == 0, r.output
+    lens = load_run(ws / "runs" / "lens" / "lens")
+    rows = read_layers(lens.path)["rows"]
+    assert len(rows) == 3 and rows[-1]["kl_logit"] == pytest.approx(0, abs=1e-5)
+    assert rows[0]["kl_tuned"] < rows[0]["kl_logit"]
+    example = json.loads(lens.artefact("example").read_text())
+    assert len(plots.fig_lens_kl(rows).data) == 3 and len(plots.fig_lens_error(rows).data) == 3
+    assert plots.fig_lens_heatmap(example, "tuned").data[0].z is not None
+
+    r = runner.invoke(app, ["geometry", "--max-points-twonn", "600", *common])
+    assert r.exit_code == 0, r.output
+    geo = load_run(ws / "runs" / "geometry" / "geometry")
+    rows = read_layers(geo.path)["rows"]
+    assert 0 < geo.metrics["linearity_mean"] <= 1 and len(rows) == 3
+    assert len(plots.fig_linearity(rows).data) == 2 and len(plots.fig_geometry(rows).data) == 2
+    ex = json.loads(geo.artefact("example").read_text())
+    assert len(plots.fig_token_nonlinearity(ex).data[0].z) == 2
+
+    r = runner.invoke(app, ["probe", "--task", "word_clas", *common])
+    assert r.exit_code == 2 and "Did you mean" in r.output

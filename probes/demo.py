@@ -1,0 +1,67 @@
+"""The probes step of `make demo`: lens, geometry and a probe curve on the default model.
+
+One forward pass over `DEMO_TOKENS` tokens of CPython's documentation (labelled for the
+word-class task) feeds three runs: `lens/demo-lens`, `geometry/demo-geometry` and
+`probe/demo-word-class`. Each is skipped when already done.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from interp.workspace import load_run, run_dir
+
+DEMO_TOKENS = 2048
+DEMO_PROBE_LAYERS = "embed,4,9,14,19,24,29"
+
+
+def _done(path: Path) -> bool:
+    try:
+        return load_run(path).status == "done"
+    except Exception:
+        return False
+
+
+def demo_step(workspace: Path, echo=print, model=None) -> Path:
+    """Write the three runs (if not done yet) and return the lens run's directory."""
+    from probes.activations import collect, corpus_token_set, residual_hooks
+    from probes.labels import get_task
+    from probes.runs import (GeometryConfig, LensConfig, ProbeConfig, geometry_run, lens_run,
+                             probe_run)
+
+    workspace = Path(workspace)
+    paths = {"lens": run_dir("lens", "demo-lens", workspace),
+             "geometry": run_dir("geometry", "demo-geometry", workspace),
+             "probe": run_dir("probe", "demo-word-class", workspace)}
+    if all(_done(p) for p in paths.values()):
+        echo(f"probes: lens, geometry and probe runs already done in {workspace / 'runs'}")
+        return paths["lens"]
+    echo(f"probes: logit/tuned lens, layer geometry and a word-class probe on {DEMO_TOKENS} "
+         "tokens of the Python docs (one forward pass through all 30 layers)")
+    t0 = time.perf_counter()
+    if model is None:
+        from interp.models.loading import load_model
+
+        model = load_model()
+    task = get_task("word_class")
+    tokens = corpus_token_set(model, "python-docs", 128, DEMO_TOKENS, task)
+    hooks = residual_hooks(model.cfg.n_layers)
+    acts = collect(model, tokens, hooks, batch_size=8, progress=False)
+    states = (acts, hooks)
+    if not _done(paths["lens"]):
+        lens_run(LensConfig(max_tokens=DEMO_TOKENS, eval_tokens=128), workspace, "demo-lens",
+                 model=model, progress=False, states=states)
+    if not _done(paths["geometry"]):
+        geometry_run(GeometryConfig(max_tokens=DEMO_TOKENS, max_points_twonn=DEMO_TOKENS),
+                     workspace, "demo-geometry", model=model, progress=False, states=states)
+    if not _done(paths["probe"]):
+        probe_run(ProbeConfig(task="word_class", max_tokens=DEMO_TOKENS,
+                              layers=DEMO_PROBE_LAYERS, l2_grid=(1e-2, 1e-1, 1.0), max_iter=50),
+                  workspace, "demo-word-class", model=model, progress=False, acts=acts)
+    for kind, p in paths.items():
+        m = load_run(p).metrics
+        echo(f"  {kind}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in m.items()))
+    echo(f"probes: {time.perf_counter() - t0:.0f} s")
+    return paths["lens"]
