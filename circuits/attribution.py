@@ -120,8 +120,8 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
         r, c = rows.nonzero(as_tuple=True)
         node = torch.arange(a, b)
         node = torch.where(node < nf, node, node - nf + (nf + L * n + n))
-        tgt_chunks.append(node[r])
-        src_chunks.append(c)
+        tgt_chunks.append(node[r].to(torch.int32))
+        src_chunks.append(c.to(torch.int32))
         w_chunks.append(rows[r, c])
     t_edges = time.perf_counter() - t0
 
@@ -149,8 +149,8 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
         prompt="", tokens=rm.tokens.tolist(), token_strs=[str(t) for t in rm.tokens.tolist()],
         n_layers=L, feat_layer=feats.layer, feat_pos=feats.pos, feat_index=feats.index,
         activation=feats.activation, logit_tokens=logit_ids, logit_probs=logit_p,
-        logit_strs=[str(int(t)) for t in logit_ids], edge_target=cat(tgt_chunks, torch.long),
-        edge_source=cat(src_chunks, torch.long), edge_weight=cat(w_chunks, torch.float32),
+        logit_strs=[str(int(t)) for t in logit_ids], edge_target=cat(tgt_chunks, torch.int32).long(),
+        edge_source=cat(src_chunks, torch.int32).long(), edge_weight=cat(w_chunks, torch.float32),
         node_input=node_input, node_fixed=node_fixed,
         metadata={"config": cfg.to_dict(), "freeze_error": getattr(rm, "freeze_error", None),
                   "seconds_edges": round(t_edges, 4), "n_targets": n_targets,
