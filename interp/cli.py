@@ -285,6 +285,9 @@ app.add_typer(_probes_cli.app)
 from circuits import cli as _circuits_cli  # noqa: E402  (typer only; transcoders, attribute)
 
 app.add_typer(_circuits_cli.app)
+from saes import analysis_cli as _saes_analysis_cli  # noqa: E402  (typer only; features, atoms)
+
+app.add_typer(_saes_analysis_cli.app)
 
 
 def main() -> None:
