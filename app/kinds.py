@@ -38,6 +38,8 @@ KINDS: dict[str, KindView] = {
     "geometry": KindView("Layer geometry", "app.views.geometry", "pages/6_Layer_geometry.py",
                          ("linearity_mean", "linearity_min", "intrinsic_dim_max",
                           "anisotropy_max")),
+    "graph": KindView("Attribution graphs", "app.views.graph", "pages/7_Attribution_graphs.py",
+                      ("n_features", "kept_nodes", "replacement_score", "completeness_score")),
     # one line per further kind, e.g.
     # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
 }

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 HOOK = "blocks.0.hook_resid_post"
+HOME = str(Path(__file__).resolve().parent.parent / "app" / "Home.py")
 
 
 def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
@@ -61,3 +62,34 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
     esc.mkdir(parents=True)
     os.symlink(outside / "run.json", esc / "run.json")
     return ws
+
+
+# --------------------------------------------------------------------------- AppTest helpers
+def page(ws, monkeypatch, path: str | None = None, **query):
+    """Run Home (or `path`, e.g. "pages/2_SAEs.py") on workspace `ws` with URL `query`; fails
+    on any exception the page raised. Clear st.cache_data/cache_resource between tests."""
+    monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(HOME, default_timeout=120)
+    at.query_params.update(query)
+    if path:
+        at.switch_page(path)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def values(v) -> list:
+    """A plotly JSON array: a list, or numpy data as {"dtype", "bdata" (base64)}."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)

@@ -17,12 +17,10 @@ pytest.importorskip("streamlit")
 if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
     sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
 import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_workspace import HOOK, build_workspace  # noqa: E402
+from app_workspace import HOOK, build_workspace, charts, page, values  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "app"
-HOME = str(APP / "Home.py")
 ALL_PAGES = sorted(p.relative_to(APP).as_posix() for p in (APP / "pages").glob("*.py"))
 
 
@@ -37,32 +35,6 @@ def _fresh_caches():
     st.cache_data.clear()
     st.cache_resource.clear()
     yield
-
-
-def page(ws, monkeypatch, path: str | None = None, **query) -> AppTest:
-    monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
-    at = AppTest.from_file(HOME, default_timeout=120)
-    at.query_params.update(query)
-    if path:
-        at.switch_page(path)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def charts(at) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-
-
-def values(v) -> list:
-    """A plotly JSON array: a list, or numpy data as {"dtype", "bdata" (base64)}."""
-    if isinstance(v, dict) and "bdata" in v:
-        import base64
-
-        import numpy as np
-
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
-    return list(v)
 
 
 def test_registry_entries_have_views_and_pages():

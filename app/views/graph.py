@@ -1,0 +1,46 @@
+"""View of an attribution-graph run (kind "graph", written by `interp attribute` and
+`circuits.runs.graph_run`): the pruned graph, the influence curve and features per layer, all
+drawn by `circuits.plots`, with sliders for the pruning thresholds."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.ui import artefact, plot
+from interp.workspace import Run
+
+
+def summary(run: Run) -> dict:
+    m = run.metrics
+    return {k: m.get(k) for k in ("n_tokens", "n_features", "kept_nodes", "replacement_score",
+                                  "completeness_score", "top_logit")}
+
+
+def render(run: Run) -> None:
+    from circuits.graph import Graph
+    from circuits.plots import fig_graph, fig_influence, fig_layer_counts
+    from circuits.prune import prune_graph
+
+    path = artefact(run, "graph", required=False)
+    if path is None:
+        st.info("This run has no graph yet.")
+        return
+    graph = Graph.load(path)
+    st.markdown(f"**Prompt** `{graph.prompt}` · top logit `{graph.logit_strs[0]}` "
+                f"(p={float(graph.logit_probs[0]):.3f}) · {graph.n_features} active features")
+    c1, c2 = st.columns(2)
+    node_t = c1.slider("node threshold", 0.5, 1.0, float(run.config.get("node_threshold", 0.8)),
+                       0.01)
+    edge_t = c2.slider("edge threshold", 0.5, 1.0, float(run.config.get("edge_threshold", 0.98)),
+                       0.01)
+    pr = prune_graph(graph, node_t, edge_t)
+    tab_g, tab_i, tab_l = st.tabs(["Graph", "Influence", "Layers"])
+    with tab_g:
+        plot(fig_graph(graph, pr), key="graph")
+    with tab_i:
+        plot(fig_influence(graph, pr), key="influence")
+    with tab_l:
+        plot(fig_layer_counts(graph, pr), key="layers")
+    np_json = artefact(run, "neuronpedia", required=False)
+    if np_json is not None:
+        st.caption(f"Frontend JSON (Neuronpedia / circuit-tracer format): `{np_json}`")
