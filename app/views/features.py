@@ -47,6 +47,8 @@ def _select_latent(idx) -> int:
     start = min(max(start, 0), idx.n_latents - 1)
     if "latent-id" not in st.session_state:
         st.session_state["latent-id"] = start
+    elif not 0 <= st.session_state["latent-id"] < idx.n_latents:  # another run was picked
+        st.session_state["latent-id"] = start
     by_id, by_token, by_table = st.tabs(["By id", "By token", "Table"])
     with by_token:
         token = st.text_input("token (exact, or with its surrounding whitespace stripped)",
