@@ -285,6 +285,9 @@ app.add_typer(_probes_cli.app)
 from circuits import cli as _circuits_cli  # noqa: E402  (typer only; transcoders, attribute)
 
 app.add_typer(_circuits_cli.app)
+from interp.localist import cli as _localist_cli  # noqa: E402  (typer only; sweep, schedules)
+
+app.add_typer(_localist_cli.app, name="localist")
 from saes import analysis_cli as _saes_analysis_cli  # noqa: E402  (typer only; features, atoms)
 
 app.add_typer(_saes_analysis_cli.app)
