@@ -46,12 +46,30 @@ def normalise(h: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
     return h / norm if norm > 0 else h
 
 
-def fit_linear_map(x: Float[Tensor, "n d_in"], y: Float[Tensor, "n d_out"]
-                   ) -> Float[Tensor, "d_in d_out"]:
-    """A = pinv(X) Y via the SVD of X (the notebook's `get_est_svd`: A = V diag(1/S) Uᵀ Y)."""
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    keep = s > s.max() * max(x.shape) * torch.finfo(s.dtype).eps
-    return vh[keep].T @ ((u[:, keep].T @ y) / s[keep, None])
+def _gram_eig(xn: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (clipped: rank-deficient directions dropped) and vectors of XᵀX."""
+    evals, evecs = torch.linalg.eigh(xn.T @ xn)
+    keep = evals > evals.max().clamp_min(0) * max(xn.shape) * torch.finfo(xn.dtype).eps * 10
+    return evals[keep], evecs[:, keep]
+
+
+def fit_linear_map(x: Float[Tensor, "n d_in"], y: Float[Tensor, "n d_out"],
+                   eig: tuple[Tensor, Tensor] | None = None) -> Float[Tensor, "d_in d_out"]:
+    """A = pinv(X) Y (the notebook's `get_est_svd`), through the eigendecomposition of XᵀX
+    (d x d, cheaper than the SVD of X for n >> d; `eig` reuses one)."""
+    evals, evecs = eig if eig is not None else _gram_eig(x)
+    return evecs @ ((evecs.T @ (x.T @ y)) / evals[:, None])
+
+
+def linear_residuals(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"], centered: bool = False,
+                     eig: tuple[Tensor, Tensor] | None = None) -> Float[Tensor, "n d"]:
+    """Rows of Ĥ^l A* - Ĥ^{l+1} (or of the update Y - X when `centered`), A* fitted on them.
+    `eig` is `_gram_eig(normalise(x))` when the caller already has it."""
+    _check_pair(x, y)
+    if centered:
+        y = y.double() - x.double()
+    xn, yn = normalise(x), normalise(y)
+    return xn @ fit_linear_map(xn, yn, eig) - yn
 
 
 def linearity_score(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"],
@@ -61,12 +79,7 @@ def linearity_score(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"],
     `centered=True` scores the map to the update Y - X instead (`procrustes_similarity_centered`).
     1 for any invertible linear map Y = XR; near 0 for independent noise with n >> d.
     """
-    _check_pair(x, y)
-    if centered:
-        y = y.double() - x.double()
-    xn, yn = normalise(x), normalise(y)
-    a = fit_linear_map(xn, yn)
-    return float(1.0 - ((xn @ a - yn) ** 2).sum())
+    return float(1.0 - (linear_residuals(x, y, centered) ** 2).sum())
 
 
 def token_nonlinearity(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"]) -> Float[Tensor, " n"]:
@@ -74,10 +87,7 @@ def token_nonlinearity(x: Float[Tensor, "n d"], y: Float[Tensor, "n d"]) -> Floa
 
     The squares sum to 1 - linearity_score(x, y).
     """
-    _check_pair(x, y)
-    xn, yn = normalise(x), normalise(y)
-    a = fit_linear_map(xn, yn)
-    return (xn @ a - yn).norm(dim=-1)
+    return linear_residuals(x, y).norm(dim=-1)
 
 
 def twonn_dimension(x: Float[Tensor, "n d"], reduction: int = TWONN_REDUCTION) -> float:
@@ -117,10 +127,14 @@ def anisotropy(x: Float[Tensor, "n d"]) -> float:
     if x.ndim != 2 or x.shape[0] < 2:
         raise InterpError(f"Anisotropy needs a [n_points, d] matrix with >= 2 rows; got "
                           f"{tuple(x.shape)}.")
-    x = x.double() - x.double().mean(0, keepdim=True)
-    s = torch.linalg.svdvals(x) ** 2  # eigenvalues of the covariance, up to the factor 1/(n-1)
-    total = s.sum()
-    return float(s.max() / total) if total > 0 else 0.0
+    return _anisotropy_from_eig(torch.linalg.eigvalsh(normalise(x).T @ normalise(x)))
+
+
+def _anisotropy_from_eig(evals: Tensor) -> float:
+    """λ_max / Σλ from eigenvalues of the (scaled) covariance: the scale cancels."""
+    evals = evals.clamp_min(0)
+    total = evals.sum()
+    return float(evals.max() / total) if total > 0 else 0.0
 
 
 def layer_geometry(states: Float[Tensor, "layer n d"], max_points_twonn: int = 4096,
@@ -142,12 +156,16 @@ def layer_geometry(states: Float[Tensor, "layer n d"], max_points_twonn: int = 4
                             "intrinsic_dim": [], "anisotropy": []}
     sub = states[:, :max_points_twonn]
     for layer in tqdm(range(n_states), desc="geometry", disable=not progress):
+        x = states[layer]
+        eig = _gram_eig(normalise(x))  # serves the anisotropy and both fits from this layer
         if layer + 1 < n_states:
-            x, y = states[layer], states[layer + 1]
-            out["linearity"].append(linearity_score(x, y))
-            out["linearity_centered"].append(linearity_score(x, y, centered=True))
-            out["token_nonlinearity"].append(token_nonlinearity(x, y).float().tolist())
-        out["anisotropy"].append(anisotropy(states[layer]))
+            y = states[layer + 1]
+            e = linear_residuals(x, y, eig=eig).norm(dim=-1)  # the score and the E_i at once
+            out["linearity"].append(float(1.0 - (e ** 2).sum()))
+            out["linearity_centered"].append(float(
+                1.0 - (linear_residuals(x, y, centered=True, eig=eig) ** 2).sum()))
+            out["token_nonlinearity"].append(e.float().tolist())
+        out["anisotropy"].append(_anisotropy_from_eig(eig[0]))
         try:
             out["intrinsic_dim"].append(twonn_dimension(sub[layer]))
         except InterpError:  # too few distinct points at this layer: no estimate

@@ -71,6 +71,14 @@ def test_layer_geometry_shapes():
     geo = layer_geometry(states, max_points_twonn=200)
     assert len(geo["linearity"]) == 3 and len(geo["intrinsic_dim"]) == 4
     assert len(geo["token_nonlinearity"]) == 3 and len(geo["token_nonlinearity"][0]) == 200
+    # the shared-eigendecomposition path equals the one-metric functions
+    x, y = states[1], torch.tanh(states[2])
+    geo = layer_geometry(torch.stack([states[0], x, y]), max_points_twonn=200)
+    assert geo["linearity"][1] == pytest.approx(linearity_score(x, y), abs=1e-12)
+    assert geo["linearity_centered"][1] == pytest.approx(linearity_score(x, y, True), abs=1e-12)
+    assert geo["anisotropy"][2] == pytest.approx(anisotropy(y), abs=1e-12)
+    torch.testing.assert_close(torch.tensor(geo["token_nonlinearity"][1]),
+                               token_nonlinearity(x, y).float())
 
 
 # ------------------------------------------------------------------------------ labels
