@@ -288,6 +288,9 @@ app.add_typer(_circuits_cli.app)
 from interp.localist import cli as _localist_cli  # noqa: E402  (typer only; sweep, schedules)
 
 app.add_typer(_localist_cli.app, name="localist")
+from interp.linearise import cli as _linearise_cli  # noqa: E402  (typer only; linearise)
+
+app.add_typer(_linearise_cli.app)
 from saes import analysis_cli as _saes_analysis_cli  # noqa: E402  (typer only; features, atoms)
 
 app.add_typer(_saes_analysis_cli.app)

@@ -1,0 +1,185 @@
+"""Exact Jacobian linearisation: our product-based analysis against the full autograd Jacobian.
+
+On the default model (SmolLM2-135M-Instruct, CPU), for 16- and 64-token prompts, the analysis a
+user runs (exactness check plus the top 32 singular triplets of the stacked detached Jacobian at
+the last position) is timed two ways, in the same dtype (float32), on the same detached network
+(`interp.linearise`), round-robin, median of repeats:
+
+- ours: record the frozen factors (one forward pass), the exactness check (one replayed
+  forward product J x*), and a randomized block Krylov SVD from replayed forward products and
+  hand-written adjoint products (block 8, 10 steps: 176 products);
+- autograd: `torch.autograd.functional.jacobian(vectorize=True)` of the detached forward, as the
+  paper's code does (576 vectorised VJPs), then the exactness check on the dense J and a dense
+  SVD (`torch.linalg.svd`) of the d_model × (pos · d_model) matrix.
+
+Results must be equal: the top-32 singular values of both agree to `SIGMA_RTOL` relative (each
+value). Peak memory is the largest resident set size above the level before the call, sampled
+every 2 ms. `rel_error` is our exactness ‖Σ_i J_i x_i − y‖ / ‖y‖ on the default model in float64
+and float32, the worst over the prompts.
+
+Run: `.venv/bin/python benchmarks/jacobian.py [--quick] [--repeats R]` (`--quick`: one repeat).
+The last stdout line is the JSON result; `ratios` are autograd time / our time (speed-ups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.common import json_main, log, machine  # noqa: E402
+
+TEXT = ("The bridge out of Marin is the Golden Gate Bridge, which opened in 1937 and is painted "
+        "in a colour called international orange. Visitors often walk across it in the morning, "
+        "when the fog rolls in from the Pacific Ocean and covers the towers, so that only the "
+        "tops can be seen from the city. On clear days the view reaches from the hills of the "
+        "headlands to the islands in the bay and the skyline of")
+LENGTHS = (16, 64)
+K, BLOCK, N_ITER = 32, 8, 10
+SIGMA_RTOL = 1e-4
+TARGET = 5.0
+
+
+class PeakRSS:
+    """Peak resident set size above the starting level while the block runs (sampled)."""
+
+    def __enter__(self):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed memory back first
+        except OSError:
+            pass
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def ours(net, x):
+    from interp.linearise.jacobian import DetachedJacobian
+    from interp.linearise.svd import block_krylov_svd
+
+    jac = DetachedJacobian(net, x)
+    rel = jac.rel_error()
+    t = block_krylov_svd(jac.matvec, jac.rmatvec, (jac.n_pos, net.d_model), k=K, block=BLOCK,
+                         n_iter=N_ITER, dtype=net.dtype)
+    return {"S": t.S, "rel_error": rel, "products": t.products}
+
+
+def autograd_way(net, x):
+    from interp.linearise.jacobian import autograd_jacobian, reconstruction_error
+    from interp.linearise.network import FINAL, Frozen, run
+
+    with torch.no_grad():
+        y = run(net, x, Frozen("detach"))[FINAL][-1]
+    jac = autograd_jacobian(net, x)
+    rel = reconstruction_error(jac, x, y)
+    s = torch.linalg.svd(jac.reshape(jac.shape[0], -1), full_matrices=False).S
+    return {"S": s[:K], "rel_error": rel, "products": jac.shape[0]}
+
+
+def measure(fn, *args):
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        out = fn(*args)
+    out["seconds"] = time.perf_counter() - t0
+    out["peak_mib"] = mem.mib
+    return out
+
+
+def run_bench(args) -> dict:
+    from interp.linearise.families import read_net
+    from interp.linearise.jacobian import DetachedJacobian
+    from interp.models.loading import load_model
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model = load_model()
+    ids = model.to_tokens(TEXT)[0][0]
+    if len(ids) < max(LENGTHS):
+        raise SystemExit(f"benchmark text has {len(ids)} tokens, fewer than {max(LENGTHS)}")
+    net32 = read_net(model, torch.float32)
+    net64 = read_net(model, torch.float64)
+    results, ratios, rel = [], {}, {"float64": 0.0, "float32": 0.0}
+    for n in LENGTHS:
+        x = net32.embed(ids[:n])
+        for name, net in (("float64", net64), ("float32", net32)):
+            rel[name] = max(rel[name], DetachedJacobian(net, net.embed(ids[:n])).rel_error())
+        runs = {"ours": [], "autograd": []}
+        for r in range(args.repeats):
+            order = ("ours", "autograd") if r % 2 == 0 else ("autograd", "ours")
+            for m in order:
+                out = measure(ours if m == "ours" else autograd_way, net32, x)
+                runs[m].append(out)
+                log(f"  {n} tokens, round {r + 1}/{args.repeats}, {m}: {out['seconds']:.2f} s, "
+                    f"peak +{out['peak_mib']:.0f} MiB, rel_error {out['rel_error']:.2e}")
+        s_ours, s_ref = runs["ours"][-1]["S"].double(), runs["autograd"][-1]["S"].double()
+        sigma_err = float(((s_ours - s_ref).abs() / s_ref).max())
+        t_ours = statistics.median(o["seconds"] for o in runs["ours"])
+        t_ref = statistics.median(o["seconds"] for o in runs["autograd"])
+        ratios[f"vs_autograd_{n}"] = t_ref / t_ours
+        results.append({
+            "tokens": n, "dtype": "float32",
+            "ours": {"seconds_median": t_ours, "peak_mib": max(o["peak_mib"] for o in runs["ours"]),
+                     "products": runs["ours"][-1]["products"],
+                     "rel_error": runs["ours"][-1]["rel_error"],
+                     "times": [o["seconds"] for o in runs["ours"]]},
+            "autograd": {"seconds_median": t_ref,
+                         "peak_mib": max(o["peak_mib"] for o in runs["autograd"]),
+                         "products": runs["autograd"][-1]["products"],
+                         "rel_error": runs["autograd"][-1]["rel_error"],
+                         "times": [o["seconds"] for o in runs["autograd"]]},
+            "sigma_max_rel_diff": sigma_err, "equal": sigma_err <= SIGMA_RTOL,
+        })
+        log(f"{n} tokens: ours {t_ours:.2f} s, autograd {t_ref:.2f} s, speed-up "
+            f"{t_ref / t_ours:.2f}x, top-{K} sigma max rel diff {sigma_err:.1e}")
+    return {"benchmark": "jacobian", "machine": machine(), "quick": args.quick,
+            "settings": {"k": K, "block": BLOCK, "n_iter": N_ITER, "lengths": list(LENGTHS),
+                         "repeats": args.repeats, "sigma_rtol": SIGMA_RTOL},
+            "results": results, "ratios": ratios, "rel_error": rel,
+            "targets": {"speed_up": TARGET, "rel_error_float64": 1e-10, "rel_error_float32": 1e-4}}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="one repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
+    json_main(lambda: run_bench(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Singular value decompositions of a Jacobian given only its products, and the stable rank.
+
+The detached Jacobian of a final-position output is d_model × (pos · d_model) and, as Golden
+(arXiv 2505.24293, §3.5) finds, of very low stable rank, so its top singular triplets come from
+a randomised range finder (Halko, Martinsson & Tropp 2011, arXiv 0909.4061, Alg. 4.4 / 5.1):
+Y = J Ω for a Gaussian Ω with k + p columns, `n_iter` subspace iterations (Y ← J Jᵀ Y, each a
+forward and an adjoint product per column), Q = orth(Y), B = Qᵀ J from Jᵀ Q, then the SVD of
+the small B. That is (2·n_iter + 2)(k + p) products instead of the d_model a full Jacobian takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Triplets:
+    """Top singular triplets: J ≈ U diag(S) Vᵀ; U [d_out, k], S [k], V [k, *input shape]."""
+
+    U: Tensor
+    S: Tensor
+    V: Tensor
+    frobenius_sq: float  # ‖J‖_F² (exact for dense SVDs; captured part + an unbiased estimate of the rest otherwise)
+    products: int = 0  # Jacobian-vector products used (0 for a dense SVD)
+
+    @property
+    def stable_rank(self) -> float:
+        """‖J‖_F² / σ_max² (Golden §3.5: the 'dimensionality' of the linear map)."""
+        return stable_rank(self.S, self.frobenius_sq)
+
+
+def stable_rank(S: Tensor, frobenius_sq: float | None = None) -> float:
+    fro = float((S.double() ** 2).sum()) if frobenius_sq is None else frobenius_sq
+    return fro / float(S[0].double() ** 2) if float(S[0]) > 0 else 0.0
+
+
+def _orth(a: Tensor) -> Tensor:
+    return torch.linalg.qr(a, mode="reduced").Q
+
+
+def randomized_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tensor], Tensor],
+                   in_shape: tuple[int, ...], k: int = 32, oversample: int = 16, n_iter: int = 1,
+                   seed: int = 0, dtype: torch.dtype = torch.float64, fro_probes: int = 8
+                   ) -> Triplets:
+    """Top-`k` singular triplets of the operator J: input [*in_shape] -> output [d_out].
+
+    `matvec(V [b, *in_shape]) -> [b, d_out]` and `rmatvec(U [b, d_out]) -> [b, *in_shape]`
+    apply J and Jᵀ to batches. Deterministic for a given `seed`.
+    """
+    n_in = 1
+    for s in in_shape:
+        n_in *= s
+    gen = torch.Generator().manual_seed(seed)
+    omega = torch.randn(k + oversample + fro_probes, *in_shape, generator=gen,
+                        dtype=torch.float64)
+    y, probes = matvec(omega.to(dtype)).split([k + oversample, fro_probes])  # [l, d_out]
+    l = min(k + oversample, y.shape[-1], n_in)
+    q = _orth(y.T)[:, :l]
+    for _ in range(n_iter):
+        z = rmatvec(q.T).reshape(-1, n_in)
+        y = matvec(_orth(z.T).T.reshape(-1, *in_shape))
+        q = _orth(y.T)[:, :l]
+    b = rmatvec(q.T).reshape(-1, n_in)  # rows: qⱼᵀ J
+    ub, s, vh = torch.linalg.svd(b, full_matrices=False)
+    fro = float((s.double() ** 2).sum()) + frobenius_outside(probes.double(), q.double())
+    products = (k + oversample) * (2 * n_iter + 2) + fro_probes
+    return Triplets(U=q @ ub[:, :k], S=s[:k], V=vh[:k].reshape(-1, *in_shape),
+                    frobenius_sq=fro, products=products)
+
+
+def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tensor], Tensor],
+                     in_shape: tuple[int, ...], k: int = 32, block: int = 16, n_iter: int = 4,
+                     seed: int = 0, dtype: torch.dtype = torch.float64, fro_probes: int = 8
+                     ) -> Triplets:
+    """Top-`k` singular triplets from a block Krylov space (Musco & Musco, arXiv 1504.05477).
+
+    Builds Q = orth[JΩ, (JJᵀ)JΩ, ..., (JJᵀ)^n_iter JΩ] in output space with `block` columns per
+    step, keeping every Jᵀ Q_j it computes, so B = Qᵀ J costs only one more adjoint block:
+    2 · block · (n_iter + 1) products for a (n_iter + 1) · block dimensional subspace, which
+    converges far faster than subspace iteration when the spectrum decays slowly.
+    `fro_probes` extra Gaussian probes (in the first batch, outside the Krylov space) give an
+    unbiased estimate of the Frobenius norm J leaves outside the space, for the stable rank.
+    """
+    n_in = 1
+    for s in in_shape:
+        n_in *= s
+    gen = torch.Generator().manual_seed(seed)
+    omega = torch.randn(block + fro_probes, *in_shape, generator=gen, dtype=torch.float64)
+    first, probes = matvec(omega.to(dtype)).split([block, fro_probes])  # [., d_out]
+    d_out = first.shape[-1]
+    basis = _orth(first.T.double())  # [d_out, block], float64 for the orthogonalisation
+    qs, ws = [basis], []
+    for _ in range(n_iter):
+        if sum(q.shape[1] for q in qs) >= d_out:
+            break
+        w = rmatvec(qs[-1].T.to(dtype)).reshape(-1, n_in)
+        ws.append(w)
+        z = matvec(w.reshape(-1, *in_shape)).T.double()  # [d_out, block]
+        prev = torch.cat(qs, 1)
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            z = z - prev @ (prev.T @ z)
+        z = _orth(z)[:, : max(0, d_out - prev.shape[1])]
+        qs.append(z)
+    ws.append(rmatvec(qs[-1].T.to(dtype)).reshape(-1, n_in))
+    q = torch.cat(qs, 1)
+    b = torch.cat(ws, 0).double()  # rows qⱼᵀ J
+    ub, s, vh = torch.linalg.svd(b, full_matrices=False)
+    fro = float((s ** 2).sum()) + frobenius_outside(probes.double(), q)
+    k = min(k, s.shape[0])
+    return Triplets(U=(q @ ub[:, :k]).to(dtype), S=s[:k].to(dtype),
+                    V=vh[:k].reshape(-1, *in_shape).to(dtype), frobenius_sq=fro,
+                    products=block * (len(ws) + len(qs)) + fro_probes)
+
+
+def frobenius_outside(probes: Tensor, q: Tensor) -> float:
+    """Hutchinson: E‖(I − QQᵀ) J ω‖² = ‖(I − QQᵀ) J‖_F² for Gaussian ω independent of Q."""
+    if probes.shape[0] == 0:
+        return 0.0
+    resid = probes - (probes @ q) @ q.T
+    return float((resid ** 2).sum() / probes.shape[0])
+
+
+def dense_svd(jac: Tensor, k: int | None = None) -> Triplets:
+    """SVD of a dense Jacobian [d_out, *input shape] (reshaped to d_out × n_in)."""
+    mat = jac.reshape(jac.shape[0], -1)
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    k = k or s.shape[0]
+    return Triplets(U=u[:, :k], S=s[:k], V=vh[:k].reshape(-1, *jac.shape[1:]),
+                    frobenius_sq=float((s.double() ** 2).sum()))
