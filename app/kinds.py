@@ -40,6 +40,8 @@ KINDS: dict[str, KindView] = {
                           "anisotropy_max")),
     "graph": KindView("Attribution graphs", "app.views.graph", "pages/7_Attribution_graphs.py",
                       ("n_features", "kept_nodes", "replacement_score", "completeness_score")),
+    "localist": KindView("Locality dial", "app.views.localist", "pages/8_Locality_dial.py",
+                         ("best", "best_perplexity", "entropy_drop_bits", "fidelity_gain")),
     # one line per further kind, e.g.
     # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
 }

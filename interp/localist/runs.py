@@ -175,7 +175,10 @@ def run_sweep(lambdas: Sequence[float], base: LocalistConfig | None = None, *,
                                                        f"lambda={max(lambdas):g}")}
         arts.update(_write_figures(run, figs))
         best = min(trained, key=lambda r: r["perplexity"])
-        metrics = {"best_perplexity_lam": best["lam"], "best_perplexity": best["perplexity"],
+        lo, hi = trained[0], trained[-1]
+        metrics = {"best": f"lambda={best['lam']:g}", "best_perplexity": best["perplexity"],
+                   "entropy_drop_bits": lo["entropy_bits"] - hi["entropy_bits"],
+                   "fidelity_gain": hi["fidelity"] - lo["fidelity"],
                    **{f"{k}@{r['lam']:g}": r[k] for r in trained
                       for k in ("entropy_bits", "fidelity", "perplexity", "accuracy")}}
         run.finish(metrics=metrics, artefacts=arts)
@@ -238,8 +241,15 @@ def run_schedules(cfg: ScheduleConfig | None = None, *, model=None, name: str | 
         final = "finetuned" if any(r["mode"] == "finetuned" for r in rows) else "inference"
         base = next(r for r in rows if r["mode"] == final
                     and r["schedule"] == "uniform-distributed")
-        metrics = {f"{k}@{r['schedule']}": r[k] for r in rows if r["mode"] == final
+        finals = {r["schedule"]: r for r in rows if r["mode"] == final}
+        best = min(finals.values(), key=lambda r: r["perplexity"] if r["schedule"] not in (
+            "uniform-distributed",) else float("inf")) if len(finals) > 1 else base
+        loc = finals.get("uniform-localist", base)
+        metrics = {f"{k}@{r['schedule']}": r[k] for r in finals.values()
                    for k in ("perplexity", "entropy_bits", "fidelity")}
+        metrics.update({"best": best["schedule"], "best_perplexity": best["perplexity"],
+                        "entropy_drop_bits": base["entropy_bits"] - loc["entropy_bits"],
+                        "fidelity_gain": loc["fidelity"] - base["fidelity"]})
         metrics["perplexity_ratio_vs_distributed"] = {
             r["schedule"]: r["perplexity"] / base["perplexity"] for r in rows if r["mode"] == final}
         metrics["compared"] = final
