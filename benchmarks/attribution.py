@@ -7,7 +7,9 @@ built from a seed, with random TopK transcoders (2048 latents, k=16) at every la
 transformers <= 4.57.3 and huggingface-hub < 1.0 and needs TransformerLens 3.x, so it runs in
 its own venv (`benchmarks/.venvs/circuit-tracer`, made on first use) as a subprocess: it gets
 the same weights converted to a TransformerLens `HookedTransformer` (fold_ln off, no centring)
-and the same transcoders (its TopK) through safetensors files, and returns timings, its dense
+and the same transcoders (its TopK, reading `mlp.hook_in` / writing `mlp.hook_out`: TransformerLens's
+`ln2.hook_normalized` is taken before the norm's weight and bias, ours after) through
+safetensors files, and returns timings, its dense
 adjacency (small prompts) and its frontend pydantic models' verdict on our graph JSON.
 
 Checks: the same active features; edge weights max |ours - theirs| / max |theirs| before
@@ -164,8 +166,8 @@ def worker(spec_path: str) -> None:
     missing, unexpected = model.load_state_dict({k: v for k, v in sd.items()
                                                  if not k.startswith("tc")}, strict=False)
     assert not unexpected and all("IGNORE" in m or "mask" in m for m in missing), missing
-    model._configure_replacement_model(TranscoderSet(tcs, feature_input_hook="ln2.hook_normalized",
-                                                     feature_output_hook="hook_mlp_out",
+    model._configure_replacement_model(TranscoderSet(tcs, feature_input_hook="mlp.hook_in",
+                                                     feature_output_hook="mlp.hook_out",
                                                      scan="toy"))
     model.tokenizer = PreTrainedTokenizerFast.from_pretrained(spec["tokenizer"])
     res = {"runs": []}
