@@ -42,6 +42,8 @@ KINDS: dict[str, KindView] = {
                       ("n_features", "kept_nodes", "replacement_score", "completeness_score")),
     "localist": KindView("Locality dial", "app.views.localist", "pages/8_Locality_dial.py",
                          ("best", "best_perplexity", "entropy_drop_bits", "fidelity_gain")),
+    "linearise": KindView("Linearisation", "app.views.linearise", "pages/10_Linearisation.py",
+                          ("predicted", "rel_error", "stable_rank", "sigma_max")),
     # one line per further kind, e.g.
     # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
 }
