@@ -171,3 +171,33 @@ def collect(model, tokens: TokenSet, hooks: Sequence[str], batch_size: int = 8,
     m = {k: torch.cat(v) for k, v in meta.items()}
     return Activations(acts=acts, tokens=m["tokens"], next_tokens=m["next"], doc=m["doc"],
                        labels=m["labels"], classes=tokens.classes)
+
+
+def from_store(store, hooks: Sequence[str] | None = None) -> Activations:
+    """Rows of an activation store (`interp.store.ActivationStore`) as `Activations`.
+
+    A store packs documents into windows and does not record where one ends, so the window a row
+    came from stands in for its document (splits are then by window: neighbouring windows may
+    share a document). Next tokens come from the stored windows (-1 at a window's last position).
+    """
+    hooks = list(hooks or store.hooks)
+    ctx = store.context_size
+    parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    meta: dict[str, list[Tensor]] = {"tokens": [], "next": [], "doc": []}
+    for i in range(store.n_shards):
+        shard = store.shard(i)
+        pos = shard["positions"].long()
+        win, at = pos // ctx, pos % ctx
+        toks = shard["tokens"].long()
+        nxt = torch.full_like(at, -1)
+        inside = at + 1 < ctx
+        nxt[inside] = toks[win[inside], at[inside] + 1]
+        meta["tokens"].append(toks[win, at])
+        meta["next"].append(nxt)
+        meta["doc"].append(win + store.manifest["shards"][i]["first_window"])
+        for h in hooks:
+            parts[h].append(shard[store._hook(h)].float())
+    m = {k: torch.cat(v) for k, v in meta.items()}
+    return Activations(acts={h: torch.cat(v) for h, v in parts.items()}, tokens=m["tokens"],
+                       next_tokens=m["next"], doc=m["doc"],
+                       labels=torch.full_like(m["tokens"], -1))

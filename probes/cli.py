@@ -78,6 +78,8 @@ def lens(
     tuned_lr: float = typer.Option(1e-3, help="Tuned-lens learning rate."),
     ridge: float = typer.Option(1e-2, help="Ridge strength of the least-squares init."),
     eval_tokens: int = typer.Option(512, help="Held-out tokens scored."),
+    activations: Optional[Path] = typer.Option(None, help="Activation store with every "
+                                                          "residual hook (instead of the model)."),
     val_frac: float = typer.Option(0.2, help="Fraction of documents held out."),
     example: str = typer.Option("The capital of France is Paris, and the capital of Italy is",
                                 help="Text shown under the lens, position by position."),
@@ -97,7 +99,8 @@ def lens(
                          chunks_per_doc=chunks_per_doc,
                          batch_size=batch_size, seed=seed, val_frac=val_frac,
                          tuned_steps=tuned_steps, tuned_lr=tuned_lr, ridge=ridge,
-                         eval_tokens=eval_tokens, example=example)
+                         eval_tokens=eval_tokens, example=example,
+                         activations=str(activations or ""))
         run = lens_run(cfg, workspace, name, path=out)
     except InterpError as e:
         _fail(e)
@@ -107,6 +110,8 @@ def lens(
 @app.command()
 def geometry(
     max_points_twonn: int = typer.Option(4096, help="Points per layer for TwoNN."),
+    activations: Optional[Path] = typer.Option(None, help="Activation store with every "
+                                                          "residual hook (instead of the model)."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
     context_size: int = _CTX, max_docs: Optional[int] = _DOCS,
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
@@ -121,7 +126,8 @@ def geometry(
         cfg = GeometryConfig(model=model or "SmolLM2-135M-Instruct", corpus=corpus,
                              max_tokens=tokens, context_size=context_size, max_docs=max_docs,
                              chunks_per_doc=chunks_per_doc,
-                             batch_size=batch_size, seed=seed, max_points_twonn=max_points_twonn)
+                             batch_size=batch_size, seed=seed, max_points_twonn=max_points_twonn,
+                             activations=str(activations or ""))
         run = geometry_run(cfg, workspace, name, path=out)
     except InterpError as e:
         _fail(e)

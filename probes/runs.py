@@ -40,6 +40,8 @@ class DataConfig:
     max_docs: int | None = None
     chunks_per_doc: int = 1  # at most this many chunks of context_size tokens per document
     batch_size: int = 8
+    activations: str = ""  # lens/geometry: read an activation store holding every residual
+    #                        hook (`interp cache --hooks ...`) instead of running the model
     seed: int = 0
 
 
@@ -88,9 +90,28 @@ def _load(model, cfg: DataConfig):
 
 
 def _states(model, cfg: DataConfig, task=None, source="python-docs", progress=False):
+    hooks = residual_hooks(model.cfg.n_layers)
+    if cfg.activations:
+        from interp.store import ActivationStore
+        from probes.activations import from_store
+
+        store = ActivationStore(cfg.activations)
+        missing = [h for h in hooks if h not in store.hooks]
+        if missing:
+            from interp.errors import ConfigError
+
+            raise ConfigError(f"Store {cfg.activations} lacks {len(missing)} residual hooks "
+                              f"(e.g. {missing[0]}); cache them all: interp cache --hooks "
+                              f"{','.join(hooks[:2])},... or leave `activations` empty.")
+        acts = from_store(store, hooks)
+        if cfg.max_tokens and len(acts) > cfg.max_tokens:
+            keep = torch.arange(cfg.max_tokens)
+            acts.acts = {h: v[keep] for h, v in acts.acts.items()}
+            acts.tokens, acts.next_tokens = acts.tokens[keep], acts.next_tokens[keep]
+            acts.doc, acts.labels = acts.doc[keep], acts.labels[keep]
+        return acts, hooks
     ts = corpus_token_set(model, cfg.corpus or source, cfg.context_size, cfg.max_tokens, task,
                           cfg.max_docs, seed=cfg.seed, chunks_per_doc=cfg.chunks_per_doc)
-    hooks = residual_hooks(model.cfg.n_layers)
     return collect(model, ts, hooks, cfg.batch_size, progress=progress), hooks
 
 

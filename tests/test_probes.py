@@ -270,3 +270,36 @@ def test_cli_writes_probe_lens_and_geometry_runs(tiny_llama_dir, tmp_path):
 
     r = runner.invoke(app, ["probe", "--task", "word_clas", *common])
     assert r.exit_code == 2 and "Did you mean" in r.output
+
+
+def test_lens_and_geometry_read_an_activation_store(tiny_llama, tiny_llama_dir, tmp_path):
+    from interp.data import CorpusSpec
+    from interp.store import StoreConfig, cache_activations
+    from probes.activations import from_store
+    from probes.runs import GeometryConfig, LensConfig, geometry_run, lens_run, read_layers
+
+    hooks = residual_hooks(tiny_llama.cfg.n_layers)
+    store = cache_activations(tmp_path / "store", StoreConfig(
+        model=str(tiny_llama_dir), hooks=tuple(hooks), n_tokens=32 * 40, context_size=32,
+        batch_size=8, shard_windows=16, corpus=CorpusSpec(source="python-docs")),
+        model=tiny_llama, progress=False)
+    acts = from_store(store, hooks)
+    assert len(acts) == len(store)
+    # the row after a row of the same window is its next token
+    same = (acts.doc[:-1] == acts.doc[1:]) & (acts.next_tokens[:-1] >= 0)
+    assert same.any() and torch.equal(acts.next_tokens[:-1][same], acts.tokens[1:][same])
+    cfg = dict(model=str(tiny_llama_dir), activations=str(tmp_path / "store"), max_tokens=0)
+    lens = lens_run(LensConfig(**cfg, eval_tokens=200), tmp_path / "ws", model=tiny_llama,
+                    progress=False)
+    rows = read_layers(lens.path)["rows"]
+    assert rows[-1]["kl_logit"] == pytest.approx(0, abs=1e-5)
+    assert rows[0]["kl_tuned"] < rows[0]["kl_logit"]
+    assert lens.metrics["n_train_tokens"] + lens.metrics["n_eval_tokens"] <= len(store)
+    geo = geometry_run(GeometryConfig(**cfg), tmp_path / "ws", model=tiny_llama, progress=False)
+    assert geo.metrics["n_tokens"] == len(store)
+    cache_activations(tmp_path / "s1", StoreConfig(
+        model=str(tiny_llama_dir), hooks=(hooks[1],), n_tokens=256, context_size=32,
+        batch_size=8, shard_windows=8), model=tiny_llama, progress=False)
+    with pytest.raises(Exception, match="lacks"):
+        geometry_run(GeometryConfig(model=str(tiny_llama_dir), activations=str(tmp_path / "s1")),
+                     tmp_path / "ws", "bad", model=tiny_llama, progress=False)
