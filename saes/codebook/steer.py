@@ -1,0 +1,94 @@
+"""Steering generation by activating codes (Codebook Features, arXiv 2310.17230, section 5;
+code: utils.py `patch_in_codes`, `generate_with_codes`).
+
+During generation the chosen code is written into the last (k-th, least similar) slot of the
+active codes at every position, and the bottleneck's output is recomputed as the mean of the
+edited codes. The topic metric is the share of sampled continuations (temperature 1) whose text
+matches the topic's regex (case-insensitive), against the same share with no code patched,
+averaged over prompts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from interp.errors import InterpError
+from saes.codebook.insert import CodebookModel
+
+
+@torch.no_grad()
+def generate(cb: CodebookModel, prompt: str | Tensor, n: int = 1, max_new_tokens: int = 20,
+             temperature: float = 1.0, seed: int = 0, edits: dict | None = None,
+             use_codebooks: bool = True) -> list[str]:
+    """`n` sampled continuations of one prompt (text only, prompt excluded), with the
+    codebooks in place and `edits` ({hook: ids edit}) applied at every step."""
+    model = cb.model
+    ids, _ = model.to_tokens(prompt) if isinstance(prompt, str) else (prompt.view(1, -1), None)
+    x = ids.repeat(n, 1)
+    start = x.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    ctx = cb.enabled() if use_codebooks else contextlib.nullcontext()
+    with ctx, cb.patched(edits or {}):
+        for _ in range(max_new_tokens):
+            logits = model(x)[:, -1].float()
+            probs = (logits / max(temperature, 1e-6)).softmax(-1)
+            x = torch.cat([x, torch.multinomial(probs, 1, generator=g).to(x.device)], dim=1)
+    return [model.tokenizer.decode(row[start:].tolist()) for row in x]
+
+
+CodeRef = tuple[str, int, int]  # (hook, group, code)
+
+
+def code_edits(codes: Sequence[CodeRef], slot: int = -1) -> dict:
+    """Edits that activate each (hook, group, code) at every position, in `slot` (several codes
+    of one hook go to different heads, or to successive slots from `slot` backwards)."""
+    by_hook: dict[str, list[tuple[int, int]]] = {}
+    for hook, group, code in codes:
+        by_hook.setdefault(hook, []).append((group, code))
+
+    def make(pairs):
+        def edit(ids: Tensor) -> Tensor:
+            ids = ids.clone()
+            used: dict[int, int] = {}
+            for group, code in pairs:
+                s = slot - used.get(group, 0)
+                used[group] = used.get(group, 0) + 1
+                ids[:, :, group, s] = code
+            return ids
+        return edit
+    return {h: make(p) for h, p in by_hook.items()}
+
+
+def topic_steering(cb: CodebookModel, codes: Sequence[CodeRef], pattern: str,
+                   prompts: Sequence[str] = ("",), n: int = 10, max_new_tokens: int = 20,
+                   temperature: float = 1.0, seed: int = 0, slot: int = -1) -> dict:
+    """Share of continuations matching `pattern`, steered by `codes` vs not (paper metric)."""
+    for hook, group, code in codes:
+        if hook not in cb.hook_names:
+            raise InterpError(f"No codebook at {hook!r}; codebooks sit at {cb.hook_names}.")
+        layer = cb.layer(hook)
+        if not 0 <= code < layer.cfg.n_codes or not 0 <= group < layer.groups:
+            raise InterpError(f"Code {code} of group {group} does not exist at {hook} "
+                              f"({layer.groups} groups x {layer.cfg.n_codes} codes).")
+    rx = re.compile(pattern, re.IGNORECASE)
+    out = {"pattern": pattern, "codes": [list(c) for c in codes], "prompts": [],
+           "baseline_share": 0.0, "steered_share": 0.0}
+    bos = torch.tensor([cb.model.bos_token_id])
+    for i, prompt in enumerate(prompts):
+        src = prompt if prompt else bos
+        base = generate(cb, src, n, max_new_tokens, temperature, seed + i)
+        steer = generate(cb, src, n, max_new_tokens, temperature, seed + i,
+                         edits=code_edits(codes, slot))
+        b = sum(bool(rx.search(t)) for t in base) / n
+        s = sum(bool(rx.search(t)) for t in steer) / n
+        out["prompts"].append({"prompt": prompt, "baseline_share": b, "steered_share": s,
+                               "baseline_samples": base, "steered_samples": steer})
+    k = max(len(prompts), 1)
+    out["baseline_share"] = sum(p["baseline_share"] for p in out["prompts"]) / k
+    out["steered_share"] = sum(p["steered_share"] for p in out["prompts"]) / k
+    return out
