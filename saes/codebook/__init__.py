@@ -2,14 +2,26 @@
 bottlenecks at a model's hooks, the TokFSM experiment, code statistics and steering by codes.
 
 Modules: `bottleneck` (the snap function and layer), `insert` (codebooks at hooks of a
-HookedModel), `train` (fine-tune with codebooks, or train codebooks on activations), `fsm`
+HookedModel), `train` (fine-tune with codebooks, or fit codebooks to activations), `fsm`
 (the TokFSM generator), `fsm_model` (the small transformer and its training), `fsm_analysis`
 (transition accuracy, purity, precision/recall, patching), `stats` (per-code counts, contexts,
-code search), `steer` (generation with codes), `plots`, `runs` (workspace runs), `cli`.
+code search), `steer` (generation with codes), `plots`, `runs` (workspace runs, the demo step),
+`cli`. The names below load lazily, so importing the package (the CLI does) stays cheap.
 """
 
-from saes.codebook.bottleneck import CodebookConfig, CodebookLayer, snap
-from saes.codebook.insert import CodebookModel, insert_codebooks, load_codebooks, set_codes
+_EXPORTS = {
+    "CodebookConfig": "bottleneck", "CodebookLayer": "bottleneck", "snap": "bottleneck",
+    "CodebookModel": "insert", "insert_codebooks": "insert", "load_codebooks": "insert",
+    "set_codes": "insert", "CodebookTrainConfig": "train", "train_codebooks": "train",
+    "TokFSM": "fsm", "FSMConfig": "fsm_model", "train_fsm_model": "fsm_model",
+    "demo_step": "runs",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["CodebookConfig", "CodebookLayer", "CodebookModel", "insert_codebooks",
-           "load_codebooks", "set_codes", "snap"]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"saes.codebook.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'saes.codebook' has no attribute {name!r}")
