@@ -294,6 +294,9 @@ app.add_typer(_linearise_cli.app)
 from saes import analysis_cli as _saes_analysis_cli  # noqa: E402  (typer only; features, atoms)
 
 app.add_typer(_saes_analysis_cli.app)
+from saes.codebook import cli as _codebook_cli  # noqa: E402  (typer only; train, fsm, steer)
+
+app.add_typer(_codebook_cli.app, name="codebook")
 
 
 def main() -> None:
