@@ -139,6 +139,11 @@ def probe_run(cfg: ProbeConfig, workspace=None, name: str = "", model=None, path
     from probes.labels import get_task
     from probes.linear import probe_layers
 
+    if cfg.activations:
+        from interp.errors import ConfigError
+
+        raise ConfigError("Probes need each token's text and document to label it; a store "
+                          "has neither, so leave `activations` empty (the probe runs the model).")
     task = get_task(cfg.task)
     name = name or f"{task.name.replace(':', '-').replace('/', '-')}-{cfg.kind}"
     with run_context("probe", name, _jsonable(cfg), root=workspace, path=path) as run:
@@ -277,7 +282,11 @@ def geometry_run(cfg: GeometryConfig, workspace=None, name: str = "geometry", mo
             "tokens": [model.tokenizer.decode([int(t)]) for t in acts.tokens[:k]],
             "token_nonlinearity": tn[:, :k].tolist(), "layers": names[:-1]})
         lin = geo["linearity"]
+        n, d = stacked.shape[1], stacked.shape[2]
         metrics = {"linearity_mean": _mean(lin), "linearity_min": min(lin),
+                   # what the score gives for Y independent of X (least squares fits noise too):
+                   # compare scores to it, and collect n >> d tokens
+                   "linearity_noise_floor": min(1.0, d / max(1, n - 1)),
                    "linearity_centered_mean": _mean(geo["linearity_centered"]),
                    "intrinsic_dim_max": max((v for v in geo["intrinsic_dim"] if v == v),
                                             default=None),

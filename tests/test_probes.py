@@ -30,7 +30,8 @@ def test_linearity_is_one_for_invertible_maps_and_lower_for_nonlinear():
     assert linearity_score(x, x @ torch.randn(32, 32, generator=g) + 3.0) == pytest.approx(1.0, abs=1e-9)
     nonlin = linearity_score(x, torch.tanh(3 * x @ rot))
     assert 0.3 < nonlin < 0.95
-    assert linearity_score(x, torch.randn(1500, 32, generator=g)) < 0.05  # independent, n >> d
+    # independent Y: least squares still fits d of n - 1 directions of noise (the noise floor)
+    assert linearity_score(x, torch.randn(1500, 32, generator=g)) == pytest.approx(32 / 1499, abs=0.01)
     # the centred variant scores the update Y - X: a rotation's update is linear too
     assert linearity_score(x, x @ rot, centered=True) == pytest.approx(1.0, abs=1e-9)
 
