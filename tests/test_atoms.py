@@ -141,7 +141,8 @@ def test_trained_tsae_through_the_trainer_reconstructs(tmp_path):
     codes = k_sparse_codes(8192, 32, 2, 0.8, 1.0, seed=4)
     x = (codes @ sa.D).float()
     S = estimate_metric(x)
-    sae = train_whitened_sae(x, S, tmp_path, atom_sae_config(16, 64, l0_coefficient=0.01),
+    sae = train_whitened_sae(x, S, tmp_path, atom_sae_config(16, 64, l0_coefficient=0.01,
+                                                      init_threshold=0.1),
                              total_tokens=512 * 150, batch_size=512)
     with torch.no_grad():
         f = sae.encode(x)

@@ -152,3 +152,18 @@ def test_tables_logits_and_figures(run, detector, tiny_llama):
     assert "<u" not in contexts_html(page) and "&lt;" not in CHARS[0]
     with pytest.raises(Exception, match="out of range"):
         idx.page(6)
+
+
+def test_cli_writes_a_features_run_and_rejects_a_bad_path(detector, tmp_path):
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    out = tmp_path / "cli-run"
+    res = CliRunner().invoke(app, ["features", str(detector[2]), "--tokens", "512", "--out",
+                                   str(out), "--batch-windows", "4", "--top-n", "4"])
+    assert res.exit_code == 0, res.output
+    c = FeatureIndex(out).page(1).contexts[0]
+    assert c.tokens[c.center] == CHARS[1] and len(c.tokens) <= 15 + 1 + 4
+    res = CliRunner().invoke(app, ["features", str(tmp_path / "nope"), "--tokens", "512"])
+    assert res.exit_code == 2 and "cfg.json missing" in res.output

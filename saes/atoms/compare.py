@@ -53,7 +53,9 @@ class AtomsConfig:
     batch_size: int = 1024
     lr: float = 4e-3
     n_angle_pairs: int = 20_000
-    n_recovery: int = 32  # held-out samples checked with OMP
+    n_recovery: int = 32  # held-out samples checked with OMP ...
+    omp_max_k: int = 64  # ... among those with L0 <= this
+    atoms_init_threshold: float = 2.0  # in units of the whitened, normalised pre-activations
     sae_runs: tuple[str, ...] = ()  # SAE runs used as "features" for their hooks
     seed: int = 0
 
@@ -117,12 +119,15 @@ def measure(D: Tensor, codes: Tensor, x: Tensor, x_hat: Tensor, S: Tensor,
                                                                          float(k.mean())),
            "q_star_quantile": q["quantile"], "q_star_per_unit": q["per_unit"],
            "q_star_per_sample": q["per_sample"], "r2_euclid": faithfulness_r2(x, x_hat),
-           "r2_aip": faithfulness_r2(x, x_hat, S), "omp_exact": None}
-    if recover is not None:  # (decoder rows, codes, offset): is the code the unique sparse one?
-        W, c, b = recover
-        target = c.double() @ W.double()
-        found = omp(W, target, int(l0_per_sample(c).max()), S)
-        row["omp_exact"] = recovery_rate(c, found, rtol=1e-4)["exact"]
+           "r2_aip": faithfulness_r2(x, x_hat, S), "omp_exact": None, "omp_checked": 0}
+    if recover is not None:  # (decoder rows, codes): is the code the unique sparse one?
+        W, c, kmax = recover
+        kc = l0_per_sample(c)
+        c = c[(kc > 0) & (kc <= kmax)]  # denser codes cannot be unique (and OMP is slow there)
+        row["omp_checked"] = int(c.shape[0])
+        if c.shape[0]:
+            found = omp(W, c.double() @ W.double(), int(l0_per_sample(c).max()), S)
+            row["omp_exact"] = recovery_rate(c, found, rtol=1e-4)["exact"]
     return row, mu[live]
 
 
@@ -161,7 +166,8 @@ def compare_bases(acts: dict[str, Tensor], cfg: AtomsConfig, work_dir: str | Pat
                                      progress)
         results["features"] = _measure_sae(sae, held, S, cfg)
         # atoms: a JumpReLU SAE on AIP-whitened activations, mapped back to raw space
-        acfg = atom_sae_config(H, cfg.width_mult * H, cfg.atoms_l0_coefficient, hook)
+        acfg = atom_sae_config(H, cfg.width_mult * H, cfg.atoms_l0_coefficient, hook,
+                               cfg.atoms_init_threshold)
         atoms = train_whitened_sae(train, S, work / f"{_slug(hook)}-atoms-whitened", acfg,
                                    cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed, progress)
         save_saelens(atoms, work / f"{_slug(hook)}-atoms")
@@ -181,7 +187,7 @@ def _measure_sae(sae, held: Tensor, S: Tensor, cfg: AtomsConfig):
     W = sae.W_dec.detach().double()
     n = min(cfg.n_recovery, held.shape[0])
     return measure(W, codes, held.double(), x_hat, S,
-                   recover=(W, codes[:n], None) if n else None)
+                   recover=(W, codes[:n], cfg.omp_max_k) if n else None)
 
 
 def _slug(hook: str) -> str:

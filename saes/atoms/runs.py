@@ -9,6 +9,7 @@ Re-running the same command reuses finished training (the trainer resumes its ch
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -28,8 +29,9 @@ def ordering(table: list[dict], form: str = "quantile") -> dict:
 
 
 def atoms_run(cfg: AtomsConfig, name: str = "atoms", workspace=None, out=None, model=None,
-              progress: bool = True):
-    """Collect activations, run the comparison, write a run of kind "atoms"; returns the run."""
+              progress: bool = True, acts: dict | None = None):
+    """Collect activations (unless `acts` {hook: rows} is given), run the comparison, write a
+    run of kind "atoms"; returns the run."""
     import pyarrow as pa
 
     from saes.features.index import _write_parquet_atomic
@@ -37,11 +39,13 @@ def atoms_run(cfg: AtomsConfig, name: str = "atoms", workspace=None, out=None, m
     t0 = time.perf_counter()
     with run_context("atoms", name, cfg.to_dict(), root=workspace, path=out) as run:
         feature_saes = load_feature_saes(cfg.sae_runs) if cfg.sae_runs else None
-        if model is None:
-            from interp.models.loading import load_model
+        if acts is None:
+            if model is None:
+                from interp.models.loading import load_model
 
-            model = load_model(cfg.model or None)
-        acts = collect_activations(model, cfg, progress=progress)
+                model = load_model(cfg.model or None)
+            acts = collect_activations(model, cfg, progress=progress)
+        acts = {h: acts[h] for h in cfg.hooks}
         t1 = time.perf_counter()
         res = compare_bases(acts, cfg, run.path, feature_saes, progress=progress)
         table = res["table"]
@@ -84,17 +88,17 @@ def demo_step(workspace: Path, echo=print, cfg: AtomsConfig = DEMO) -> Path:
     echo(f"atoms: neurons vs features vs atoms at {', '.join(cfg.hooks)} on {cfg.n_tokens} "
          "tokens (small-scale settings; the notebook runs a larger one)")
     run = atoms_run(cfg, "demo-atoms", workspace=workspace)
-    for r in load_run(run.path).metrics.items():
-        pass
+    echo(format_table(json.loads((run.path / "table.json").read_text())))
     return path
 
 
 def format_table(table: list[dict]) -> str:
     """The comparison as a fixed-width text table (for the CLI and the README)."""
     cols = ("layer", "basis", "live_units", "l0_mean", "mu_median", "q_star_quantile",
-            "q_star_per_unit", "q_star_per_sample", "r2_euclid", "r2_aip", "omp_exact")
+            "q_star_per_unit", "q_star_per_sample", "r2_euclid", "r2_aip", "omp_exact",
+            "omp_checked")
     head = ["layer", "basis", "units", "L0", "mu_med", "q*(quant)", "q*(unit)", "q*(sample)",
-            "R2 eu", "R2 aip", "OMP"]
+            "R2 eu", "R2 aip", "OMP exact", "OMP n"]
     lines = ["  ".join(f"{h:>10}" for h in head)]
     for r in table:
         vals = []

@@ -131,11 +131,15 @@ def train_whitened_sae(x: Float[Tensor, "n H"], S: Tensor | None, run_dir: str |
     return unwhiten_sae(trained, half, half_inv)
 
 
-def atom_sae_config(H: int, d_sae: int, l0_coefficient: float, hook_name: str = "") -> SAEConfig:
-    """The JumpReLU config used for atoms (L0 penalty through the straight-through step)."""
+def atom_sae_config(H: int, d_sae: int, l0_coefficient: float, hook_name: str = "",
+                    init_threshold: float = 2.0) -> SAEConfig:
+    """The JumpReLU config used for atoms (L0 penalty through the straight-through step).
+    The trainer scales rows to mean norm sqrt(H), so at the tied initialisation a latent's
+    pre-activation is roughly standard normal: a threshold of 2 starts about 2 % of latents
+    active instead of half of them."""
     return SAEConfig(architecture="jumprelu", d_in=H, d_sae=d_sae, hook_name=hook_name,
                      l0_coefficient=l0_coefficient, jumprelu_sparsity="step",
-                     jumprelu_init_threshold=0.1, jumprelu_bandwidth=0.05)
+                     jumprelu_init_threshold=init_threshold, jumprelu_bandwidth=0.05)
 
 
 def code_scale_bounds(codes: Tensor) -> tuple[float, float]:
