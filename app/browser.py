@@ -2,7 +2,7 @@
 in headless Chromium (Debian's `chromium` + `chromium-driver`, through selenium) and take
 screenshots. Used by the end-to-end test and to make the README's screenshots:
 
-    python -m app.browser WORKSPACE OUT_DIR      # one PNG per page in OUT_DIR
+    python -m app.browser WORKSPACE OUT_DIR [LATENT]   # one PNG per page in OUT_DIR
 
 Nothing is downloaded but the two Debian packages (`ensure_chromium` installs them with apt-get
 when missing and running as root); selenium is pointed at /usr/bin/chromedriver, so its driver
@@ -30,11 +30,12 @@ CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev
                "--disable-default-apps", "--hide-scrollbars")
 REPO = Path(__file__).resolve().parent.parent
 
-# (file name, URL path relative to the server, a text that must be on the page)
-PAGES = (("home", "", "interp explorer"),
-         ("activations", "Activation_stores", "Norms"),
-         ("sae", "SAEs", "Training"),
-         ("features", "Feature_browser", "Top contexts"))
+# (file name, URL path relative to the server, a text that must be on the page, at least this
+# many drawn plotly figures, at least this many drawn tables)
+PAGES = (("home", "", "interp explorer", 0, 1),
+         ("activations", "Activation_stores", "Norms", 1, 1),
+         ("sae", "SAEs", "Training", 1, 0),
+         ("features", "Feature_browser", "Top contexts", 1, 0))
 
 
 def ensure_chromium() -> None:
@@ -107,17 +108,22 @@ def chrome(width: int = 1400, height: int = 1600):
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
 
 
-def wait_for_page(driver, text: str, plots: int = 1, timeout: float = 90.0) -> None:
-    """Wait until the page shows `text`, at least `plots` drawn plotly figures, and Streamlit
-    has finished running the script."""
+def wait_for_page(driver, text: str, plots: int = 1, tables: int = 0,
+                  timeout: float = 90.0) -> None:
+    """Wait until the page shows `text`, at least `plots` drawn plotly figures and `tables`
+    drawn tables (each table's canvas present), and Streamlit has finished the script."""
     from selenium.webdriver.common.by import By
 
     deadline = time.monotonic() + timeout
     while True:
         body = driver.find_element(By.TAG_NAME, "body").text
         n = len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"))
+        frames = [f for f in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+                  if f.is_displayed()]  # tables in closed tabs are never drawn
+        drawn = sum(bool(f.find_elements(By.TAG_NAME, "canvas")) for f in frames)
         running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
-        if text in body and n >= plots and not running:
+        if text in body and n >= plots and drawn >= tables and drawn == len(frames) \
+                and not running:
             time.sleep(1.0)  # let the last figures finish their transitions
             return
         if "Traceback" in body:
@@ -136,9 +142,9 @@ def screenshot_pages(url: str, out_dir: str | Path, pages=PAGES, driver=None) ->
     driver = driver or chrome()
     files = []
     try:
-        for name, path, text in pages:
+        for name, path, text, plots, tables in pages:
             driver.get(f"{url}/{path}")
-            wait_for_page(driver, text, plots=0 if name == "home" else 1)
+            wait_for_page(driver, text, plots=plots, tables=tables)
             f = out_dir / f"{name}.png"
             driver.save_screenshot(str(f))
             files.append(f)
@@ -150,11 +156,13 @@ def screenshot_pages(url: str, out_dir: str | Path, pages=PAGES, driver=None) ->
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        raise SystemExit("usage: python -m app.browser WORKSPACE OUT_DIR")
+    if len(argv) not in (2, 3):
+        raise SystemExit("usage: python -m app.browser WORKSPACE OUT_DIR [LATENT]")
+    latent = f"?latent={int(argv[2])}" if len(argv) == 3 else ""
+    pages = [(n, p + (latent if n == "features" else ""), *rest) for n, p, *rest in PAGES]
     ensure_chromium()
     with serve(argv[0]) as url:
-        for f in screenshot_pages(url, argv[1]):
+        for f in screenshot_pages(url, argv[1], pages=pages):
             print(f)
 
 

@@ -51,7 +51,10 @@ def render_home() -> None:
         st.header(title)
         st.page_link(view.page, label=f"Open {kind} runs", icon=":material/arrow_forward:",
                      query_params=None if kind in KINDS else {"kind": kind})
-        st.dataframe(run_rows(by_kind[kind], view.metrics), hide_index=True,
+        rows = run_rows(by_kind[kind], view.metrics)
+        if not any(r["problem"] for r in rows):
+            rows = [{k: v for k, v in r.items() if k != "problem"} for r in rows]
+        st.dataframe(rows, hide_index=True,
                      column_config={"open": st.column_config.LinkColumn(
                          "open", display_text="open")})
         for r in by_kind[kind]:

@@ -44,6 +44,8 @@ KINDS: dict[str, KindView] = {
                          ("best", "best_perplexity", "entropy_drop_bits", "fidelity_gain")),
     "linearise": KindView("Linearisation", "app.views.linearise", "pages/10_Linearisation.py",
                           ("predicted", "rel_error", "stable_rank", "sigma_max")),
+    "atoms": KindView("Atoms", "app.views.atoms", "pages/11_Atoms.py",
+                      ("atoms_q_star_quantile", "features_q_star_quantile", "atoms_r2_aip")),
     # one line per further kind, e.g.
     # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
 }

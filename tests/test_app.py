@@ -178,7 +178,7 @@ def test_feature_browser_by_id(ws, monkeypatch):
     assert float(shown["max act"]) == pytest.approx(want.max_act, rel=1e-3)
     assert int(shown["firing tokens"]) == want.count
     (html,) = at.get("html")
-    assert html.proto.body.count("<div") == len(want.contexts)
+    assert html.proto.body.count("<div") == 1 + len(want.contexts)  # a scroller + rows
     assert "rgba(255,140,0,1.00)" in html.proto.body  # the peak token is fully shaded
     density_all, hist, logits = charts(at)
     assert sum(values(hist["data"][0]["y"])) == want.count

@@ -101,7 +101,7 @@ def render(run: Run) -> None:
     st.markdown("**Top contexts** (each token shaded by this latent's activation; the "
                 "activating token in bold)")
     if page.contexts:
-        st.html(contexts_html(page))
+        st.html('<div style="overflow-x:auto">' + contexts_html(page) + "</div>")
     else:
         st.info("This latent never fired on the tokens read: no contexts.")
     left, right = st.columns(2)
