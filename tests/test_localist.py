@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from interp.errors import ConfigError
-from interp.localist.blocks import BlockSpec, block_ids, block_structure, target_mask
+from interp.localist.blocks import BlockSpec, block_ids, target_mask
 from interp.localist.dial import layer_dials, locality_dial, named_schedules, progressive_schedule
 from interp.localist.evaluate import dialled_forward, evaluate_dial
 from interp.localist.metrics import entropy_bits, group_lasso, pointer_fidelity, visible_keys
@@ -297,8 +297,8 @@ def test_default_model_last_layer_finetune(default_model, all_cores):
 
     before = _digest(default_model)
     flags = [p.requires_grad for p in default_model.hf_model.parameters()]
-    cfg = ScheduleConfig(betas=(5.0,), train_layers=1, steps=2, batch_size=2, context_size=32,
-                         eval_windows=2)
+    cfg = ScheduleConfig(betas=(5.0,), train_layers=1, steps=2, batch_size=1, context_size=24,
+                         eval_windows=1)
     results = compare_schedules(default_model, cfg)
     assert [r["schedule"] for r in results] == ["uniform-distributed", "uniform-localist",
                                                 "progressive-beta5"]

@@ -93,7 +93,7 @@ def build_char_model(cfg: LocalistConfig):
     """A freshly initialised (seed `cfg.seed`) Llama-style char-level model as a HookedModel."""
     from transformers import AutoModelForCausalLM
 
-    from interp.models.tiny import char_tokenizer, tiny_config
+    from interp.models.tiny import tiny_config
     from interp.models.torch_backend import TorchHookedModel
 
     config = tiny_config("llama", n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads,
