@@ -36,8 +36,13 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("activations", "interp.demo:cache_step", required=True),
     DemoStep("sae", "interp.demo:sae_step", required=True),
     DemoStep("features", "saes.features:demo_step"),
-    # one line per capability, in the order they should run, e.g.
-    # DemoStep("probes", "probes.runs:demo_step"),
+    DemoStep("atoms", "saes.atoms.runs:demo_step"),
+    DemoStep("codebook", "saes.codebook.runs:demo_step"),
+    DemoStep("graph", "circuits.demo:demo_step"),
+    DemoStep("linearise", "interp.linearise.runs:demo_step"),
+    DemoStep("localist", "interp.localist.demo:demo_step"),
+    DemoStep("probes", "probes.demo:demo_step"),
+    # one line per further capability, in the order they should run
 ]
 
 
