@@ -241,7 +241,7 @@ def _vjps(net, x, u):
 def test_default_model_float32_and_decodings(default_model, all_cores):
     """float32 exactness against the model's own output (< 1e-4), low stable rank, and the
     paper's qualitative result: the top singular vector decodes to the predicted token."""
-    cfg = LineariseConfig(prompt=PROMPT, k=8, per_layer=False, dtype="float32")
+    cfg = LineariseConfig(prompt=PROMPT, k=8, per_layer=False, dtype="float32", n_iter=3)
     r = linearise(default_model, cfg)
     m = r.summary["metrics"]
     _, cache = default_model.run_with_cache(PROMPT, hooks=["ln_final.hook_normalized"])

@@ -43,6 +43,7 @@ class LineariseConfig:
     dtype: str = "float32"  # float32 | float64
     full: bool = False  # also build the dense Jacobian: per-token SVDs, exact stable rank
     per_layer: bool = True  # cumulative Jacobians of every layer's resid / attn / mlp output
+    components: tuple[str, ...] = COMPONENTS  # per-layer sites: resid_post, attn_out, mlp_out
     layer_k: int = 4  # singular values per per-layer Jacobian
     n_decode: int = 8  # singular vectors decoded to tokens
     top_tokens: int = 8
@@ -57,6 +58,10 @@ class LineariseConfig:
         for name in ("k", "layer_k", "n_decode", "top_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        object.__setattr__(self, "components", tuple(self.components))
+        bad = [c for c in self.components if c not in COMPONENTS]
+        if bad or not self.components:
+            raise ConfigError(f"components {bad or '()'} invalid: choose from {COMPONENTS}.")
         if not self.prompt:
             raise ConfigError("prompt is empty: give the text whose prediction to linearise.")
 
@@ -188,7 +193,8 @@ def _per_layer(net, jac: DetachedJacobian, tokenizer, config, progress: bool) ->
     from tqdm.auto import tqdm
 
     top_layer = net.n_layers - 1 if jac.site == FINAL else int(jac.site.split(".")[1])
-    sites = [f"blocks.{i}.hook_{c}" for i in range(top_layer + 1) for c in COMPONENTS]
+    sites = [f"blocks.{i}.hook_{c}" for i in range(top_layer + 1)
+             for c in config.components]
     l, n_probe = config.layer_k + 4, 8
     gen = torch.Generator().manual_seed(config.seed + 1)
     omega = torch.randn(l + n_probe, jac.n_pos, net.d_model, generator=gen, dtype=torch.float64)

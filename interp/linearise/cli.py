@@ -26,6 +26,8 @@ def linearise(
     dtype: str = typer.Option("float32", help="float32 | float64"),
     full: bool = typer.Option(False, help="Also build the dense Jacobian (per-token SVDs)."),
     per_layer: bool = typer.Option(True, help="Cumulative Jacobian of every layer's outputs."),
+    components: str = typer.Option("resid_post,attn_out,mlp_out",
+                                   help="Per-layer sites (comma-separated)."),
     layer_k: int = typer.Option(4, help="Singular values per per-layer Jacobian."),
     n_decode: int = typer.Option(8, help="Singular vectors decoded to tokens."),
     top_tokens: int = typer.Option(8, help="Tokens per decoded vector."),
@@ -44,8 +46,11 @@ def linearise(
     from interp.linearise.runs import linearise_run
 
     try:
+        comps = tuple(c.strip() for c in components.split(",") if c.strip())
         cfg = LineariseConfig(prompt=prompt, model=model, position=position, layer=layer, k=k,
-                              dtype=dtype, full=full, per_layer=per_layer, layer_k=layer_k,
+                              dtype=dtype, full=full, per_layer=per_layer,
+                              components=comps,
+                              layer_k=layer_k,
                               n_decode=n_decode, top_tokens=top_tokens, block=block,
                               n_iter=n_iter, seed=seed, prepend_bos=prepend_bos)
         run = linearise_run(cfg, name=name, workspace=workspace, out=out)

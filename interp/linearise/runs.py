@@ -74,10 +74,10 @@ def demo_step(workspace: Path, echo=print) -> Path:
     except Exception:
         pass
     echo(f"linearise: exact Jacobian linearisation of {DEMO_PROMPT!r} on the default model")
-    cfg = LineariseConfig(prompt=DEMO_PROMPT, dtype="float64", k=32)
+    cfg = LineariseConfig(prompt=DEMO_PROMPT, dtype="float32", k=32, components=("resid_post",))
     run = linearise_run(cfg, name=DEMO_NAME, workspace=workspace, progress=False)
     m = run.metrics
     echo(f"  next token {m['predicted']!r}; sum_i J_i x_i reproduces y to {m['rel_error']:.1e} "
-         f"(float64); stable rank {m['stable_rank']:.2f}; top singular vector decodes to "
+         f"(float32); stable rank {m['stable_rank']:.2f}; top singular vector decodes to "
          f"{json.dumps(m['top_u1_tokens'])}")
     return path
