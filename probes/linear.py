@@ -143,7 +143,9 @@ def fit_probe(x: Float[Tensor, "n d"], labels: Int[Tensor, " n"], doc: Int[Tenso
         raise InterpError(f"fit_probe needs x [n, d], labels [n] and doc [n]; got "
                           f"{tuple(x.shape)}, {tuple(labels.shape)}, {tuple(doc.shape)}.")
     have = labels >= 0
-    x, labels, doc = x[have].double(), labels[have], doc[have]
+    # ridge solves normal equations (float64); L-BFGS is iterative and fine in float32
+    x = x[have].to(torch.float64 if kind == "ridge" else torch.float32)
+    labels, doc = labels[have], doc[have]
     if labels.numel() == 0:
         raise InterpError("No labelled rows to probe: the task labelled no token of this text.")
     n_classes = n_classes or int(labels.max()) + 1
