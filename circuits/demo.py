@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-DEMO_LAYERS = [0, 1, 2, 3]
+DEMO_LAYERS = [0, 1, 2]
 DEMO_PROMPT = "def add(a, b):\n    return a +"
 
 
@@ -19,8 +19,8 @@ def _done(path: Path) -> bool:
         return False
 
 
-def demo_step(workspace: Path, echo=print, tokens: int = 32_768) -> Path:
-    """Train per-layer transcoders (layers 0-3, 1024 latents, k=16) streaming from the default
+def demo_step(workspace: Path, echo=print, tokens: int = 8_192) -> Path:
+    """Train per-layer transcoders (layers 0-2, 1024 latents, k=16) streaming from the default
     model, then write the "graph" run `demo-graph`; each part is skipped when already done."""
     from circuits.runs import graph_run
     from circuits.transcoders import load_transcoders, train_transcoders
