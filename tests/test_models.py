@@ -174,3 +174,12 @@ def test_load_errors(tmp_path):
         load_model("smollm")
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
         load_model("someone/not-a-real-model-xyz")
+
+
+def test_embedding_hook_caches_with_auto_stop(tiny_llama):
+    """`hook_embed` lies before block 0: 'auto' stops before any block and still caches it."""
+    assert tiny_llama.stop_layer_for(["hook_embed"]) == 0
+    logits, cache = tiny_llama.run_with_cache("hello", hooks=["hook_embed"], stop_at_layer="auto")
+    assert logits is None and cache["hook_embed"].shape[-1] == tiny_llama.cfg.d_model
+    _, full = tiny_llama.run_with_cache("hello", hooks=["hook_embed"])
+    assert torch.equal(cache["hook_embed"], full["hook_embed"])

@@ -190,7 +190,7 @@ class HookedModel:
         if stop_at_layer is not None and not 0 <= stop_at_layer <= self.cfg.n_layers:
             raise InterpError(f"stop_at_layer={stop_at_layer} is outside 0..{self.cfg.n_layers}.")
         if stop_at_layer is not None:
-            late = [n for n in names if (self.hook_points[n].layer or 0) >= stop_at_layer]
+            late = [n for n in names if _depth(self.hook_points[n]) >= stop_at_layer]
             if late:
                 raise InterpError(f"Hooks {late} would not fire before the forward pass stops "
                                   f"(stop_at_layer={stop_at_layer} runs blocks "
@@ -212,8 +212,7 @@ class HookedModel:
 
     def stop_layer_for(self, names: Sequence[str]) -> int | None:
         """The smallest `stop_at_layer` that still reaches every hook in `names` (None: all)."""
-        layers = [self.hook_points[n].layer for n in names]
-        deepest = max((-1 if x is None else x) for x in layers)
+        deepest = max(_depth(self.hook_points[n]) for n in names)
         if deepest >= self.cfg.n_layers:  # the final norm: needs the whole stack
             return None
         return deepest + 1
@@ -228,3 +227,8 @@ class HookedModel:
 
     def _unview(self, point: HookPoint, x: Tensor) -> Tensor:
         return x.flatten(-2) if point.heads else x
+
+
+def _depth(point) -> int:
+    """A hook point's block index, -1 for the embeddings (before block 0)."""
+    return -1 if point.layer is None else point.layer
