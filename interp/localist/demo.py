@@ -37,7 +37,7 @@ def demo_step(workspace: Path, echo=print) -> Path:
     echo("localist: turning the locality dial on the default model at inference (uniform and "
          "progressive schedules; `interp localist schedules` adds a fine-tune)")
     t0 = time.perf_counter()
-    cfg = ScheduleConfig(train_layers=0, steps=0, batch_size=4, context_size=64, eval_windows=4)
+    cfg = ScheduleConfig(train_layers=0, steps=0, batch_size=2, context_size=64, eval_windows=2)
     run = run_schedules(cfg, model=_load_default(), name=DEMO_RUN, workspace=workspace)
     run.finish(metrics={"seconds": round(time.perf_counter() - t0, 1)})
     return path
