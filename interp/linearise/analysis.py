@@ -48,7 +48,8 @@ class LineariseConfig:
     n_decode: int = 8  # singular vectors decoded to tokens
     top_tokens: int = 8
     block: int = 8  # probe vectors per block Krylov step
-    n_iter: int = 10  # block Krylov steps: 2 * block * (n_iter + 1) products in all
+    n_iter: int = 30  # at most this many block Krylov steps (2 * block products each)
+    tol: float = 1e-5  # ...stopping when the top-k singular values change less (relative)
     seed: int = 0
     prepend_bos: bool = True
 
@@ -138,7 +139,8 @@ def linearise(model, config: LineariseConfig, tokenizer=None, progress: bool = F
         summary["per_token"] = _per_token(net, dense, y, tokenizer, config, site == FINAL)
     else:
         trip = block_krylov_svd(jac.matvec, jac.rmatvec, (jac.n_pos, net.d_model), k=config.k,
-                                block=config.block, n_iter=config.n_iter, seed=config.seed,
+                                block=config.block, n_iter=config.n_iter, tol=config.tol,
+                                seed=config.seed,
                                 dtype=net.dtype)
     metrics["svd_seconds"] = round(time.perf_counter() - t1, 3)
     metrics["products"] = trip.products

@@ -32,7 +32,8 @@ def linearise(
     n_decode: int = typer.Option(8, help="Singular vectors decoded to tokens."),
     top_tokens: int = typer.Option(8, help="Tokens per decoded vector."),
     block: int = typer.Option(8, help="Probe vectors per block Krylov step."),
-    n_iter: int = typer.Option(10, help="Block Krylov steps (2*block*(n_iter+1) products)."),
+    n_iter: int = typer.Option(30, help="At most this many block Krylov steps."),
+    tol: float = typer.Option(1e-5, help="Stop when the top-k singular values change less."),
     seed: int = typer.Option(0, help="Seed of the random probes."),
     prepend_bos: bool = typer.Option(True, help="Put BOS in front of the prompt."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
@@ -52,7 +53,7 @@ def linearise(
                               components=comps,
                               layer_k=layer_k,
                               n_decode=n_decode, top_tokens=top_tokens, block=block,
-                              n_iter=n_iter, seed=seed, prepend_bos=prepend_bos)
+                              n_iter=n_iter, tol=tol, seed=seed, prepend_bos=prepend_bos)
         run = linearise_run(cfg, name=name, workspace=workspace, out=out)
     except InterpError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
