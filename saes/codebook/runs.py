@@ -258,13 +258,15 @@ def demo_step(workspace: Path, echo=print) -> Path:
         pass
     t0 = time.perf_counter()
     echo(f"codebook: fitting 9x512 codes (k=8) at {DEMO_HOOK} of the default model")
-    cfg = TrainRunConfig(hooks=(DEMO_HOOK,))
+    cfg = TrainRunConfig(hooks=(DEMO_HOOK,), context_size=32, kmeans_windows=32, eval_windows=4,
+                         train=CodebookTrainConfig(steps=3, objective="reconstruction", lr=1e-2,
+                                                   log_every=1))
     run, cb = train_run(cfg, workspace, "demo-train", progress=False)
     echo(f"codebook: ΔCE with codebooks {run.metrics['delta_ce']:+.3f} nats "
          f"({time.perf_counter() - t0:.0f} s); steering with the best codes for 'object'")
     srun, res = steer_run(run.path, r"\bobject", prompts=("The", "In Python,"),
                           workspace=workspace, name="demo-steer", n=4, max_new_tokens=12,
-                          search_windows=16, top_codes=3, cb=cb)
+                          search_windows=32, top_codes=3, cb=cb)
     echo(f"codebook: share of continuations with 'object': {res['baseline_share']:.2f} -> "
          f"{res['steered_share']:.2f} ({time.perf_counter() - t0:.0f} s)")
     return srun.path

@@ -42,8 +42,11 @@ def collect_codes(cb: CodebookModel, windows: Iterable[Tensor], progress: bool =
                   ) -> CodeTable:
     """Run token windows ([batch, pos] ids) through the model with codebooks; keep the codes."""
     toks, ids = [], {h: [] for h in cb.hook_names}
+    stop = cb.model.stop_layer_for(cb.hook_names)  # no need to run past the last codebook
     for batch in tqdm(windows, desc="codes", disable=not progress):
-        _, codes = cb.run_with_codes(batch)
+        with cb.enabled():
+            cb.model.run_with_cache(batch, hooks=cb.hook_names[:1], stop_at_layer=stop)
+        codes = {h: layer.last_ids for h, layer in cb.items()}
         toks.append(batch.cpu())
         for h, v in codes.items():
             ids[h].append(v.cpu().to(torch.int32))

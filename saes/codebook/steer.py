@@ -29,8 +29,10 @@ def generate(cb: CodebookModel, prompt: str | Tensor, n: int = 1, max_new_tokens
     codebooks in place and `edits` ({hook: ids edit}) applied at every step."""
     model = cb.model
     ids, _ = model.to_tokens(prompt) if isinstance(prompt, str) else (prompt.view(1, -1), None)
-    x = ids.repeat(n, 1)
+    x = ids.repeat(n, 1).to(model.device)
     start = x.shape[1]
+    if use_codebooks and hasattr(model, "_attach"):  # torch backend: KV-cached generation
+        return _generate_cached(cb, x, max_new_tokens, temperature, seed, edits)
     g = torch.Generator().manual_seed(seed)
     ctx = cb.enabled() if use_codebooks else contextlib.nullcontext()
     with ctx, cb.patched(edits or {}):
@@ -42,6 +44,31 @@ def generate(cb: CodebookModel, prompt: str | Tensor, n: int = 1, max_new_tokens
 
 
 CodeRef = tuple[str, int, int]  # (hook, group, code)
+
+
+def _generate_cached(cb: CodebookModel, x: Tensor, max_new_tokens: int, temperature: float,
+                     seed: int, edits: dict | None) -> list[str]:
+    """Sampling with the HF key/value cache: the codebooks (and edits, which then see one new
+    position per step and so apply at every position) are attached as plain torch hooks."""
+    model = cb.model
+    handles = []
+    start = x.shape[1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one-token steps are overhead-bound; a busy 2nd core costs 10x
+    try:
+        for h, layer in cb.items():
+            handles.append(model._attach(model.hook_points[h], cb._hook_fn(layer)))
+        with cb.patched(edits or {}), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            out = model.hf_model.generate(
+                x, attention_mask=torch.ones_like(x), do_sample=True, temperature=temperature,
+                top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                pad_token_id=model.tokenizer.pad_token_id or model.tokenizer.eos_token_id)
+    finally:
+        torch.set_num_threads(threads)
+        for hd in handles:
+            hd.remove()
+    return [model.tokenizer.decode(row[start:].tolist()) for row in out]
 
 
 def code_edits(codes: Sequence[CodeRef], slot: int = -1) -> dict:
