@@ -1,0 +1,54 @@
+"""View of a codebook run (kind "codebook", written by `interp codebook train | fsm | steer` /
+`saes.codebook.runs`): training curves, code usage, TokFSM purity / code x state table /
+patching / steering, and steering shares with samples, all drawn by `saes.codebook.plots`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.ui import artefact, guard, plot, read_json, read_jsonl
+from interp.workspace import Run
+
+
+def render(run: Run) -> None:
+    from saes.codebook import plots
+
+    mode = run.config.get("mode")
+    path = artefact(run, "training", required=False)
+    if path is not None:
+        with guard("the training curves"):
+            records, _ = read_jsonl(path)
+            plot(plots.fig_training(records), key="cb-training")
+    if mode == "fsm":
+        analysis = read_json(artefact(run, "analysis"))
+        with guard("purity"):
+            plot(plots.fig_purity(analysis["purity"], analysis.get("state_purity")),
+                 key="cb-purity")
+        with guard("the code x state table"):
+            from safetensors.torch import load_file
+
+            tables = load_file(str(artefact(run, "code_state")))
+            if tables:
+                hook = st.selectbox("Hook", sorted(tables))
+                plot(plots.fig_code_state(tables[hook], hook), key="cb-code-state")
+        with guard("patching"):
+            plot(plots.fig_patching(analysis["patching"]), key="cb-patching")
+        with guard("steering"):
+            plot(plots.fig_steering(analysis["steering"]), key="cb-fsm-steering")
+    stats_path = artefact(run, "code_stats", required=False)
+    if stats_path is not None:
+        stats = read_json(stats_path)
+        for hook, s in stats.items():
+            with guard(f"code usage at {hook}"):
+                plot(plots.fig_code_counts(s["counts"], hook), key=f"cb-counts-{hook}")
+                st.dataframe([{k: c[k] for k in ("group", "code", "count")}
+                              | {"tokens": ", ".join(repr(t) for t, _ in c["tokens"])}
+                              for c in s["top_codes"]], use_container_width=True)
+    steer_path = artefact(run, "steering", required=False)
+    if steer_path is not None:
+        res = read_json(steer_path)
+        with guard("steering"):
+            plot(plots.fig_steering(res), key="cb-steering")
+            st.caption(f"pattern {res.get('pattern')!r}, codes {res.get('codes')}")
+            for p in res.get("prompts", [])[:4]:
+                st.text(f"{p['prompt']!r} steered: " + " | ".join(p["steered_samples"][:3]))
