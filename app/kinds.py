@@ -46,6 +46,8 @@ KINDS: dict[str, KindView] = {
                           ("predicted", "rel_error", "stable_rank", "sigma_max")),
     "atoms": KindView("Atoms", "app.views.atoms", "pages/11_Atoms.py",
                       ("atoms_q_star_quantile", "features_q_star_quantile", "atoms_r2_aip")),
+    "codebook": KindView("Codebooks", "app.views.codebook", "pages/12_Codebooks.py",
+                         ("transition_accuracy", "state_purity", "delta_ce", "steered_share")),
     # one line per further kind, e.g.
     # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
 }
