@@ -271,8 +271,10 @@ def test_sweep_cli_writes_run_and_resumes(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "[0, 1]" in bad.output
 
 
+# The two default-model tests keep conftest's single thread: on the shared 2-core machine they ran
+# in ~20 s each that way, against 100-150 s with `all_cores` (thread oversubscription).
 @pytest.mark.slow
-def test_default_model_demo_step(tmp_path, default_model, all_cores, monkeypatch):
+def test_default_model_demo_step(tmp_path, default_model, monkeypatch):
     """The inference-time dial on SmolLM2 through its hooks (the demo step)."""
     import interp.localist.demo as demo
     from interp.workspace import load_run
@@ -291,7 +293,7 @@ def test_default_model_demo_step(tmp_path, default_model, all_cores, monkeypatch
 
 
 @pytest.mark.slow
-def test_default_model_last_layer_finetune(default_model, all_cores):
+def test_default_model_last_layer_finetune(default_model):
     """A short last-layer fine-tune with the dial: penalty trains, weights are restored."""
     from interp.localist.finetune import ScheduleConfig, compare_schedules
 
