@@ -296,4 +296,12 @@ def read_net(model, dtype: torch.dtype | str = torch.float64) -> Net:
                  "interp/linearise/families.py (one reader function and one registry line).",
         ))
     with torch.no_grad():
-        return FAMILIES[model_type](hf, dtype)
+        net = FAMILIES[model_type](hf, dtype)
+    embed = net.embed
+
+    def embed_detached(ids: Tensor) -> Tensor:  # the model's embedding weights need no grad here
+        with torch.no_grad():
+            return embed(ids)
+
+    net.embed = embed_detached
+    return net
