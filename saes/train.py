@@ -56,6 +56,7 @@ class TrainConfig:
     shuffle_buffer_rows: int = 1 << 18
     checkpoint_every: int = 500  # steps; 0: only at the end and on interrupt
     log_every: int = 10
+    bf16: bool = False  # bf16 matmuls in training (master weights and Adam stay fp32)
 
     def __post_init__(self):
         if isinstance(self.sae, dict):
@@ -159,6 +160,7 @@ class Trainer:
                               f"{self.world} processes.")
         self.sae: SparseDictionary = create_sae(cfg.sae, seed=cfg.seed)
         self.opt = _adam(self.sae, cfg)
+        self._autocast = cfg.bf16 and not _lowp_matmuls(self.sae, torch.bfloat16)
         self.step = 0
         self.scale_in = self.scale_out = 1.0
         self.since_fired = torch.zeros(cfg.sae.d_sae, dtype=torch.long)  # tokens since it fired
@@ -294,7 +296,8 @@ class Trainer:
         dead = self.since_fired >= cfg.dead_tokens
         sparsity = (min(1.0, (self.step + 1) / cfg.sparsity_warmup_steps)
                     if cfg.sparsity_warmup_steps else 1.0)
-        out = self.sae.training_loss(x, y, dead=dead, sparsity_scale=sparsity)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            out = self.sae.training_loss(x, y, dead=dead, sparsity_scale=sparsity)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         fired = out.fired
@@ -351,3 +354,14 @@ def _adam(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                             fused=fused or None)
+
+
+def _lowp_matmuls(sae: SparseDictionary, dtype: torch.dtype) -> bool:
+    """Switch an architecture's own low-precision matmuls on (standard: every dense matmul;
+    top-k family: the selecting matmul, values recomputed exactly); False if it has none,
+    and the trainer autocasts its step instead."""
+    for attr in ("matmul_dtype", "select_dtype"):
+        if hasattr(sae, attr):
+            setattr(sae, attr, dtype)
+            return True
+    return False

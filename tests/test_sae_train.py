@@ -255,3 +255,29 @@ def test_cli_trains_one_dictionary_per_hook(store_dir, tmp_path):
                                    "--hook", HOOK_OUT, "--hook-out", HOOK_OUT, "--out",
                                    str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--hook-out" in bad.output
+
+
+@pytest.mark.parametrize("arch", ["standard", "topk", "batchtopk", "jumprelu"])
+def test_bf16_training_learns(arch, tmp_path):
+    """`bf16=True` (the architecture's own bf16 matmuls, or an autocast step) still trains:
+    the loss falls and the first step's loss is the fp32 one to bf16 precision."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(256 * 4, 32, generator=g) @ torch.randn(32, 32, generator=g)
+
+    def source(start):
+        i = start
+        while True:
+            x = data[(i % 4) * 256:(i % 4 + 1) * 256]
+            yield x, x
+            i += 1
+
+    runs = {}
+    for bf16 in (False, True):
+        cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=32, d_sae=128, k=4,
+                                        l1_coefficient=0.5), total_tokens=256 * 30,
+                          batch_size=256, checkpoint_every=0, log_every=1, bf16=bf16)
+        Trainer(cfg, tmp_path / f"{arch}-{bf16}", progress=False, batches=source).train()
+        runs[bf16] = [json.loads(line)["loss"] for line in
+                      (tmp_path / f"{arch}-{bf16}" / "metrics.jsonl").read_text().splitlines()]
+    assert runs[True][-1] < 0.7 * runs[True][0]
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=0.05)

@@ -44,10 +44,10 @@ class StandardStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, target, enc_weight, b_enc, W_dec, b_dec, lam: float, shift: bool,
-                sparse_density: float):
+                sparse_density: float, lowp: torch.dtype | None = None):
         b = x.shape[0]
         x_c = x - b_dec if shift else x
-        acts = torch.addmm(b_enc, x_c, enc_weight.T).relu_()
+        acts = _mm(x_c, enc_weight.T, lowp).add_(b_enc).relu_()
         norms = torch.linalg.vector_norm(W_dec, dim=1)
         colsum = acts.sum(0)
         nnz = int(torch.count_nonzero(acts))
@@ -60,14 +60,14 @@ class StandardStep(torch.autograd.Function):
                                     per_sample_weights=vals).add_(b_dec)
         else:
             code = vals = None
-            recon = torch.addmm(b_dec, acts, W_dec)
+            recon = _mm(acts, W_dec, lowp).add_(b_dec)
         err = torch.sub(target, recon)
         mse = torch.linalg.vector_norm(err).square() / b
         l1 = colsum @ norms / b
         loss = mse + lam * l1
         mse, l1 = mse.clone(), l1.clone()  # outputs of their own (loss must not alias them)
         ctx.save_for_backward(x_c, enc_weight, W_dec, norms, err, colsum, acts, vals)
-        ctx.code, ctx.lam, ctx.shift = code, lam, shift
+        ctx.code, ctx.lam, ctx.shift, ctx.lowp = code, lam, shift, lowp
         ctx.mark_non_differentiable(recon, mse, l1)
         return loss, recon, mse, l1, colsum > 0, nnz / b
 
@@ -87,17 +87,24 @@ class StandardStep(torch.autograd.Function):
                                      per_sample_weights=g_vals[order])
             gb_enc = torch.zeros_like(norms).index_add_(0, code.cols, g_vals)
         else:
-            g_pre = torch.addmm(norms * c, g_recon, W_dec.T)
+            g_pre = _mm(g_recon, W_dec.T, ctx.lowp).add_(norms * c)
             g_pre.masked_fill_(acts <= 0, 0.0)
-            gW_dec = torch.mm(acts.T, g_recon)
-            gW_enc = torch.mm(g_pre.T, x_c)
+            gW_dec = _mm(acts.T, g_recon, ctx.lowp)
+            gW_enc = _mm(g_pre.T, x_c, ctx.lowp)
             gb_enc = g_pre.sum(0)
         # the penalty's pull on the decoder norms: c * c_j * W_dec_j / n_j
         gW_dec.addcmul_((c * colsum / norms.clamp_min(1e-12)).unsqueeze(1), W_dec)
         gb_dec = g_recon.sum(0)
         if ctx.shift:
             gb_dec -= gb_enc @ enc_weight
-        return None, None, gW_enc, gb_enc, gW_dec, gb_dec, None, None, None
+        return None, None, gW_enc, gb_enc, gW_dec, gb_dec, None, None, None, None
+
+
+def _mm(a: Tensor, b: Tensor, lowp: torch.dtype | None) -> Tensor:
+    """a @ b in full precision, or multiplied in `lowp` (bf16) and returned in a's dtype."""
+    if lowp is None:
+        return torch.mm(a, b)
+    return torch.mm(a.to(lowp), b.to(lowp)).to(a.dtype)
 
 
 def dense_loss_output(loss: Tensor, recon: Tensor, acts: Float[Tensor, "batch d_sae"],
@@ -113,6 +120,9 @@ class StandardSAE(SparseDictionary):
     """ReLU SAE (or transcoder) trained with the decoder-norm-weighted L1 penalty."""
 
     unit_norm_decoder = False  # the penalty weights by ||W_dec_j||: the trainer must not renormalise
+    #: dtype of the dense matmuls in training (None: full precision; the trainer's `bf16=True`
+    #: sets bfloat16, worth it where the hardware multiplies bf16 natively)
+    matmul_dtype: torch.dtype | None = None
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         return F.relu(self.pre_acts(x))
@@ -123,7 +133,7 @@ class StandardSAE(SparseDictionary):
         if self.W_skip is None and not torch.is_autocast_enabled(x.device.type):
             loss, recon, mse, l1, fired, l0 = StandardStep.apply(
                 x, target, self.enc_weight, self.b_enc, self.W_dec, self.b_dec, lam,
-                self.cfg.apply_b_dec_to_input, SPARSE_DENSITY)
+                self.cfg.apply_b_dec_to_input, SPARSE_DENSITY, self.matmul_dtype)
             return LossOutput(loss=loss, recon=recon, fired=fired,
                               l0=torch.tensor(float(l0)), parts={"mse": mse, "l1": l1})
         return self.reference_loss(x, target, sparsity_scale)

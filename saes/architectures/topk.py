@@ -40,8 +40,18 @@ class _TopKFamily(SparseDictionary):
         state.pop("_scratch_bufs", None)
         return state
 
+    #: dtype of the selecting matmul; the selected values are then recomputed exactly (None:
+    #: full precision; the trainer's `bf16=True` sets bfloat16)
+    select_dtype: torch.dtype | str | None = None
+
     def _select(self, x_c: Tensor) -> tuple[SparseCode, Tensor]:
         """The code of this batch and its exact pre-activation values (called without grad)."""
+        lowp = self.select_dtype
+        if lowp is not None and lowp != x_c.dtype:
+            pre = F.linear(x_c.to(lowp), self.enc_weight.to(lowp), self.b_enc.to(lowp))
+            rows, cols, _, offsets = self._select_dense(pre)
+            code = SparseCode(rows, cols, offsets, self.cfg.d_sae)
+            return code, code.sddmm(x_c, self.enc_weight, self.b_enc)
         pre = F.linear(x_c, self.enc_weight, self.b_enc)
         rows, cols, vals, offsets = self._select_dense(pre)
         return SparseCode(rows, cols, offsets, self.cfg.d_sae), vals
