@@ -6,17 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from interp.workspace import is_done
+
 DEMO_LAYERS = [0, 1, 2]
 DEMO_PROMPT = "def add(a, b):\n    return a +"
-
-
-def _done(path: Path) -> bool:
-    from interp.workspace import load_run
-
-    try:
-        return load_run(path).status == "done"
-    except Exception:
-        return False
 
 
 def demo_step(workspace: Path, echo=print, tokens: int = 8_192) -> Path:
@@ -30,11 +23,11 @@ def demo_step(workspace: Path, echo=print, tokens: int = 8_192) -> Path:
     workspace = Path(workspace)
     tc_path = run_dir("transcoders", "demo-transcoders", workspace)
     graph_path = run_dir("graph", "demo-graph", workspace)
-    if _done(graph_path):
+    if is_done(graph_path):
         echo(f"graph: already attributed in {graph_path}")
         return graph_path
     model = load_model()
-    if not _done(tc_path):
+    if not is_done(tc_path):
         echo(f"transcoders: training TopK transcoders at layers {DEMO_LAYERS} of the default "
              f"model on {tokens} streamed tokens")
         t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.store import StoreConfig, cache_activations
-from interp.workspace import list_runs, load_run, run_context, run_dir
+from interp.workspace import is_done, list_runs, load_run, run_context, run_dir
 
 DEMO_HOOK = "blocks.15.hook_resid_post"
 DEMO_STORE = "demo-resid15"  # runs/activations/<this>: the store the later steps read
@@ -60,11 +60,7 @@ def resolve_step(step: DemoStep):
     return getattr(importlib.import_module(module), func)
 
 
-def _done(path: Path) -> bool:
-    try:
-        return load_run(path).status == "done"
-    except Exception:
-        return False
+
 
 
 def cache_step(workspace: Path, echo=print, tokens: int = 131_072) -> Path:
@@ -73,7 +69,7 @@ def cache_step(workspace: Path, echo=print, tokens: int = 131_072) -> Path:
 
     config = StoreConfig(hooks=(DEMO_HOOK,), n_tokens=tokens)
     path = demo_store_path(workspace)
-    if _done(path):
+    if is_done(path):
         echo(f"activations: already cached in {path}")
         return path
     echo(f"activations: caching {tokens} tokens of {config.corpus.source!r} text at {DEMO_HOOK} "
@@ -96,7 +92,7 @@ def sae_step(workspace: Path, echo=print, sae_tokens: int = 1_048_576) -> Path:
 
     store_path = demo_store_path(workspace)
     path = demo_sae_path(workspace)
-    if _done(path):
+    if is_done(path):
         echo(f"sae: already trained in {path}")
         return path
     echo(f"sae: training a top-k SAE (k=32, 4608 latents) on {sae_tokens} activation vectors")

@@ -111,6 +111,15 @@ def run_context(kind: str, name: str, config: dict, root=None, path=None) -> Ite
         run.finish()
 
 
+def is_done(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a finished run (False if it is missing, unreadable or unfinished):
+    the test a step uses to skip work already done."""
+    try:
+        return load_run(path).status == "done"
+    except WorkspaceError:
+        return False
+
+
 def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises `WorkspaceError` if its run.json is missing or invalid."""
     path = Path(path)

@@ -13,17 +13,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from interp.workspace import load_run, run_dir
+from interp.workspace import is_done, load_run, run_dir
 
 DEMO_TOKENS = 2048
 DEMO_PROBE_LAYERS = "embed,4,9,14,19,24,29"
-
-
-def _done(path: Path) -> bool:
-    try:
-        return load_run(path).status == "done"
-    except Exception:
-        return False
 
 
 def demo_step(workspace: Path, echo=print, model=None) -> Path:
@@ -37,7 +30,7 @@ def demo_step(workspace: Path, echo=print, model=None) -> Path:
     paths = {"lens": run_dir("lens", "demo-lens", workspace),
              "geometry": run_dir("geometry", "demo-geometry", workspace),
              "probe": run_dir("probe", "demo-word-class", workspace)}
-    if all(_done(p) for p in paths.values()):
+    if all(is_done(p) for p in paths.values()):
         echo(f"probes: lens, geometry and probe runs already done in {workspace / 'runs'}")
         return paths["lens"]
     echo(f"probes: logit/tuned lens, layer geometry and a word-class probe on {DEMO_TOKENS} "
@@ -52,13 +45,13 @@ def demo_step(workspace: Path, echo=print, model=None) -> Path:
     hooks = residual_hooks(model.cfg.n_layers)
     acts = collect(model, tokens, hooks, batch_size=8, progress=False)
     states = (acts, hooks)
-    if not _done(paths["lens"]):
+    if not is_done(paths["lens"]):
         lens_run(LensConfig(max_tokens=DEMO_TOKENS, eval_tokens=128), workspace, "demo-lens",
                  model=model, progress=False, states=states)
-    if not _done(paths["geometry"]):
+    if not is_done(paths["geometry"]):
         geometry_run(GeometryConfig(max_tokens=DEMO_TOKENS, max_points_twonn=DEMO_TOKENS),
                      workspace, "demo-geometry", model=model, progress=False, states=states)
-    if not _done(paths["probe"]):
+    if not is_done(paths["probe"]):
         probe_run(ProbeConfig(task="word_class", max_tokens=DEMO_TOKENS, kind="ridge",
                               layers=DEMO_PROBE_LAYERS, l2_grid=(1e-3, 1e-2, 1e-1, 1.0)),
                   workspace, "demo-word-class", model=model, progress=False, acts=acts)

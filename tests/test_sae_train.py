@@ -33,6 +33,20 @@ def store_dir(tiny_llama, tiny_llama_dir, tmp_path_factory):
     return out
 
 
+def cycled(data, batch: int = 256):
+    """A `Trainer(batches=...)` source: batch i is rows [i*batch, (i+1)*batch) mod len(data)."""
+    n = data.shape[0] // batch
+
+    def source(start):
+        i = start
+        while True:
+            x = data[(i % n) * batch:(i % n + 1) * batch]
+            yield x, x
+            i += 1
+
+    return source
+
+
 def tcfg(store_dir, **kw):
     sae = dict(architecture="topk", d_in=64, d_sae=256, k=8, hook_name=HOOK)
     sae.update(kw.pop("sae", {}))
@@ -213,14 +227,7 @@ def test_train_many_matches_separate_runs(store_dir, tmp_path):
 
 def test_trainer_takes_an_in_memory_batch_source(tmp_path):
     """`Trainer(batches=...)` trains from a tensor (no store, no model) and resumes exactly."""
-    data = torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(0))
-
-    def source(start):
-        i = start
-        while True:
-            x = data[(i % 8) * 256:(i % 8 + 1) * 256]
-            yield x, x
-            i += 1
+    source = cycled(torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(0)))
 
     cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=32, d_sae=128, k=4),
                       total_tokens=256 * 20, batch_size=256, checkpoint_every=0, log_every=5)
@@ -262,14 +269,7 @@ def test_bf16_training_learns(arch, tmp_path):
     """`bf16=True` (the architecture's own bf16 matmuls, or an autocast step) still trains:
     the loss falls and the first step's loss is the fp32 one to bf16 precision."""
     g = torch.Generator().manual_seed(0)
-    data = torch.randn(256 * 4, 32, generator=g) @ torch.randn(32, 32, generator=g)
-
-    def source(start):
-        i = start
-        while True:
-            x = data[(i % 4) * 256:(i % 4 + 1) * 256]
-            yield x, x
-            i += 1
+    source = cycled(torch.randn(256 * 4, 32, generator=g) @ torch.randn(32, 32, generator=g))
 
     runs = {}
     for bf16 in (False, True):

@@ -13,9 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from interp.errors import InterpError
 from interp.io import atomic_write_json, save_safetensors_atomic
-from interp.workspace import load_run, run_context
+from interp.workspace import is_done, run_context
 from saes.atoms.compare import AtomsConfig, collect_activations, compare_bases, load_feature_saes
 
 
@@ -79,12 +78,9 @@ def demo_step(workspace: Path, echo=print, cfg: AtomsConfig = DEMO) -> Path:
     from interp.workspace import run_dir
 
     path = run_dir("atoms", "demo-atoms", workspace)
-    try:
-        if load_run(path).status == "done":
-            echo(f"atoms: already computed in {path}")
-            return path
-    except InterpError:
-        pass
+    if is_done(path):
+        echo(f"atoms: already computed in {path}")
+        return path
     echo(f"atoms: neurons vs features vs atoms at {', '.join(cfg.hooks)} on {cfg.n_tokens} "
          "tokens (small-scale settings; the notebook runs a larger one)")
     run = atoms_run(cfg, "demo-atoms", workspace=workspace)

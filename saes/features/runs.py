@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.workspace import load_run, run_context
+from interp.workspace import is_done, load_run, run_context
 from saes.features.index import write_feature_tables
 from saes.features.stats import (FeatureStatsConfig, feature_stats, logit_effects, model_batches,
                                  store_batches, unembedding)
@@ -120,12 +120,9 @@ def demo_step(workspace: Path, echo=print, n_tokens: int = 16_384) -> Path:
 
     workspace = Path(workspace)
     path = run_dir("features", "demo-topk-resid15", workspace)
-    try:
-        if load_run(path).status == "done":
-            echo(f"features: already computed in {path}")
-            return path
-    except InterpError:
-        pass
+    if is_done(path):
+        echo(f"features: already computed in {path}")
+        return path
     sae_run = run_dir("sae", "demo-topk-resid15", workspace)
     echo(f"features: statistics of {sae_run.name} over {n_tokens} tokens (density, top contexts, "
          "logit effects)")
