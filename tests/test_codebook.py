@@ -230,7 +230,11 @@ def test_codebooks_on_default_model_keep_loss_and_steer(default_model, all_cores
     search finds a code for a frequent word whose activation raises its share in samples."""
     from saes.codebook.runs import TrainRunConfig, steer_run, train_run
 
-    cfg = TrainRunConfig(hooks=("blocks.8.attn.hook_z",), kmeans_windows=32, eval_windows=4)
+    from saes.codebook.train import CodebookTrainConfig
+
+    cfg = TrainRunConfig(hooks=("blocks.8.attn.hook_z",), context_size=32, kmeans_windows=32,
+                         eval_windows=4, train=CodebookTrainConfig(
+                             steps=3, objective="reconstruction", lr=1e-2, log_every=1))
     run, cb = train_run(cfg, tmp_path, "t", model=default_model, progress=False)
     assert abs(run.metrics["delta_ce"]) < 0.5
     srun, res = steer_run(run.path, r"\bobject", prompts=("The",), workspace=tmp_path,
