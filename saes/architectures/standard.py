@@ -32,6 +32,7 @@ from torch import Tensor
 from saes.base import LossOutput, SparseDictionary, register
 from saes.kernels import SparseCode, row_offsets
 
+INIT_DECODER_NORM = 0.1
 #: at or below this fraction of active entries the step runs on the sparse code
 SPARSE_DENSITY = 0.1  # measured crossover on CPU at d_sae 4608: ~13% (sparse 1.4 s vs dense 1.6 s)
 
@@ -126,6 +127,17 @@ class StandardSAE(SparseDictionary):
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         return F.relu(self.pre_acts(x))
+
+    @torch.no_grad()
+    def initialise(self, seed: int = 0) -> StandardSAE:
+        """As the April update advises: decoder rows of norm 0.1 (not 1), the encoder their
+        transpose, b_enc = 0; unit rows would start with a reconstruction several times the
+        input's norm (half of all latents fire at first) and far from the penalty's balance."""
+        super().initialise(seed)
+        self.W_dec.mul_(INIT_DECODER_NORM)
+        if self.cfg.out_dim == self.cfg.d_in:
+            self.enc_weight.copy_(self.W_dec)
+        return self
 
     def training_loss(self, x: Tensor, target: Tensor, dead: Tensor | None = None,
                       sparsity_scale: float = 1.0) -> LossOutput:
