@@ -127,7 +127,6 @@ def code_purity(codes: Int[Tensor, "n g k"]) -> dict:
     n, g, k = codes.shape
     pure = active = 0
     for gi in range(g):
-        u, counts = torch.unique(codes[:, gi].reshape(-1), return_counts=True)
         # an input counts once per code even if k slots repeat it
         per_code = {}
         for i in range(n):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from interp.errors import InterpError
-from interp.io import atomic_write_bytes, atomic_write_json, read_json, save_safetensors_atomic
+from interp.io import atomic_write_bytes, atomic_write_json, save_safetensors_atomic
 from interp.workspace import load_run, run_context, run_dir
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.train import CodebookTrainConfig
@@ -139,7 +139,6 @@ def train_run(cfg: TrainRunConfig, workspace=None, name: str = "train", path=Non
 def fsm_run(cfg, workspace=None, name: str = "tokfsm", path=None, progress: bool = True,
             n_samples: int = 100):
     """Train the TokFSM model with codebooks and run the paper's analyses."""
-    from saes.codebook import fsm_analysis as A
     from saes.codebook.fsm_model import save_fsm_model, train_fsm_model
 
     with run_context(KIND, name, {"mode": "fsm", **cfg.to_dict()}, root=workspace,

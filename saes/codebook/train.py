@@ -29,6 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError, check_config_keys
+from saes.codebook.bottleneck import normalise
 from saes.codebook.insert import CodebookModel
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,7 @@ def train_codebooks(cb: CodebookModel, batches: Iterable[Tensor], cfg: CodebookT
                     x = cache[h] if model.hook_points[h].heads else cache[h].unsqueeze(-2)
                     if mask is not None:
                         x = x[mask.bool()]
-                    layer.last_input = None
                     mses.append(layer.reconstruction_loss(x))
-                    from saes.codebook.bottleneck import normalise
                     layer.last_input = normalise(x.detach(), layer.cfg.layer_norm)
                 loss = torch.stack(mses).sum()
                 mse, ce = loss.detach() / len(mses), torch.tensor(float("nan"))
