@@ -112,15 +112,16 @@ def test_doubling_a_feature_changes_every_input_by_its_edge(setup):
 
 
 def test_graph_predicts_replacement_model_interventions(setup):
-    """Scale a feature by 1.01 in the replacement model (attention/norms frozen, downstream
+    """Scale a feature by 1.1 in the replacement model (attention/norms frozen, downstream
     features recomputed by their transcoders): the logit change matches the graph's
-    propagated prediction."""
+    propagated prediction. (A 1.01 scale moves the logits by ~1e-6 on the GPT-2 set, where
+    float32 rounding of the logits alone is ~1e-7.)"""
     _, _, rm, graph = setup
     A = graph.dense()
     logit_rows = A[graph.logit_start:, :graph.n_features].abs().sum(0)
     j = int((logit_rows * (graph.feat_layer == 0)).argmax())
     layer, pos, idx = int(graph.feat_layer[j]), int(graph.feat_pos[j]), int(graph.feat_index[j])
-    eps = 1e-2
+    eps = 0.1
     out = intervene(rm, [(layer, pos, idx, (1 + eps) * float(graph.activation[j]))])
     obs = demeaned_change(out, graph.logit_tokens).double()
     pred = predicted_change(graph, {j: 1 + eps})[graph.logit_start:]
