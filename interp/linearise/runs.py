@@ -13,7 +13,7 @@ from pathlib import Path
 
 from interp.io import atomic_write_json, read_json, save_safetensors_atomic
 from interp.linearise.analysis import LineariseConfig, Linearisation, linearise
-from interp.workspace import load_run, run_context, run_dir
+from interp.workspace import is_done, run_context, run_dir
 
 KIND = "linearise"
 ARTEFACTS = {"summary": "linearise.json", "tensors": "tensors.safetensors"}
@@ -67,12 +67,9 @@ DEMO_NAME = "demo-golden-gate"
 def demo_step(workspace: Path, echo=print) -> Path:
     """Linearise the default model's next-token prediction on a short prompt (skipped if done)."""
     path = run_dir(KIND, DEMO_NAME, workspace)
-    try:
-        if load_run(path).status == "done":
-            echo(f"linearise: already done in {path}")
-            return path
-    except Exception:
-        pass
+    if is_done(path):
+        echo(f"linearise: already done in {path}")
+        return path
     echo(f"linearise: exact Jacobian linearisation of {DEMO_PROMPT!r} on the default model")
     # per-layer ranks cost ~20 s more on 2 cores; `interp linearise` computes them by default
     cfg = LineariseConfig(prompt=DEMO_PROMPT, dtype="float32", k=16, n_iter=6, per_layer=False)

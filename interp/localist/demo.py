@@ -6,16 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from interp.workspace import load_run, run_dir
+from interp.workspace import is_done, run_dir
 
 DEMO_RUN = "demo-dial"
-
-
-def _done(path: Path) -> bool:
-    try:
-        return load_run(path).status == "done"
-    except Exception:
-        return False
 
 
 def _load_default():
@@ -31,7 +24,7 @@ def demo_step(workspace: Path, echo=print) -> Path:
     from interp.localist.runs import run_schedules
 
     path = run_dir("localist", DEMO_RUN, workspace)
-    if _done(path):
+    if is_done(path):
         echo(f"localist: already done in {path}")
         return path
     echo("localist: turning the locality dial on the default model at inference (uniform and "

@@ -20,7 +20,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.io import atomic_write_bytes, atomic_write_json, save_safetensors_atomic
-from interp.workspace import load_run, run_context, run_dir
+from interp.workspace import is_done, load_run, run_context, run_dir
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.train import CodebookTrainConfig
 
@@ -249,12 +249,9 @@ def demo_step(workspace: Path, echo=print) -> Path:
     generation with the best code for a pattern. Skipped when its run is done."""
     workspace = Path(workspace)
     path = run_dir(KIND, "demo-steer", workspace)
-    try:
-        if load_run(path).status == "done":
-            echo(f"codebook: already done in {path}")
-            return path
-    except InterpError:
-        pass
+    if is_done(path):
+        echo(f"codebook: already done in {path}")
+        return path
     t0 = time.perf_counter()
     echo(f"codebook: fitting 9x512 codes (k=8) at {DEMO_HOOK} of the default model")
     cfg = TrainRunConfig(hooks=(DEMO_HOOK,), context_size=32, kmeans_windows=32, eval_windows=4,
