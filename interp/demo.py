@@ -60,9 +60,6 @@ def resolve_step(step: DemoStep):
     return getattr(importlib.import_module(module), func)
 
 
-
-
-
 def cache_step(workspace: Path, echo=print, tokens: int = 131_072) -> Path:
     """Cache `tokens` tokens of the default model's layer-15 residual stream."""
     from interp.cli import summary
