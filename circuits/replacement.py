@@ -37,6 +37,19 @@ class Features:
         return int(self.layer.numel())
 
 
+@dataclass
+class _Adjoint:
+    """One layer's weights for the adjoint pass (see `ReplacementModel._adjoint_weights`)."""
+
+    W_O: Tensor  # [d, heads*dh]
+    W_V: Tensor  # [n_kv*dh, d], ln1's weight and centring folded in
+    kv: Tensor | None  # head -> kv head, None without GQA
+    n_kv: int
+    AT: Tensor  # [heads, n, n]: pattern transposed, row k times ln1's frozen scale s[k]
+    read: Tensor  # [n, d, kmax + 1]: each position's feature decoder vectors, then its error
+    W_skip: Tensor | None  # [d, d], ln2's weight and centring folded in
+
+
 class ReplacementModel:
     """Frozen linear system of one prompt. Build with `ReplacementModel.build(model, tcs, prompt)`."""
 
@@ -58,6 +71,7 @@ class ReplacementModel:
         self.u = torch.stack([g(HOOK_IN.format(layer=i)) for i in range(L)])  # [L, n, d]
         self.mlp_out = torch.stack([g(f"blocks.{i}.hook_mlp_out") for i in range(L)])
         self.logits = logits[0, -1].float()  # [vocab] at the last position
+        self._adj: dict[int, _Adjoint] = {}
         self._encode()
 
     # ----------------------------------------------------------------- construction
@@ -143,18 +157,57 @@ class ReplacementModel:
         out = torch.einsum("...hqe,hed->...qd", z, lw.W_O)
         return out + lw.b_O if (with_bias and lw.b_O is not None) else out
 
-    def attn_T(self, i: int, g: Float[Tensor, "b pos d"]) -> Tensor:
-        """Adjoint of `attn` (without biases) on gradients g."""
-        lw = self.w.layers[i]
-        P = g.shape[-2]
-        A = self.patterns[i][:, :P, :P]
-        gz = torch.einsum("bqd,hed->bhqe", g, lw.W_O)
-        gv = torch.einsum("hqk,bhqe->bhke", A, gz)
-        n_kv = lw.W_V.shape[0]
-        if n_kv != len(lw.kv_of_head):
-            idx = torch.tensor(lw.kv_of_head)
-            gv = torch.zeros(g.shape[0], n_kv, *gv.shape[2:]).index_add_(1, idx, gv)
-        return torch.einsum("bjke,jde->bkd", gv, lw.W_V)
+    def _adjoint_weights(self, i: int) -> _Adjoint:
+        """Layer i's pieces of the adjoint with the frozen norms folded in, made once.
+
+        A frozen norm's adjoint is g -> s * (g diag(w) C) (C centres for LayerNorm, s the frozen
+        per-position scale), so ln1's w and C go into W_V, its s into the transposed pattern's
+        rows, and ln2's into the skip weights; the pass then never touches a norm."""
+        if i not in self._adj:
+            lw = self.w.layers[i]
+            d = lw.W_O.shape[-1]
+            W_V = lw.W_V.transpose(1, 2).reshape(-1, d)  # [n_kv*dh, d]
+            kv = tuple(lw.kv_of_head)
+            reads = [self.errors[i].unsqueeze(1)]  # [n, 1, d]: the error node, then features
+            if i in self._dec:
+                reads.insert(0, self._dec[i][0])
+            W_skip = None
+            if i in self.tc and self.tc[i].W_skip is not None:
+                W_skip = lw.ln2.center(self.tc[i].W_skip.float() * lw.ln2.weight)
+            self._adj[i] = _Adjoint(
+                W_O=lw.W_O.reshape(-1, d).T.contiguous(),  # [d, heads*dh]
+                W_V=lw.ln1.center(W_V * lw.ln1.weight).contiguous(),
+                kv=None if kv == tuple(range(len(kv))) else torch.tensor(kv),
+                n_kv=lw.W_V.shape[0],
+                AT=(self.patterns[i].transpose(1, 2) * self.s1[i][None, :, None]).contiguous(),
+                read=torch.cat(reads, 1).transpose(1, 2).contiguous(),  # [n, d, kmax+1]
+                W_skip=W_skip)
+        return self._adj[i]
+
+    def _seed(self, norm, s: Tensor, vec: Tensor) -> Tensor:
+        """What a target read `vec` at a norm's output puts on the residual before it."""
+        return norm.center(vec * norm.weight) * s[:, None]
+
+    def attn_T(self, i: int, G: Float[Tensor, "pos b d"],
+               at: Int[Tensor, "b"] | None = None) -> None:
+        """Adds the adjoint of layer i's frozen attention, ln1 included, to G [pos, B, d].
+
+        `at`: when row b of G is non-zero only at position at[b] (the first layer of a pass),
+        the W_O product and the pattern mix are done on those B vectors alone."""
+        adj = self._adjoint_weights(i)
+        P, B, d = G.shape
+        H = adj.AT.shape[0]
+        AT = adj.AT[:, :P, :P]  # [H, k, q], row k scaled by ln1's s[k]
+        if at is not None:
+            gz = (G[at, torch.arange(B)] @ adj.W_O).view(B, H, -1)  # [B, H, dh]
+            gv = AT[:, :, at].permute(1, 2, 0).unsqueeze(-1) * gz  # [P, B, H, dh]
+        else:
+            gz = (G.view(P * B, d) @ adj.W_O).view(P, B, H, -1).permute(2, 0, 1, 3)
+            gv = torch.bmm(AT, gz.reshape(H, P, -1))  # [H, P(k), B*dh]
+            gv = gv.view(H, P, B, -1).permute(1, 2, 0, 3)  # [P, B, H, dh]
+        if adj.kv is not None:  # heads sharing a kv head (GQA) add up there
+            gv = gv.new_zeros(P, B, adj.n_kv, gv.shape[-1]).index_add_(2, adj.kv, gv)
+        G.view(P * B, d).addmm_(gv.reshape(P * B, -1), adj.W_V)
 
     def embeddings(self) -> Float[Tensor, "pos d"]:
         return self.w.W_E[self.tokens]
@@ -246,36 +299,34 @@ class ReplacementModel:
         nf = len(self.features)
         rows = torch.zeros(B, self.n_sources())
         arange = torch.arange(B)
-        G = torch.zeros(B, P, d)
+        G = torch.zeros(P, B, d)  # position-major: every per-position product is one bmm
         if top == L:
-            seed = torch.zeros(B, P, d)
             m = layer == L
-            seed[arange[m], pos[m]] = vec[m]
-            G = G + self.w.ln_final.transpose(seed, self.s_final[:P])
+            G[pos[m], arange[m]] = self._seed(self.w.ln_final, self.s_final[pos[m]], vec[m])
             top = L - 1
         for i in range(top, -1, -1):
-            lw = self.w.layers[i]
-            # sources written by layer i's MLP: features and errors
+            adj = self._adjoint_weights(i)
+            # sources written by layer i's MLP: its features, then its error node, in one bmm
+            e = torch.bmm(G, adj.read[:P])  # [P, B, kmax + 1]
             if i in self._dec:
-                pad, fpos, slot = self._dec[i]
-                kp = pad[:P]
-                e = torch.bmm(G.transpose(0, 1), kp.transpose(1, 2))  # [P, B, kmax]
+                _, fpos, slot = self._dec[i]
                 a, b = self._feat_offset[i]
                 keep = fpos < P
                 rows[:, a:b][:, keep] = e[fpos[keep], :, slot[keep]].T
             err_cols = nf + i * n
-            rows[:, err_cols + self.first: err_cols + P] = torch.einsum(
-                "bpd,pd->bp", G[:, self.first:], self.errors[i, self.first:P])
-            # through the MLP's input: the skip path and the targets that read it
-            gu = torch.zeros(B, P, d)
-            if i in self.tc and self.tc[i].W_skip is not None:
-                gu = gu + G @ self.tc[i].W_skip.float()
-                gu[:, : self.first] = 0
+            rows[:, err_cols + self.first: err_cols + P] = e[self.first:, :, -1].T
+            # through the MLP's input: the skip path, then the targets that read it
+            if adj.W_skip is not None:
+                gu = (G @ adj.W_skip) * self.s2[i, :P, None, None]
+                gu[: self.first] = 0
+                G += gu
             m = layer == i
             if bool(m.any()):
-                gu[arange[m], pos[m]] += vec[m]
-            G = G + lw.ln2.transpose(gu, self.s2[i, :P])
-            G = G + lw.ln1.transpose(self.attn_T(i, G), self.s1[i, :P])
+                G[pos[m], arange[m]] += self._seed(self.w.layers[i].ln2, self.s2[i, pos[m]],
+                                                   vec[m])
+            # on the pass's first layer row b is non-zero at pos[b] only (or zero: lower targets)
+            self.attn_T(i, G, at=pos if i == top else None)
         tok_cols = nf + L * n
-        rows[:, tok_cols: tok_cols + P] = torch.einsum("bpd,pd->bp", G, self.embeddings()[:P])
+        rows[:, tok_cols: tok_cols + P] = torch.bmm(
+            G, self.embeddings()[:P, :, None]).squeeze(-1).T
         return rows
