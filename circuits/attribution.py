@@ -10,6 +10,13 @@ What we do differently for speed and memory: targets are sorted by (layer, posit
 pass runs only through its batch's causal cone (layers below the deepest target, positions up
 to the last), rows are kept sparse as they are made, and every graph carries each target's
 fixed term so completeness is checkable.
+
+Node budget (`max_feature_nodes`, circuit-tracer's influence-first exploration): the logit rows
+come first; then, repeatedly, the partial influence of every feature on the logits is computed
+from the rows so far and the `update_interval * batch_size` most influential unvisited features
+get their rows, until the budget is spent. Only visited features become nodes. circuit-tracer
+drops the edges from the other features; we add them to their targets' fixed terms instead,
+so completeness still holds exactly (the metadata says so).
 """
 
 from __future__ import annotations
@@ -37,10 +44,14 @@ class AttributionConfig:
     desired_logit_prob: float = 0.95
     batch_size: int = 256
     skip_bos: bool = True  # features/errors at the BOS position are fixed terms, not nodes
+    max_feature_nodes: int | None = None  # None: every active feature is a node
+    update_interval: int = 4  # influence refreshes every update_interval * batch_size rows
 
     def __post_init__(self):
-        if self.max_n_logits < 1 or self.batch_size < 1:
-            raise ConfigError("max_n_logits and batch_size must be >= 1.")
+        if self.max_n_logits < 1 or self.batch_size < 1 or self.update_interval < 1:
+            raise ConfigError("max_n_logits, batch_size and update_interval must be >= 1.")
+        if self.max_feature_nodes is not None and self.max_feature_nodes < 0:
+            raise ConfigError("max_feature_nodes must be >= 0 (or None for every feature).")
         if not 0 < self.desired_logit_prob <= 1:
             raise ConfigError("desired_logit_prob must be in (0, 1].")
 
@@ -84,6 +95,70 @@ def attribute(model, transcoders, prompt, config: AttributionConfig | None = Non
     return graph
 
 
+class _Rows:
+    """Rows of the adjacency, made in batched adjoint passes and kept as sparse triples.
+
+    Targets are numbered [features 0..nf-1 | logits nf..nf+K-1]; columns are the replacement
+    model's sources [features | errors | tokens]."""
+
+    def __init__(self, rm: ReplacementModel, logit_vecs: Tensor, batch_size: int,
+                 progress: bool):
+        feats = rm.features
+        nf, K = len(feats), logit_vecs.shape[0]
+        enc = torch.zeros(nf, rm.u.shape[-1])
+        for i in rm.tc.layers:
+            sel = feats.layer == i
+            if bool(sel.any()):
+                enc[sel] = rm.tc[i].enc_weight[feats.index[sel]].float()
+        self.rm, self.B, self.nf = rm, batch_size, nf
+        self.layer = torch.cat([feats.layer, torch.full((K,), rm.n_layers)])
+        self.pos = torch.cat([feats.pos, torch.full((K,), rm.n_pos - 1)])
+        self.vec = torch.cat([enc, logit_vecs])
+        self.tgt, self.src, self.w = [], [], []
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=nf + K, disable=not progress, unit="row", desc="attribution")
+
+    def compute(self, targets: Tensor) -> None:
+        """Rows of `targets` (sorted, so each batch is one narrow (layer, position) cone)."""
+        targets = targets.sort().values
+        for a in range(0, targets.numel(), self.B):
+            t = targets[a: a + self.B]
+            rows = self.rm.backward(self.layer[t], self.pos[t], self.vec[t])
+            r, c = rows.nonzero(as_tuple=True)
+            self.tgt.append(t[r].to(torch.int32))
+            self.src.append(c.to(torch.int32))
+            self.w.append(rows[r, c])
+            self.bar.update(t.numel())
+
+    def triples(self) -> tuple[Tensor, Tensor, Tensor]:
+        cat = lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt)  # noqa: E731
+        return (cat(self.tgt, torch.int32).long(), cat(self.src, torch.int32).long(),
+                cat(self.w, torch.float32))
+
+
+def _influence_first(rows: _Rows, K: int, logit_p: Tensor, cap: int, step: int) -> Tensor:
+    """Visit features by their partial influence on the logits until `cap` have rows."""
+    from circuits.prune import partial_influence
+
+    nf, n_src = rows.nf, rows.rm.n_sources()
+    n_nodes = n_src + K  # targets' node ids: features keep theirs, logits go after the sources
+    visited = torch.zeros(nf, dtype=torch.bool)
+    rows.compute(torch.arange(nf, nf + K))
+    w = torch.zeros(n_nodes, dtype=torch.float64)
+    w[n_src:] = logit_p.double()
+    while int(visited.sum()) < cap:
+        tgt, src, wt = rows.triples()
+        node = torch.where(tgt < nf, tgt, tgt - nf + n_src)
+        inf = partial_influence(n_nodes, node, src, wt, w)[:nf]
+        inf[visited] = -1.0
+        take = min(step, cap - int(visited.sum()))
+        pick = inf.topk(take).indices
+        visited[pick] = True
+        rows.compute(pick)
+    return visited.nonzero().flatten()
+
+
 @torch.no_grad()
 def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
                           progress: bool = False) -> Graph:
@@ -96,34 +171,35 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
     K = int(logit_ids.numel())
     W_U = rm.w.W_U
     logit_vecs = (W_U[:, logit_ids] - W_U.mean(1, keepdim=True)).T  # [K, d]
-
-    # targets: features sorted by (layer, pos) (their stored order), then the logits
-    enc = torch.zeros(nf, rm.u.shape[-1])
-    for i in rm.tc.layers:
-        sel = feats.layer == i
-        if bool(sel.any()):
-            enc[sel] = rm.tc[i].enc_weight[feats.index[sel]].float()
-    t_layer = torch.cat([feats.layer, torch.full((K,), L)])
-    t_pos = torch.cat([feats.pos, torch.full((K,), n - 1)])
-    t_vec = torch.cat([enc, logit_vecs])
-    n_targets = nf + K
-    n_nodes = nf + L * n + n + K
-    # source columns [features | errors | tokens] are node ids 0..n_src-1 as they are
-    tgt_chunks, src_chunks, w_chunks = [], [], []
-    from tqdm.auto import tqdm
-
-    B = cfg.batch_size
-    for a in tqdm(range(0, n_targets, B), disable=not progress, unit="batch",
-                  desc="attribution"):
-        b = min(n_targets, a + B)
-        rows = rm.backward(t_layer[a:b], t_pos[a:b], t_vec[a:b])
-        r, c = rows.nonzero(as_tuple=True)
-        node = torch.arange(a, b)
-        node = torch.where(node < nf, node, node - nf + (nf + L * n + n))
-        tgt_chunks.append(node[r].to(torch.int32))
-        src_chunks.append(c.to(torch.int32))
-        w_chunks.append(rows[r, c])
+    rows = _Rows(rm, logit_vecs, cfg.batch_size, progress)
+    capped = cfg.max_feature_nodes is not None and cfg.max_feature_nodes < nf
+    if capped:
+        sel = _influence_first(rows, K, logit_p, cfg.max_feature_nodes,
+                               cfg.update_interval * cfg.batch_size)
+    else:
+        sel = torch.arange(nf)
+        rows.compute(torch.arange(nf + K))
+    rows.bar.close()
+    tgt, src, wt = rows.triples()
     t_edges = time.perf_counter() - t0
+
+    # node ids: [selected features | errors | tokens | logits]; sources that are unselected
+    # features are no nodes: their edges go into their targets' fixed terms
+    ns = int(sel.numel())
+    new_feat = torch.full((nf,), -1, dtype=torch.long)
+    new_feat[sel] = torch.arange(ns)
+    src_new = torch.where(src < nf, new_feat[src.clamp_max(max(nf - 1, 0))], src - nf + ns)
+    tgt_new = torch.where(tgt < nf, new_feat[tgt.clamp_max(max(nf - 1, 0))],
+                          tgt - nf + ns + L * n + n)
+    n_nodes = ns + L * n + n + K
+    dropped = torch.zeros(n_nodes, dtype=torch.float64)
+    if capped:
+        gone = src_new < 0
+        dropped.index_add_(0, tgt_new[gone], wt[gone].double())
+        keep = ~gone
+        tgt_new, src_new, wt = tgt_new[keep], src_new[keep], wt[keep]
+        order = torch.argsort(tgt_new, stable=True)  # visiting order is not node order
+        tgt_new, src_new, wt = tgt_new[order], src_new[order], wt[order]
 
     # each target's input and its fixed term (a run of the system with every source at zero)
     node_input = torch.full((n_nodes,), float("nan"))
@@ -131,30 +207,32 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
     zero = torch.zeros(nf)
     bias_run = rm.forward(mlp=lambda i, u: rm.linear_mlp(i, u, scale=zero, errors=False),
                           embed=torch.zeros(n, rm.u.shape[-1]))
+    f_layer, f_pos, f_index = feats.layer[sel], feats.pos[sel], feats.index[sel]
     for i in rm.tc.layers:
-        sel = (feats.layer == i).nonzero().flatten()
-        if len(sel):
+        at = (f_layer == i).nonzero().flatten()
+        if len(at):
             pre = rm.tc.pre_acts(i, rm.u[i])
             pre0 = rm.tc.pre_acts(i, bias_run["u"][i])
-            node_input[sel] = pre[feats.pos[sel], feats.index[sel]]
-            node_fixed[sel] = pre0[feats.pos[sel], feats.index[sel]]
+            node_input[at] = pre[f_pos[at], f_index[at]]
+            node_fixed[at] = pre0[f_pos[at], f_index[at]]
     lg, lg0 = rm.logits, bias_run["logits"][-1]
     node_input[n_nodes - K:] = lg[logit_ids] - lg.mean()
     node_fixed[n_nodes - K:] = lg0[logit_ids] - lg0.mean()
-
-    def cat(xs, dt):
-        return torch.cat(xs) if xs else torch.zeros(0, dtype=dt)
+    if capped:
+        node_fixed = (node_fixed.double() + dropped).float()
 
     graph = Graph(
         prompt="", tokens=rm.tokens.tolist(), token_strs=[str(t) for t in rm.tokens.tolist()],
-        n_layers=L, feat_layer=feats.layer, feat_pos=feats.pos, feat_index=feats.index,
-        activation=feats.activation, logit_tokens=logit_ids, logit_probs=logit_p,
-        logit_strs=[str(int(t)) for t in logit_ids], edge_target=cat(tgt_chunks, torch.int32).long(),
-        edge_source=cat(src_chunks, torch.int32).long(), edge_weight=cat(w_chunks, torch.float32),
-        node_input=node_input, node_fixed=node_fixed,
+        n_layers=L, feat_layer=f_layer, feat_pos=f_pos, feat_index=f_index,
+        activation=feats.activation[sel], logit_tokens=logit_ids, logit_probs=logit_p,
+        logit_strs=[str(int(t)) for t in logit_ids], edge_target=tgt_new, edge_source=src_new,
+        edge_weight=wt, node_input=node_input, node_fixed=node_fixed,
         metadata={"config": cfg.to_dict(), "freeze_error": getattr(rm, "freeze_error", None),
-                  "seconds_edges": round(t_edges, 4), "n_targets": n_targets,
-                  "n_edges": int(sum(len(w) for w in w_chunks))})
-    log.info("attribution: %d features, %d edges in %.2f s", nf, graph.metadata["n_edges"],
-             t_edges)
+                  "seconds_edges": round(t_edges, 4), "n_targets": ns + K,
+                  "n_active_features": nf, "n_edges": int(wt.numel()),
+                  "unselected_features": (
+                      "their direct effects are added to the fixed terms of their targets"
+                      if capped else "none: every active feature is a node")})
+    log.info("attribution: %d of %d features, %d edges in %.2f s", ns, nf,
+             graph.metadata["n_edges"], t_edges)
     return graph

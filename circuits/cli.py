@@ -64,6 +64,9 @@ def attribute_cmd(
     max_n_logits: int = typer.Option(10, help="At most this many output logits."),
     desired_logit_prob: float = typer.Option(0.95, help="Logits covering this probability."),
     batch_size: int = typer.Option(256, help="Targets per backward pass."),
+    max_feature_nodes: Optional[int] = typer.Option(
+        None, help="Node budget: visit features by influence on the logits until this many "
+                   "have rows (default: every active feature)."),
     workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
                                              help="Workspace root."),
 ) -> None:
@@ -77,7 +80,7 @@ def attribute_cmd(
     try:
         m = load_model(model)
         cfg = AttributionConfig(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
-                                batch_size=batch_size)
+                                batch_size=batch_size, max_feature_nodes=max_feature_nodes)
         run = graph_run(m, load_transcoders(transcoders), prompt, name, out=out,
                         workspace=workspace, config=cfg, node_threshold=node_threshold,
                         edge_threshold=edge_threshold, progress=True)

@@ -49,28 +49,32 @@ def normalised(graph: Graph, keep: Tensor | None = None) -> Tensor:
 
 def _by_target(graph: Graph, values: Tensor):
     """The edge list as a scipy CSR matrix (rows: targets, columns: sources) holding `values`."""
+    return csr_by_target(graph.n_nodes, graph.edge_target, graph.edge_source, values)
+
+
+def csr_by_target(n_nodes: int, tgt: Tensor, src: Tensor, values: Tensor):
+    """COO triples as a scipy CSR matrix [n_nodes, n_nodes] (rows: targets), float64."""
     import numpy as np
     from scipy.sparse import csr_matrix
 
-    tgt = graph.edge_target
-    order = None
     if tgt.numel() > 1 and not bool((tgt[1:] >= tgt[:-1]).all()):
         order = tgt.argsort(stable=True)  # graphs we build are sorted; loaded ones may not be
-        tgt = tgt[order]
-    src = graph.edge_source if order is None else graph.edge_source[order]
-    vals = values if order is None else values[order]
-    indptr = np.zeros(graph.n_nodes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(tgt.numpy(), minlength=graph.n_nodes), out=indptr[1:])
-    return csr_matrix((vals.double().numpy(), src.numpy(), indptr),
-                      shape=(graph.n_nodes, graph.n_nodes))
+        tgt, src, values = tgt[order], src[order], values[order]
+    indptr = np.zeros(n_nodes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(tgt.numpy(), minlength=n_nodes), out=indptr[1:])
+    return csr_matrix((values.double().numpy(), src.numpy(), indptr), shape=(n_nodes, n_nodes))
 
 
 def influence(graph: Graph, a_hat: Tensor, w: Tensor, max_iter: int = 10_000) -> Tensor:
-    """w A + w A^2 + ... on the sparse edge list (exactly nilpotent: a DAG).
+    """w A + w A^2 + ... on the sparse edge list (exactly nilpotent: a DAG)."""
+    return series(_by_target(graph, a_hat), w, max_iter)
 
-    Each term is one sparse product A^T x over the edges (scipy's compiled kernel, float64)."""
-    A_T = _by_target(graph, a_hat).T  # a CSC view: the product needs no conversion
-    total = torch.zeros_like(w).numpy()
+
+def series(A, w: Tensor, max_iter: int = 10_000) -> Tensor:
+    """w A + w A^2 + ... for a scipy CSR matrix A of a DAG (rows: targets): each term is one
+    sparse product A^T x (scipy's compiled kernel, float64)."""
+    A_T = A.T  # a CSC view: the product needs no conversion
+    total = torch.zeros(A.shape[0], dtype=torch.float64).numpy()
     cur = w.double().numpy()
     for _ in range(max_iter):
         cur = A_T @ cur
@@ -78,6 +82,15 @@ def influence(graph: Graph, a_hat: Tensor, w: Tensor, max_iter: int = 10_000) ->
             return torch.from_numpy(total)
         total += cur
     raise RuntimeError("Influence did not vanish: the graph has a cycle.")
+
+
+def partial_influence(n_nodes: int, tgt: Tensor, src: Tensor, weight: Tensor,
+                      w: Tensor) -> Tensor:
+    """Node influence on the logits from the rows computed so far (circuit-tracer's ranking for
+    influence-first exploration): |A| row-normalised over the known rows, then the series."""
+    a = weight.double().abs()
+    rowsum = torch.zeros(n_nodes, dtype=torch.float64).index_add_(0, tgt, a)
+    return series(csr_by_target(n_nodes, tgt, src, a / rowsum.clamp_min(1e-10)[tgt]), w)
 
 
 def threshold_value(scores: Tensor, fraction: float, band: int = 65_536) -> Tensor:

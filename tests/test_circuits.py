@@ -141,6 +141,31 @@ def test_real_model_ablation_moves_logits_the_predicted_way(setup):
     assert torch.sign(real[0]) == torch.sign(pred[0])
 
 
+def test_node_budget_visits_the_most_influential_features_and_stays_complete(setup):
+    _, _, rm, graph = setup
+    cap = graph.n_features // 4
+    small = attribute_replacement(rm, AttributionConfig(batch_size=16, max_feature_nodes=cap,
+                                                        update_interval=1))
+    assert small.n_features == cap and small.metadata["n_active_features"] == graph.n_features
+    # completeness still holds: dropped features' effects sit in the fixed terms
+    scale = float(small.node_input[~torch.isnan(small.node_input)].abs().max())
+    assert small.completeness_error() < 1e-5 * max(1.0, scale)
+    # the edges kept are the full graph's edges between the same nodes
+    key = lambda g, j: (int(g.feat_layer[j]), int(g.feat_pos[j]), int(g.feat_index[j]))  # noqa: E731
+    full_id = {key(graph, j): j for j in range(graph.n_features)}
+    remap = torch.tensor([full_id[key(small, j)] for j in range(cap)]
+                         + list(range(graph.n_features, graph.n_nodes)))
+    A_full, A_small = graph.dense(torch.float64), small.dense(torch.float64)
+    assert torch.allclose(A_small, A_full[remap][:, remap], atol=1e-6)
+    # greedy influence-first: the feature the full graph finds most influential is visited
+    top = int(prune_graph(graph).influence[:graph.n_features].argmax())
+    assert key(graph, top) in {key(small, j) for j in range(cap)}
+    # a budget above the number of active features changes nothing
+    same = attribute_replacement(rm, AttributionConfig(batch_size=64,
+                                                       max_feature_nodes=graph.n_features))
+    assert torch.equal(same.edge_source, graph.edge_source)
+
+
 def test_threshold_matches_sort_based_selection():
     g = torch.Generator().manual_seed(0)
     for n in (1, 10, 5000):
