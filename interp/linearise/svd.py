@@ -93,15 +93,17 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     omega = torch.randn(block + fro_probes, *in_shape, generator=gen, dtype=torch.float64)
     first, probes = matvec(omega.to(dtype)).split([block, fro_probes])  # [., d_out]
     d_out = first.shape[-1]
-    qs, ws, prev = [_orth(first.T.double())], [], None  # basis in float64
+    qs, ws, prev, prev_change = [_orth(first.T.double())], [], None, None  # basis in float64
     for step in range(n_iter + 1):
         w = rmatvec(qs[-1].T.to(dtype)).reshape(-1, n_in)
         ws.append(w)
         ritz = torch.linalg.svdvals(torch.cat(ws, 0).double())[:k]
         dim = sum(q.shape[1] for q in qs)
         if prev is not None and len(prev) == len(ritz) == k:
-            if float(((ritz - prev) / ritz.clamp_min(1e-300)).abs().max()) < tol:
+            change = ((ritz - prev) / ritz.clamp_min(1e-300)).abs()
+            if prev_change is not None and float(remaining_error(change, prev_change, tol)) < tol:
                 break
+            prev_change = change
         prev = ritz
         if step == n_iter or dim >= d_out:
             break
@@ -118,6 +120,16 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     return Triplets(U=(q @ ub[:, :k]).to(dtype), S=s[:k].to(dtype),
                     V=vh[:k].reshape(-1, *in_shape).to(dtype), frobenius_sq=fro,
                     products=block * (len(ws) + len(qs)) + fro_probes)
+
+
+def remaining_error(change: Tensor, prev_change: Tensor, tol: float = 0.0) -> Tensor:
+    """The largest Aitken estimate of the error left in a Ritz value after two steps of geometric
+    convergence: δ·r/(1−r) with r = δ/δ'; infinite when the changes do not shrink (r ≥ 0.9),
+    except for changes below tol/100, the rounding floor of a converged value."""
+    r = change / prev_change.clamp_min(1e-300)
+    est = change * r / (1 - r).clamp_min(1e-12)
+    est = torch.where(r < 0.9, est, torch.full_like(est, float("inf")))
+    return torch.where(change < tol / 100, change, est).max()
 
 
 def frobenius_outside(probes: Tensor, q: Tensor) -> float:
