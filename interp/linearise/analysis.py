@@ -6,7 +6,7 @@ singular vectors decode to tokens related to the prediction, its stable rank is 
 the cumulative Jacobians of each layer's residual stream (and attention / MLP outputs) show how
 that low-dimensional map builds up with depth. `linearise` computes all of it from products of
 the replayed linear map (`DetachedJacobian`): the top-k triplets of the stacked Jacobian from a
-randomized block Krylov space (about 180 products for k = 32 instead of the d_model = 576 of a
+randomized block Krylov space (about 150-180 products for k = 32 instead of the d_model = 576 of a
 full Jacobian); `full=True` also materialises the Jacobian for per-token SVDs and exact stable
 ranks.
 """
@@ -25,7 +25,8 @@ from interp.linearise.decode import decode_left, decode_right, output_logits
 from interp.linearise.families import read_net
 from interp.linearise.jacobian import DetachedJacobian
 from interp.linearise.network import FINAL
-from interp.linearise.svd import frobenius_outside, block_krylov_svd, dense_svd, stable_rank
+from interp.linearise.svd import (block_krylov_svd, dense_svd, frobenius_outside, krylov_block,
+                                  stable_rank)
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("resid_post", "attn_out", "mlp_out")
@@ -47,9 +48,9 @@ class LineariseConfig:
     layer_k: int = 4  # singular values per per-layer Jacobian
     n_decode: int = 8  # singular vectors decoded to tokens
     top_tokens: int = 8
-    block: int = 8  # probe vectors per block Krylov step
-    n_iter: int = 30  # at most this many block Krylov steps (2 * block products each)
-    tol: float = 1e-5  # ...stopping when the top-k singular values change less (relative)
+    block: int = 0  # probe vectors per block Krylov step (0: from the prompt length)
+    n_iter: int | None = None  # at most this many block Krylov steps (2 * block products each)
+    tol: float = 1e-5  # ...stopping when the top-k singular values' estimated error is below
     seed: int = 0
     prepend_bos: bool = True
 
@@ -59,6 +60,8 @@ class LineariseConfig:
         for name in ("k", "layer_k", "n_decode", "top_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.block < 0 or (self.n_iter is not None and self.n_iter < 0):
+            raise ConfigError("block must be >= 0 (0: automatic) and n_iter >= 0 or None.")
         object.__setattr__(self, "components", tuple(self.components))
         bad = [c for c in self.components if c not in COMPONENTS]
         if bad or not self.components:
@@ -139,7 +142,8 @@ def linearise(model, config: LineariseConfig, tokenizer=None, progress: bool = F
         summary["per_token"] = _per_token(net, dense, y, tokenizer, config, site == FINAL)
     else:
         trip = block_krylov_svd(jac.matvec, jac.rmatvec, (jac.n_pos, net.d_model), k=config.k,
-                                block=config.block, n_iter=config.n_iter, tol=config.tol,
+                                block=config.block or krylov_block(jac.n_pos),
+                                n_iter=config.n_iter, tol=config.tol,
                                 seed=config.seed,
                                 dtype=net.dtype)
     metrics["svd_seconds"] = round(time.perf_counter() - t1, 3)

@@ -31,9 +31,11 @@ def linearise(
     layer_k: int = typer.Option(4, help="Singular values per per-layer Jacobian."),
     n_decode: int = typer.Option(8, help="Singular vectors decoded to tokens."),
     top_tokens: int = typer.Option(8, help="Tokens per decoded vector."),
-    block: int = typer.Option(8, help="Probe vectors per block Krylov step."),
-    n_iter: int = typer.Option(30, help="At most this many block Krylov steps."),
-    tol: float = typer.Option(1e-5, help="Stop when the top-k singular values change less."),
+    block: int = typer.Option(0, help="Probe vectors per block Krylov step (0: chosen from "
+                                      "the prompt length)."),
+    n_iter: Optional[int] = typer.Option(None, help="At most this many block Krylov steps."),
+    tol: float = typer.Option(1e-5, help="Stop when the top-k singular values' estimated "
+                                         "relative error is below this."),
     seed: int = typer.Option(0, help="Seed of the random probes."),
     prepend_bos: bool = typer.Option(True, help="Put BOS in front of the prompt."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),

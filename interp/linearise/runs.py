@@ -72,7 +72,8 @@ def demo_step(workspace: Path, echo=print) -> Path:
         return path
     echo(f"linearise: exact Jacobian linearisation of {DEMO_PROMPT!r} on the default model")
     # per-layer ranks cost ~20 s more on 2 cores; `interp linearise` computes them by default
-    cfg = LineariseConfig(prompt=DEMO_PROMPT, dtype="float32", k=16, n_iter=6, per_layer=False)
+    cfg = LineariseConfig(prompt=DEMO_PROMPT, dtype="float32", k=16, block=8, n_iter=6,
+                          per_layer=False)
     run = linearise_run(cfg, name=DEMO_NAME, workspace=workspace, progress=False)
     m = run.metrics
     echo(f"  next token {m['predicted']!r}; sum_i J_i x_i reproduces y to {m['rel_error']:.1e} "

@@ -72,19 +72,32 @@ def randomized_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tensor
                     frobenius_sq=fro, products=products)
 
 
+def krylov_block(rows_per_vector: int, rows: int = 128, largest: int = 8) -> int:
+    """Probe vectors per block Krylov step: the fewest whose batched products still fill
+    matrix products of about `rows` rows (`rows_per_vector`: e.g. the prompt's positions).
+    Smaller blocks need fewer products for the same accuracy (a Krylov space of higher degree),
+    larger ones make each product cheaper; on a CPU the two balance near 128 rows."""
+    return max(1, min(largest, rows // max(1, rows_per_vector)))
+
+
 def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tensor], Tensor],
-                     in_shape: tuple[int, ...], k: int = 32, block: int = 8, n_iter: int = 30,
-                     seed: int = 0, dtype: torch.dtype = torch.float64, fro_probes: int = 8,
-                     tol: float = 1e-5) -> Triplets:
+                     in_shape: tuple[int, ...], k: int = 32, block: int = 8,
+                     n_iter: int | None = None, seed: int = 0, dtype: torch.dtype = torch.float64,
+                     fro_probes: int = 8, tol: float = 1e-5) -> Triplets:
     """Top-`k` singular triplets from a block Krylov space (Musco & Musco, arXiv 1504.05477).
 
     Builds Q = orth[JΩ, (JJᵀ)JΩ, (JJᵀ)²JΩ, ...] in output space, `block` columns per step, keeping
     every Jᵀ Q_j it computes, so B = Qᵀ J is at hand after each step (2 · block products per
     step): a far better subspace per product than subspace iteration when the spectrum decays
-    slowly. It stops when the top-k Ritz values (the singular values of B, which only grow
-    towards the true ones) change by less than `tol` (relative) in one step, or after `n_iter`
-    steps. `fro_probes` extra Gaussian probes (in the first batch, outside the Krylov space) give
-    an unbiased estimate of the Frobenius norm J leaves outside the space, for the stable rank.
+    slowly. The top-k Ritz values (the singular values of B, from the Gram matrix B Bᵀ kept up to
+    date) only grow towards the true ones, and block Krylov converges geometrically
+    (superlinearly once the space holds the top k), so the error left after a step whose change
+    was δ, with the previous change δ' and ratio r = δ/δ', is about δ·r/(1−r) (Aitken's
+    estimate, per singular value). It stops when that estimate is below `tol` (relative) for
+    every one of the top k, after `n_iter` steps (None: no limit), or when the space fills the
+    output space. `fro_probes` extra Gaussian probes (in the first batch, outside the Krylov
+    space) give an unbiased estimate of the Frobenius norm J leaves outside the space, for the
+    stable rank.
     """
     n_in = 1
     for s in in_shape:
@@ -93,11 +106,17 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     omega = torch.randn(block + fro_probes, *in_shape, generator=gen, dtype=torch.float64)
     first, probes = matvec(omega.to(dtype)).split([block, fro_probes])  # [., d_out]
     d_out = first.shape[-1]
-    qs, ws, prev, prev_change = [_orth(first.T.double())], [], None, None  # basis in float64
-    for step in range(n_iter + 1):
-        w = rmatvec(qs[-1].T.to(dtype)).reshape(-1, n_in)
+    qs, ws = [_orth(first.T.double())], []  # basis in float64
+    gram = torch.zeros(0, 0, dtype=torch.float64)  # B Bᵀ of the rows so far
+    prev = prev_change = None
+    step = 0
+    while True:
+        w = rmatvec(qs[-1].T.to(dtype)).reshape(-1, n_in).double()
+        cross = torch.cat([w @ old.T for old in ws] + [w @ w.T], 1)  # [block, m]
+        m = gram.shape[0]
+        gram = torch.cat([torch.cat([gram, cross[:, :m].T], 1), cross], 0)
         ws.append(w)
-        ritz = torch.linalg.svdvals(torch.cat(ws, 0).double())[:k]
+        ritz = torch.linalg.eigvalsh(gram).flip(0)[:k].clamp_min(0).sqrt()
         dim = sum(q.shape[1] for q in qs)
         if prev is not None and len(prev) == len(ritz) == k:
             change = ((ritz - prev) / ritz.clamp_min(1e-300)).abs()
@@ -105,15 +124,16 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
                 break
             prev_change = change
         prev = ritz
-        if step == n_iter or dim >= d_out:
+        if (n_iter is not None and step >= n_iter) or dim >= d_out:
             break
-        z = matvec(w.reshape(-1, *in_shape)).T.double()  # [d_out, block]
+        z = matvec(w.to(dtype).reshape(-1, *in_shape)).T.double()  # [d_out, block]
         basis = torch.cat(qs, 1)
         for _ in range(2):  # full reorthogonalisation, twice is enough
             z = z - basis @ (basis.T @ z)
         qs.append(_orth(z)[:, : d_out - dim])
+        step += 1
     q = torch.cat(qs, 1)
-    b = torch.cat(ws, 0).double()  # rows qⱼᵀ J
+    b = torch.cat(ws, 0)  # rows qⱼᵀ J
     ub, s, vh = torch.linalg.svd(b, full_matrices=False)
     fro = float((s ** 2).sum()) + frobenius_outside(probes.double(), q)
     k = min(k, s.shape[0])
