@@ -16,7 +16,8 @@ Checks: the same active features; edge weights max |ours - theirs| / max |theirs
 pruning; circuit-tracer's `graph_models.Model` validates our JSON. Timing: attribution (model
 run, features, all edges) and pruning (node 0.8 / edge 0.98) at 8 / 32 / 128 tokens
 (--quick: 8 / 32 / 64), best of `repeats`; ours also at 256 tokens (full mode) for the growth
-exponent.
+exponent, with its peak resident memory at each length, and at one length (64 tokens; 32 in
+--quick) through TopK transcoders of k = 8 / 16 / 32 for the growth in active features.
 
 Run: `.venv/bin/python benchmarks/attribution.py [--quick]`. Last stdout line: JSON with
 `ratios.vs_circuit_tracer` (their time / ours, attribution + pruning, at the longest common
@@ -67,7 +68,7 @@ def ensure_venv() -> Path:
 
 
 # --------------------------------------------------------------------------- our side
-def build(tmp: Path):
+def build(tmp: Path, k: int = K):
     import torch
 
     from interp.models.loading import load_model
@@ -80,7 +81,7 @@ def build(tmp: Path):
     model = load_model(mdir)
     tcs = {}
     for i in range(L):
-        cfg = SAEConfig(architecture="topk", d_in=D, d_sae=F, k=K, transcoder=True,
+        cfg = SAEConfig(architecture="topk", d_in=D, d_sae=F, k=k, transcoder=True,
                         hook_name=f"blocks.{i}.ln2.hook_normalized",
                         hook_name_out=f"blocks.{i}.hook_mlp_out")
         tc = create_sae(cfg, seed=100 + i)
@@ -127,6 +128,17 @@ def ours(model, tcs, ids, repeats: int):
         prune_graph(g, 0.8, 0.98)
         best_p = min(best_p, time.perf_counter() - t)
     return g, best_a, best_p
+
+
+def our_peak_mib(model, tcs, ids) -> float:
+    """Resident memory our attribution plus pruning adds (one extra, untimed run)."""
+    from benchmarks.common import PeakRSS
+    from circuits.attribution import AttributionConfig, attribute
+    from circuits.prune import prune_graph
+
+    with PeakRSS() as mem:
+        prune_graph(attribute(model, tcs, ids, AttributionConfig(batch_size=256)), 0.8, 0.98)
+    return round(mem.mib, 1)
 
 
 # --------------------------------------------------------------------------- their side
@@ -251,19 +263,36 @@ def main() -> dict:
         results.append({"library": "interp", "n_tokens": n, "attribution_s": ta,
                         "pruning_s": tp, "n_features": g.n_features,
                         "n_edges": int(g.edge_weight.numel()),
-                        "completeness_error": g.completeness_error()})
+                        "completeness_error": g.completeness_error(),
+                        "peak_mib": our_peak_mib(model, tcs, ids[:n])})
         log(f"ours n={n}: {ta:.3f} s + {tp:.3f} s prune, {g.n_features} features")
         if n in lengths:
             p = tmp / f"ours_{n}.json"
             p.write_text(json.dumps(to_neuronpedia(g, f"ours-{n}")))
             our_json.append(str(p))
+    # growth with the number of active features: the same prompt through TopK k = 8, 16, 32
+    n_feat_len = 32 if args.quick else 64
+    by_features = []
+    for k in (8, 16, 32):
+        tcs_k = tcs if k == K else build(tmp / f"k{k}", k)[1]
+        g, ta, tp = ours(model, tcs_k, ids[:n_feat_len], repeats)
+        by_features.append({"k": k, "n_tokens": n_feat_len, "n_features": g.n_features,
+                            "n_edges": int(g.edge_weight.numel()), "attribution_s": ta,
+                            "pruning_s": tp})
+        log(f"ours k={k}: {g.n_features} features, {ta:.3f} s + {tp:.3f} s prune")
+    f0, f1 = by_features[0], by_features[-1]
+    feat_slope = (math.log(f1["attribution_s"] + f1["pruning_s"])
+                  - math.log(f0["attribution_s"] + f0["pruning_s"])) / (
+        math.log(f1["n_features"]) - math.log(f0["n_features"]))
     xs = [math.log(r["n_tokens"]) for r in results]
     ys = [math.log(r["attribution_s"] + r["pruning_s"]) for r in results]
     slope = (ys[-1] - ys[1]) / (xs[-1] - xs[1])
-    out = {"benchmark": "attribution", "machine": {**machine(), "contended": True},
+    out = {"benchmark": "attribution", "machine": machine(),
            "config": {"layers": L, "d_model": D, "heads": H, "d_transcoder": F, "k": K,
                       "lengths": lengths, "repeats": repeats, "threads": threads},
-           "results": results, "ours_growth_exponent_from_32": round(slope, 2)}
+           "results": results, "ours_growth_exponent_from_32": round(slope, 2),
+           "ours_by_active_features": by_features,
+           "ours_growth_exponent_in_features": round(feat_slope, 2)}
     why = None
     try:
         py = ensure_venv()

@@ -8,6 +8,7 @@ onto stderr while the benchmark runs, so that JSON line really is the last line.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import importlib.metadata
 import json
@@ -15,6 +16,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -119,3 +121,37 @@ def json_main(fn: Callable[[], dict]) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         result = fn()
     print(json.dumps(result, default=float), file=out, flush=True)
+
+
+class PeakRSS:
+    """Peak resident set size above the starting level while the block runs (sampled)."""
+
+    def __enter__(self):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed memory back first
+        except OSError:
+            pass
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True)
+        self._t.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20

@@ -28,11 +28,9 @@ which other jobs on a shared machine disturb less.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +42,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks.common import json_main, log, machine  # noqa: E402
+from benchmarks.common import PeakRSS, json_main, log, machine  # noqa: E402
 
 TEXT = ("The bridge out of Marin is the Golden Gate Bridge, which opened in 1937 and is painted "
         "in a colour called international orange. Visitors often walk across it in the morning, "
@@ -55,40 +53,6 @@ LENGTHS = (16, 64)
 K, TOL = 32, 1e-5
 SIGMA_RTOL = 1e-4
 TARGET = 5.0
-
-
-class PeakRSS:
-    """Peak resident set size above the starting level while the block runs (sampled)."""
-
-    def __enter__(self):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed memory back first
-        except OSError:
-            pass
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._watch, daemon=True)
-        self._t.start()
-        return self
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def _watch(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
 
 
 def ours(net, x):
