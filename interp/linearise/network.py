@@ -199,12 +199,21 @@ def adjoint(net: Net, g: Float[Tensor, "batch d_model"], fz: Frozen, site: str, 
             gh = _mlp_adjoint(blk, layer, gh, v)
             gh = gh + _attn_adjoint(net, blk, layer, gh, v)
             return _below(net, gh, v, layer - 1)
-    return _below(net, gh, v, top)
+    return _below(net, gh, v, top, position)
 
 
-def _below(net: Net, gh: Tensor, v: dict, top: int) -> Tensor:
+def _below(net: Net, gh: Tensor, v: dict, top: int, position: int | None = None) -> Tensor:
+    """Adjoint through blocks top..0. `position`: gh is non-zero only there on entry, so the
+    top block's MLP and attention output map run on that one position."""
     for i in range(top, -1, -1):
         blk = net.blocks[i]
+        if i == top and position is not None:
+            at = slice(position, position + 1)
+            one = {key: val[..., at, :] for key, val in v.items()
+                   if key in (f"{i}.post_mlp", f"{i}.gate", f"{i}.ln2")}
+            gh[:, at] += _mlp_adjoint(blk, i, gh[:, at], one)
+            gh = _attn_adjoint(net, blk, i, gh, v, at=position) + gh
+            continue
         gh = gh + _mlp_adjoint(blk, i, gh, v)
         gh = gh + _attn_adjoint(net, blk, i, gh, v)
     return gh
@@ -217,11 +226,21 @@ def _mlp_adjoint(blk: Block, i: int, go: Tensor, v: dict) -> Tensor:
     return _norm_adjoint(gu @ blk.up, blk.ln2, v[f"{i}.ln2"])
 
 
-def _attn_adjoint(net: Net, blk: Block, i: int, go: Tensor, v: dict) -> Tensor:
-    if blk.post_attn is not None:
-        go = _norm_adjoint(go, blk.post_attn, v[f"{i}.post_attn"])
-    gz = _heads(go @ blk.o, net.n_heads)
-    gv = v[f"{i}.attn"].transpose(-1, -2) @ gz
+def _attn_adjoint(net: Net, blk: Block, i: int, go: Tensor, v: dict,
+                  at: int | None = None) -> Tensor:
+    """`at`: go is non-zero only at that position (the output map then runs there alone)."""
+    post = v.get(f"{i}.post_attn")
+    if at is not None:
+        g1 = go[:, at: at + 1]
+        if blk.post_attn is not None:
+            g1 = _norm_adjoint(g1, blk.post_attn, post[..., at: at + 1, :])
+        gz = _heads(g1 @ blk.o, net.n_heads)  # [b, heads, 1, dh]
+        gv = v[f"{i}.attn"][..., at: at + 1, :].transpose(-1, -2) @ gz  # [b, heads, pos, dh]
+    else:
+        if blk.post_attn is not None:
+            go = _norm_adjoint(go, blk.post_attn, post)
+        gz = _heads(go @ blk.o, net.n_heads)
+        gv = v[f"{i}.attn"].transpose(-1, -2) @ gz
     rep = net.n_heads // net.n_kv_heads
     gv = gv.unflatten(-3, (net.n_kv_heads, rep)).sum(-3)
     return _norm_adjoint(_unheads(gv) @ blk.v, blk.ln1, v[f"{i}.ln1"])
