@@ -57,6 +57,12 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps; 0: only at the end and on interrupt
     log_every: int = 10
     bf16: bool = False  # bf16 matmuls in training (master weights and Adam stay fp32)
+    # clip the global gradient norm to this before each Adam step (0: off). SAELens's trainer
+    # always clips at 1.0; for the standard (L1) SAE that is what makes its code sparse fast:
+    # without it the L1 gradient shrinks with the loss and Adam's long second-moment memory
+    # damps the late steps (benchmark tensor, 500k tokens: FVU 0.39 at L0 104 unclipped,
+    # 0.34 at L0 61 clipped, as SAELens's 0.34 at L0 64)
+    max_grad_norm: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.sae, dict):
@@ -306,6 +312,8 @@ class Trainer:
             fired = all_reduce_max(fired)
         if self.sae.unit_norm_decoder:
             self.sae.remove_parallel_grad()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), cfg.max_grad_norm)
         self.opt.step()
         if self.sae.unit_norm_decoder:
             self.sae.normalise_decoder()

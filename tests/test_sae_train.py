@@ -281,3 +281,25 @@ def test_bf16_training_learns(arch, tmp_path):
                       (tmp_path / f"{arch}-{bf16}" / "metrics.jsonl").read_text().splitlines()]
     assert runs[True][-1] < 0.7 * runs[True][0]
     assert runs[True][0] == pytest.approx(runs[False][0], rel=0.05)
+
+
+def test_max_grad_norm_clips_the_gradient_adam_sees(tmp_path):
+    """`max_grad_norm` (SAELens's trainer clips at 1.0) scales the global gradient norm down
+    to it before each Adam step; without it the raw (larger) gradient reaches Adam."""
+    g = torch.Generator().manual_seed(0)
+    source = cycled(torch.randn(256 * 2, 32, generator=g) * 3)
+    seen = {}
+    for clip in (0.0, 0.5):
+        cfg = TrainConfig(sae=SAEConfig(architecture="standard", d_in=32, d_sae=64,
+                                        l1_coefficient=0.5), total_tokens=256 * 3,
+                          batch_size=256, checkpoint_every=0, max_grad_norm=clip)
+        t = Trainer(cfg, tmp_path / str(clip), progress=False, batches=source)
+        norms = seen[clip] = []
+
+        def note(opt, args, kwargs, norms=norms, params=list(t.sae.parameters())):
+            norms.append(float(torch.stack([p.grad.norm() for p in params]).norm()))
+
+        t.opt.register_step_pre_hook(note)
+        t.train()
+    assert len(seen[0.5]) == 3 and max(seen[0.5]) == pytest.approx(0.5, rel=1e-4)
+    assert min(seen[0.0]) > 1.0
