@@ -260,7 +260,9 @@ class Trainer:
         cfg = self.cfg
         lo = self.rank * cfg.batch_size // self.world
         hi = (self.rank + 1) * cfg.batch_size // self.world
-        x, y = x[lo:hi] * self.scale_in, y[lo:hi] * self.scale_out
+        x, y = x[lo:hi], y[lo:hi]
+        if self.scale_in != 1.0 or self.scale_out != 1.0:  # (no copies of unscaled batches)
+            x, y = x * self.scale_in, y * self.scale_out
         out = self._step(x, y)
         self.step += 1
         self._bar.update(1)
