@@ -79,7 +79,6 @@ class StandardStep(torch.autograd.Function):
         # finding the nonzeros on the integer view is branch-free (~15x faster than on floats)
         F.threshold_(acts, 0.0, 0.0)
         bits = acts.view(_INT_OF[cdt])
-        colsum = _colsum(acts, x.dtype)
         norms = torch.linalg.vector_norm(W_dec, dim=1)
         nnz = int(torch.count_nonzero(bits))
         flat = code = vals = None
@@ -88,6 +87,7 @@ class StandardStep(torch.autograd.Function):
             rows = torch.div(flat, d, rounding_mode="floor")
             cols = flat - rows * d
             vals = acts.view(-1).index_select(0, flat)
+            colsum = torch.zeros_like(norms).index_add_(0, cols, vals.to(x.dtype))
             code = SparseCode(rows, cols, row_offsets(rows, b), d)
             recon = b_dec + F.embedding_bag(cols, Wd, code.offsets, mode="sum",
                                             per_sample_weights=vals)
@@ -96,6 +96,7 @@ class StandardStep(torch.autograd.Function):
             else:
                 acts = flat = None
         else:
+            colsum = _colsum(acts, x.dtype)
             recon = b_dec + torch.mm(acts, Wd)
         err = torch.sub(target, recon)
         mse = torch.linalg.vector_norm(err).square() / b
