@@ -147,6 +147,8 @@ def train_sae_cmd(
     lr_warmup_steps: int = typer.Option(0, help="Linear LR warm-up steps."),
     lr_decay: str = typer.Option("none", help="none | linear | cosine"),
     sparsity_warmup_steps: int = typer.Option(0, help="Sparsity-coefficient warm-up steps."),
+    max_grad_norm: float = typer.Option(0.0, help="Clip the gradient norm to this before each "
+                                                  "Adam step (0: off; SAELens clips at 1.0)."),
     seed: int = typer.Option(0, help="Seed."),
     checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
 ) -> None:
@@ -174,7 +176,8 @@ def train_sae_cmd(
                                     total_tokens=tokens, batch_size=batch_size, lr=lr,
                                     lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay,
                                     sparsity_warmup_steps=sparsity_warmup_steps, seed=seed,
-                                    checkpoint_every=checkpoint_every))
+                                    checkpoint_every=checkpoint_every,
+                                    max_grad_norm=max_grad_norm))
         if len(cfgs) == 1:
             runs = [train_run(cfgs[0], out)]
         else:
