@@ -44,11 +44,20 @@ def render(run: Run) -> None:
                 st.dataframe([{k: c[k] for k in ("group", "code", "count")}
                               | {"tokens": ", ".join(repr(t) for t, _ in c["tokens"])}
                               for c in s["top_codes"]], use_container_width=True)
+            if s.get("steering_codes"):  # topic-steering runs: the codes the search chose
+                st.markdown("**Steering codes** (code search: precision, recall)")
+                st.dataframe([{k: c[k] for k in ("code", "precision", "recall", "firings")}
+                              | {"tokens": ", ".join(repr(t) for t, _ in c["tokens"]),
+                                 "context": " | ".join(f"{x['before'][-30:]}[{x['token']}]"
+                                                       for x in c["contexts"][:3])}
+                              for c in s["steering_codes"]], use_container_width=True)
     steer_path = artefact(run, "steering", required=False)
     if steer_path is not None:
         res = read_json(steer_path)
         with guard("steering"):
             plot(plots.fig_steering(res), key="cb-steering")
-            st.caption(f"pattern {res.get('pattern')!r}, codes {res.get('codes')}")
+            alone = (f"; model without codebooks {res['model_share']:.2f}"
+                     if "model_share" in res else "")
+            st.caption(f"pattern {res.get('pattern')!r}, codes {res.get('codes')}{alone}")
             for p in res.get("prompts", [])[:4]:
                 st.text(f"{p['prompt']!r} steered: " + " | ".join(p["steered_samples"][:3]))

@@ -5,8 +5,9 @@ Modules: `bottleneck` (the snap function and layer), `insert` (codebooks at hook
 HookedModel), `train` (fine-tune with codebooks, or fit codebooks to activations), `fsm`
 (the TokFSM generator), `fsm_model` (the small transformer and its training), `fsm_analysis`
 (transition accuracy, purity, precision/recall, patching), `stats` (per-code counts, contexts,
-code search), `steer` (generation with codes), `plots`, `runs` (workspace runs, the demo step),
-`cli`. The names below load lazily, so importing the package (the CLI does) stays cheap.
+code search), `steer` (generation with codes), `topic` (steering a frozen model by one
+residual-stream code: the default-model example), `plots`, `runs` (workspace runs, the demo
+step), `cli`. The names below load lazily, so importing the package (the CLI does) stays cheap.
 """
 
 _EXPORTS = {
@@ -14,7 +15,7 @@ _EXPORTS = {
     "CodebookModel": "insert", "insert_codebooks": "insert", "load_codebooks": "insert",
     "set_codes": "insert", "CodebookTrainConfig": "train", "train_codebooks": "train",
     "TokFSM": "fsm", "FSMConfig": "fsm_model", "train_fsm_model": "fsm_model",
-    "demo_step": "runs",
+    "demo_step": "runs", "TopicSteerConfig": "topic", "topic_steer_run": "topic",
 }
 __all__ = sorted(_EXPORTS)
 

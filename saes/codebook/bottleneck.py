@@ -17,6 +17,11 @@ objective is  L = -sum log p(x_i | x_<i) + MSE(C(x), sg(x)).  Variants: "base" (
 
 A layer holds `groups` independent codebooks (one per attention head for `attn.hook_z`, the
 paper's `attn_preproj` grouped codebook; one for an MLP or residual vector).
+
+`denormalise=True` (not in the paper) rescales the output with x's own LayerNorm statistics,
+out * std(x) + mean(x): the paper fine-tunes the model around the un-normalised output, which a
+frozen model cannot do (a residual stream with a 25 000-norm BOS position and ~180-norm tokens
+then needs its scale back).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from interp.errors import ConfigError, InterpError, check_config_keys
 SIMILARITIES = ("inner_product", "euclidean")
 LOSSES = ("aeloss", "base", "vqvae", "fullaeloss")
 LN_EPS = 1e-5
+KMEANS_CHUNK = 8192  # rows per similarity matrix in the k-means init (bounds its memory)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class CodebookConfig:
     loss: str = "aeloss"  # "aeloss" | "base" | "vqvae" | "fullaeloss"
     beta: float = 0.25  # commitment weight of "vqvae" (the code's default)
     layer_norm: bool = True  # paper: snap LayerNorm(x); False snaps raw x (frozen models)
+    denormalise: bool = False  # with layer_norm: out * std(x) + mean(x) (frozen models)
     seed: int = 0
 
     def __post_init__(self):
@@ -58,14 +65,24 @@ class CodebookConfig:
             raise ConfigError(f"similarity must be one of {SIMILARITIES}, not {self.similarity!r}.")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {LOSSES}, not {self.loss!r}.")
+        if self.denormalise and not self.layer_norm:
+            raise ConfigError("denormalise=True restores the scale LayerNorm removed: it needs "
+                              "layer_norm=True.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> CodebookConfig:
+        d = {"denormalise": False, **d}  # configs written before the option existed
         check_config_keys(cls, d)
         return cls(**d)
+
+
+def denormalise(out: Float[Tensor, "... d"], x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+    """Undo `normalise` with x's own statistics: out * std(x) + mean(x) (per row)."""
+    var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+    return out * (var + LN_EPS).sqrt() + mean
 
 
 def normalise(x: Float[Tensor, "... d"], layer_norm: bool = True) -> Float[Tensor, "... d"]:
@@ -199,7 +216,7 @@ class CodebookLayer(nn.Module):
         return ids.view(*x.shape[:-1], self.cfg.k)
 
     def decode(self, ids: Int[Tensor, "... g k"]) -> Float[Tensor, "... g d"]:
-        """Mean of the codes `ids` (-1: zero-ablated slot)."""
+        """Mean of the codes `ids` (-1: zero-ablated slot), in the normalised space."""
         flat = ids.reshape(-1, self.groups, ids.shape[-1])
         return decode_codes(flat, self.codebook).view(*ids.shape[:-1], self.d)
 
@@ -224,7 +241,8 @@ class CodebookLayer(nn.Module):
         if self.record:
             self.last_ids = ids.view(*lead, self.groups, -1).detach()
             self.last_input = xn.view(*lead, self.groups, self.d).detach()
-        return out.view(*lead, self.groups, self.d).to(x.dtype)
+        out = out.view(*lead, self.groups, self.d).to(x.dtype)
+        return denormalise(out, x) if self.cfg.denormalise else out
 
     def reconstruction_loss(self, x: Float[Tensor, "... g d"]) -> Tensor:
         """mean_rows ||mean(C[ids]) - sg(x_hat)||^2 summed over d and groups (the aeloss term),
@@ -274,7 +292,8 @@ class CodebookLayer(nn.Module):
         for gi in range(self.groups):
             self.codebook[gi] = xn[rows[gi], gi]
         for _ in range(kmeans_iters):
-            ids = top_codes(xn, self.codebook, 1, self.cfg.similarity)[..., 0]  # [n, g]
+            ids = torch.cat([top_codes(part, self.codebook, 1, self.cfg.similarity)[..., 0]
+                             for part in xn.split(KMEANS_CHUNK)])  # [n, g]
             for gi in range(self.groups):
                 sums = torch.zeros(c, self.d).index_add_(0, ids[:, gi], xn[:, gi])
                 cnt = torch.bincount(ids[:, gi], minlength=c).unsqueeze(1)

@@ -114,34 +114,65 @@ def fsm_cmd(
 
 @app.command("steer")
 def steer_cmd(
-    run: Path = typer.Argument(..., help="A codebook train run directory."),
-    pattern: str = typer.Option(..., help="Topic regex (case-insensitive), e.g. '\\bobject'."),
-    code: list[str] = typer.Option([], "--code", help="HOOK:GROUP:CODE to activate (repeat); "
-                                   "default: the best codes found by searching --pattern."),
-    prompt: list[str] = typer.Option(["The"], "--prompt", help="Prompt (repeat; '' = BOS)."),
-    samples: int = typer.Option(10, help="Continuations per prompt."),
+    run: Optional[Path] = typer.Argument(None, help="A codebook train run directory; without "
+                                         "it, fit a residual codebook on the model first."),
+    pattern: str = typer.Option(r"\bobjects?\b", help="Topic regex (case-insensitive)."),
+    code: list[str] = typer.Option([], "--code", help="HOOK:GROUP:CODE to activate (repeat; "
+                                   "with RUN); default: the best codes found for --pattern."),
+    prompt: list[str] = typer.Option([], "--prompt", help="Prompt (repeat; '' = BOS); default "
+                                     "'The', 'Once upon a time,', 'I think that'."),
+    samples: int = typer.Option(16, help="Continuations per prompt."),
     tokens: int = typer.Option(20, help="New tokens per continuation."),
-    top_codes: int = typer.Option(1, help="Codes to activate when searching."),
+    top_codes: int = typer.Option(1, help="Codes to activate (the best by code search)."),
+    slots: int = typer.Option(1, help="Slots of the k each code takes (1: the paper)."),
+    model: Optional[str] = typer.Option(None, help="Without RUN: model name or directory "
+                                                   "(default model)."),
+    hook: str = typer.Option("blocks.12.hook_resid_post", help="Without RUN: the hook whose "
+                             "activations get the codebook."),
+    codes: int = typer.Option(4096, help="Without RUN: codes in the codebook."),
+    k: int = typer.Option(8, help="Without RUN: active codes per position."),
+    windows: int = typer.Option(512, help="Without RUN: corpus windows (64 tokens) to fit the "
+                                          "codes and search them."),
+    corpus: str = typer.Option("cpython", help="Without RUN: corpus of the windows."),
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     name: str = typer.Option("steer", help="Run name."),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
-    """Activate codes during generation; share of continuations matching the pattern."""
+    """Activate codes during generation; share of continuations matching the pattern.
+
+    Without RUN (the default-model example): one codebook at a middle layer's residual stream
+    of the frozen model, fitted by k-means, the topic's codes found by code search."""
     from interp.errors import InterpError
     from saes.codebook.runs import steer_run
 
     try:
-        refs = None
-        if code:
-            refs = []
-            for c in code:
-                parts = c.rsplit(":", 2)
-                if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-                    raise InterpError(f"--code {c!r} is not HOOK:GROUP:CODE, e.g. "
-                                      "blocks.8.attn.hook_z:3:17.")
-                refs.append((parts[0], int(parts[1]), int(parts[2])))
-        r, res = steer_run(run, pattern, tuple(prompt), refs, workspace, name, n=samples,
-                           max_new_tokens=tokens, seed=seed, top_codes=top_codes)
+        if run is None:
+            from saes.codebook.topic import DEFAULT_PROMPTS, TopicSteerConfig, topic_steer_run
+
+            if code:
+                raise InterpError("--code needs a RUN (codes of its codebooks); without RUN the "
+                                  "codes are found by searching --pattern.")
+            cfg = TopicSteerConfig(model=model, hook=hook, n_codes=codes, k=k, corpus=corpus,
+                                   windows=windows, pattern=pattern,
+                                   prompts=tuple(prompt) or DEFAULT_PROMPTS, n=samples,
+                                   max_new_tokens=tokens, top_codes=top_codes, slots=slots,
+                                   seed=seed)
+            r, res = topic_steer_run(cfg, workspace, name)
+            typer.echo(f"ΔCE with the codebook {r.metrics['delta_ce']:+.3f} nats; model alone "
+                       f"{res['model_share']:.2f}")
+        else:
+            refs = None
+            if code:
+                refs = []
+                for c in code:
+                    parts = c.rsplit(":", 2)
+                    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+                        raise InterpError(f"--code {c!r} is not HOOK:GROUP:CODE, e.g. "
+                                          "blocks.8.attn.hook_z:3:17.")
+                    refs.append((parts[0], int(parts[1]), int(parts[2])))
+            r, res = steer_run(run, pattern, tuple(prompt) or ("The",), refs, workspace, name,
+                               n=samples, max_new_tokens=tokens, seed=seed, top_codes=top_codes,
+                               slots=slots)
     except InterpError as e:
         _fail(e)
     typer.echo(f"baseline share {res['baseline_share']:.2f} -> steered {res['steered_share']:.2f}"

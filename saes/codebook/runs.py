@@ -7,6 +7,8 @@ Each run writes `run.json` (config, metrics, artefacts) beside its files:
   (transition accuracy, purity, precision/recall, patching, steering), `code_state.safetensors`
   (code x state firing tables at the MLP hooks).
 - steer: `steering.json` (shares and samples), and the code search that chose the codes.
+- topic-steer (`saes.codebook.topic`, the default-model example and the demo): codebooks,
+  `code_stats.json` (with the steering codes' tokens and contexts), `steering.json`.
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def fsm_headline(analysis: dict) -> dict:
 def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, workspace=None,
               name: str = "steer", path=None, n: int = 10, max_new_tokens: int = 20,
               seed: int = 0, model=None, search_windows: int = 32, top_codes: int = 1,
-              cb=None):
+              cb=None, slots: int = 1):
     """Steer a model with codes of a codebook run: `codes` [(hook, group, code)] or, when
     None, the `top_codes` best codes found by searching `pattern` on corpus windows."""
     from interp.models.loading import load_model
@@ -212,7 +214,7 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
     src = load_run(source)
     config = {"mode": "steer", "source": str(source), "pattern": pattern,
               "prompts": list(prompts), "codes": codes, "n": n,
-              "max_new_tokens": max_new_tokens, "seed": seed}
+              "max_new_tokens": max_new_tokens, "seed": seed, "slots": slots}
     with run_context(KIND, name, config, root=workspace, path=path) as run:
         if cb is None:
             model = model if model is not None else load_model(src.config.get("model"))
@@ -231,7 +233,7 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
                                   "explicitly or another pattern.")
             codes = [(r["hook"], r["group"], r["code"]) for r in found]
         res = topic_steering(cb, codes, pattern, prompts, n=n, max_new_tokens=max_new_tokens,
-                             seed=seed)
+                             seed=seed, slots=slots)
         res["search"] = found
         atomic_write_json(run.path / "steering.json", res)
         run.finish(metrics={"baseline_share": res["baseline_share"],
@@ -240,29 +242,34 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
     return run, res
 
 
-DEMO_HOOK = "blocks.8.attn.hook_z"
+DEMO_HOOK = "blocks.12.hook_resid_post"
+
+
+def demo_config():
+    """The demo's (and the quick notebook's) topic steering: 2048 codes fitted on 192 windows."""
+    from saes.codebook.topic import TopicSteerConfig
+
+    return TopicSteerConfig(hook=DEMO_HOOK, n_codes=2048, windows=192, n=8, max_new_tokens=16)
 
 
 def demo_step(workspace: Path, echo=print) -> Path:
-    """The demo: codebooks (512 codes per head, k=8) at the default model's layer-8 head outputs,
-    fitted to its activations (k-means + reconstruction), ΔCE and code statistics, then steering
-    generation with the best code for a pattern. Skipped when its run is done."""
+    """The demo: one codebook (2048 codes, k=8) on the default model's layer-12 residual stream,
+    fitted by k-means; the paper's code search picks the code of "object(s)", activated in the
+    last slot at every position while sampling (share of continuations mentioning it, against
+    the same samples without the code). Skipped when its run is done."""
+    from saes.codebook.topic import topic_steer_run
+
     workspace = Path(workspace)
     path = run_dir(KIND, "demo-steer", workspace)
     if is_done(path):
         echo(f"codebook: already done in {path}")
         return path
     t0 = time.perf_counter()
-    echo(f"codebook: fitting 9x512 codes (k=8) at {DEMO_HOOK} of the default model")
-    cfg = TrainRunConfig(hooks=(DEMO_HOOK,), context_size=32, kmeans_windows=32, eval_windows=4,
-                         train=CodebookTrainConfig(steps=3, objective="reconstruction", lr=1e-2,
-                                                   log_every=1))
-    run, cb = train_run(cfg, workspace, "demo-train", progress=False)
-    echo(f"codebook: ΔCE with codebooks {run.metrics['delta_ce']:+.3f} nats "
-         f"({time.perf_counter() - t0:.0f} s); steering with the best codes for 'object'")
-    srun, res = steer_run(run.path, r"\bobject", prompts=("The", "In Python,"),
-                          workspace=workspace, name="demo-steer", n=4, max_new_tokens=12,
-                          search_windows=32, top_codes=3, cb=cb)
-    echo(f"codebook: share of continuations with 'object': {res['baseline_share']:.2f} -> "
-         f"{res['steered_share']:.2f} ({time.perf_counter() - t0:.0f} s)")
-    return srun.path
+    cfg = demo_config()
+    echo(f"codebook: fitting {cfg.n_codes} codes (k={cfg.k}) at {cfg.hook} of the default "
+         f"model, then steering towards '{cfg.pattern}'")
+    run, res = topic_steer_run(cfg, workspace, "demo-steer", progress=False)
+    echo(f"codebook: ΔCE {run.metrics['delta_ce']:+.2f} nats; share of continuations matching "
+         f"'{cfg.pattern}': {res['baseline_share']:.2f} -> {res['steered_share']:.2f} with code "
+         f"{res['codes'][0][2]} ({time.perf_counter() - t0:.0f} s)")
+    return run.path
