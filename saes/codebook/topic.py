@@ -9,8 +9,8 @@ frozen model's heads do not steer it: one head's output is too small a part of t
 
 What steers the frozen model is one codebook on a middle layer's residual stream (the paper's
 code offers this position as `transformer_block`; its experiments quantise heads and MLPs), on
-LayerNorm(x) with x's scale restored (`CodebookConfig.denormalise`) and few active codes (k=4),
-so one code carries a quarter of the state. `topic_steer_run` fits it by k-means on the model's
+LayerNorm(x) with x's scale restored (`CodebookConfig.denormalise`) and few active codes (k=8
+by default), so one code carries an eighth of the state. `topic_steer_run` fits it by k-means on the model's
 own activations in one pass over the corpus (the same activations give every window's codes),
 picks the code(s) of a topic with the paper's regex code search (precision, recall) and measures
 the paper's metric: the share of sampled continuations matching the topic's regex with the code
