@@ -137,6 +137,21 @@ class _Rows:
                 cat(self.w, torch.float32))
 
 
+def _renumber(tgt: Tensor, src: Tensor, nf: int, sel: Tensor | None,
+              logit_start: int) -> tuple[Tensor, Tensor]:
+    """Row triples' target numbers [features | logits] and source columns [features | errors |
+    tokens] as node ids, with the features renumbered to `sel` (None: all kept); a source that
+    is an unselected feature gets -1."""
+    if sel is None:
+        return torch.where(tgt < nf, tgt, tgt - nf + logit_start), src
+    ns = int(sel.numel())
+    new_feat = torch.full((nf,), -1, dtype=torch.long)
+    new_feat[sel] = torch.arange(ns)
+    first = lambda x: new_feat[x.clamp_max(max(nf - 1, 0))]  # noqa: E731
+    return (torch.where(tgt < nf, first(tgt), tgt - nf + logit_start),
+            torch.where(src < nf, first(src), src - nf + ns))
+
+
 def _influence_first(rows: _Rows, K: int, logit_p: Tensor, cap: int, step: int) -> Tensor:
     """Visit features by their partial influence on the logits until `cap` have rows."""
     from circuits.prune import partial_influence
@@ -149,7 +164,7 @@ def _influence_first(rows: _Rows, K: int, logit_p: Tensor, cap: int, step: int) 
     w[n_src:] = logit_p.double()
     while int(visited.sum()) < cap:
         tgt, src, wt = rows.triples()
-        node = torch.where(tgt < nf, tgt, tgt - nf + n_src)
+        node, _ = _renumber(tgt, src, nf, None, n_src)
         inf = partial_influence(n_nodes, node, src, wt, w)[:nf]
         inf[visited] = -1.0
         take = min(step, cap - int(visited.sum()))
@@ -186,13 +201,9 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
     # node ids: [selected features | errors | tokens | logits]; sources that are unselected
     # features are no nodes: their edges go into their targets' fixed terms
     ns = int(sel.numel())
-    new_feat = torch.full((nf,), -1, dtype=torch.long)
-    new_feat[sel] = torch.arange(ns)
-    src_new = torch.where(src < nf, new_feat[src.clamp_max(max(nf - 1, 0))], src - nf + ns)
-    tgt_new = torch.where(tgt < nf, new_feat[tgt.clamp_max(max(nf - 1, 0))],
-                          tgt - nf + ns + L * n + n)
     n_nodes = ns + L * n + n + K
     dropped = torch.zeros(n_nodes, dtype=torch.float64)
+    tgt_new, src_new = _renumber(tgt, src, nf, sel if capped else None, n_nodes - K)
     if capped:
         gone = src_new < 0
         dropped.index_add_(0, tgt_new[gone], wt[gone].double())

@@ -40,16 +40,17 @@ def logit_weights(graph: Graph) -> Tensor:
 
 def normalised(graph: Graph, keep: Tensor | None = None) -> Tensor:
     """|A| with rows summing to 1, over the edges in `keep` (all when None); float64."""
-    a = graph.edge_weight.double().abs()
+    return row_normalised(graph.n_nodes, graph.edge_target, graph.edge_weight, keep)
+
+
+def row_normalised(n_nodes: int, tgt: Tensor, weight: Tensor,
+                   keep: Tensor | None = None) -> Tensor:
+    """|weight| divided by the sum of its target's row (edges outside `keep` count as 0)."""
+    a = weight.double().abs()
     if keep is not None:
         a = torch.where(keep, a, torch.zeros_like(a))
-    rowsum = torch.zeros(graph.n_nodes, dtype=torch.float64).index_add_(0, graph.edge_target, a)
-    return a / rowsum.clamp_min(1e-10)[graph.edge_target]
-
-
-def _by_target(graph: Graph, values: Tensor):
-    """The edge list as a scipy CSR matrix (rows: targets, columns: sources) holding `values`."""
-    return csr_by_target(graph.n_nodes, graph.edge_target, graph.edge_source, values)
+    rowsum = torch.zeros(n_nodes, dtype=torch.float64).index_add_(0, tgt, a)
+    return a / rowsum.clamp_min(1e-10)[tgt]
 
 
 def csr_by_target(n_nodes: int, tgt: Tensor, src: Tensor, values: Tensor):
@@ -67,7 +68,8 @@ def csr_by_target(n_nodes: int, tgt: Tensor, src: Tensor, values: Tensor):
 
 def influence(graph: Graph, a_hat: Tensor, w: Tensor, max_iter: int = 10_000) -> Tensor:
     """w A + w A^2 + ... on the sparse edge list (exactly nilpotent: a DAG)."""
-    return series(_by_target(graph, a_hat), w, max_iter)
+    A = csr_by_target(graph.n_nodes, graph.edge_target, graph.edge_source, a_hat)
+    return series(A, w, max_iter)
 
 
 def series(A, w: Tensor, max_iter: int = 10_000) -> Tensor:
@@ -88,9 +90,7 @@ def partial_influence(n_nodes: int, tgt: Tensor, src: Tensor, weight: Tensor,
                       w: Tensor) -> Tensor:
     """Node influence on the logits from the rows computed so far (circuit-tracer's ranking for
     influence-first exploration): |A| row-normalised over the known rows, then the series."""
-    a = weight.double().abs()
-    rowsum = torch.zeros(n_nodes, dtype=torch.float64).index_add_(0, tgt, a)
-    return series(csr_by_target(n_nodes, tgt, src, a / rowsum.clamp_min(1e-10)[tgt]), w)
+    return series(csr_by_target(n_nodes, tgt, src, row_normalised(n_nodes, tgt, weight)), w)
 
 
 def threshold_value(scores: Tensor, fraction: float, band: int = 65_536) -> Tensor:
@@ -110,7 +110,8 @@ def threshold_value(scores: Tensor, fraction: float, band: int = 65_536) -> Tens
     n_bins = max(1, min(band, pos.numel()))
     span = math.log(hi) - math.log(lo)
     if span > 0:  # bin 0 holds the largest scores
-        b = ((math.log(hi) - pos.log()) * ((n_bins - 1) / span)).floor().long().clamp_(0, n_bins - 1)
+        b = ((math.log(hi) - pos.log()) * ((n_bins - 1) / span)).floor().long()
+        b.clamp_(0, n_bins - 1)
     else:
         b = torch.zeros(pos.numel(), dtype=torch.long)
     cum = torch.bincount(b, weights=pos, minlength=n_bins).cumsum(0)

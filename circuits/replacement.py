@@ -184,10 +184,6 @@ class ReplacementModel:
                 W_skip=W_skip)
         return self._adj[i]
 
-    def _seed(self, norm, s: Tensor, vec: Tensor) -> Tensor:
-        """What a target read `vec` at a norm's output puts on the residual before it."""
-        return norm.center(vec * norm.weight) * s[:, None]
-
     def attn_T(self, i: int, G: Float[Tensor, "pos b d"],
                at: Int[Tensor, "b"] | None = None) -> None:
         """Adds the adjoint of layer i's frozen attention, ln1 included, to G [pos, B, d].
@@ -302,7 +298,7 @@ class ReplacementModel:
         G = torch.zeros(P, B, d)  # position-major: every per-position product is one bmm
         if top == L:
             m = layer == L
-            G[pos[m], arange[m]] = self._seed(self.w.ln_final, self.s_final[pos[m]], vec[m])
+            G[pos[m], arange[m]] = self.w.ln_final.transpose(vec[m], self.s_final[pos[m]])
             top = L - 1
         for i in range(top, -1, -1):
             adj = self._adjoint_weights(i)
@@ -322,8 +318,7 @@ class ReplacementModel:
                 G += gu
             m = layer == i
             if bool(m.any()):
-                G[pos[m], arange[m]] += self._seed(self.w.layers[i].ln2, self.s2[i, pos[m]],
-                                                   vec[m])
+                G[pos[m], arange[m]] += self.w.layers[i].ln2.transpose(vec[m], self.s2[i, pos[m]])
             # on the pass's first layer row b is non-zero at pos[b] only (or zero: lower targets)
             self.attn_T(i, G, at=pos if i == top else None)
         tok_cols = nf + L * n

@@ -120,7 +120,8 @@ def steer_cmd(
     code: list[str] = typer.Option([], "--code", help="HOOK:GROUP:CODE to activate (repeat; "
                                    "with RUN); default: the best codes found for --pattern."),
     prompt: list[str] = typer.Option([], "--prompt", help="Prompt (repeat; '' = BOS); default "
-                                     "'The', 'Once upon a time,', 'I think that'."),
+                                     "'The' with RUN, else 'The', 'Once upon a time,', "
+                                     "'I think that'."),
     samples: int = typer.Option(16, help="Continuations per prompt."),
     tokens: int = typer.Option(20, help="New tokens per continuation."),
     top_codes: int = typer.Option(1, help="Codes to activate (the best by code search)."),
