@@ -35,5 +35,8 @@ def test_linearise_page_shows_the_run(tmp_path, monkeypatch, tiny_llama):
     assert any(t.startswith("Singular vectors decoded") for t in titles)
     assert any(t.startswith("Singular values") for t in titles)
     assert any(t.startswith("Stable rank of the cumulative Jacobian") for t in titles)
+    conv = next(f for f in charts(at)
+                if f["layout"]["title"]["text"].startswith("Convergence of the top singular"))
+    assert {tr["name"].split()[0] for tr in conv["data"]} == {"left", "right"}
     text = " ".join(m.value for m in at.markdown)
     assert f"{run.metrics['rel_error']:.1e}" in text

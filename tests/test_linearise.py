@@ -163,6 +163,37 @@ def test_svd_from_products_matches_dense(tiny_llama, method):
     assert abs(t.stable_rank - ref.stable_rank) / ref.stable_rank < 0.15
 
 
+def test_krylov_projections_interlace_and_stop_on_either_side(tiny_llama):
+    """Golub-Kahan: σᵢ(Q_jᵀ J) ≤ σᵢ(J P_j) ≤ σᵢ(Q_{j+1}ᵀ J) ≤ σᵢ(J), so the right projection
+    after each forward block is a better estimate at no product's cost. A stop there returns
+    right Ritz triplets (J v = σ u); one after the adjoint products left ones (Jᵀ u = σ v)."""
+    net = read_net(tiny_llama, torch.float64)
+    jac = DetachedJacobian(net, net.embed(IDS))
+    ref = dense_svd(jac.dense()).S[:8]
+    t = block_krylov_svd(jac.matvec, jac.rmatvec, (jac.n_pos, 64), k=8, block=2, n_iter=12,
+                         tol=0.0)
+    assert [side for _, side, _ in t.history[:4]] == ["left", "right", "left", "right"]
+    vals = torch.tensor([h[2] for h in t.history if len(h[2]) == 8], dtype=torch.float64)
+    assert len(vals) > 10 and (vals.diff(dim=0) >= -1e-9 * ref).all()
+    assert (vals <= ref * (1 + 1e-9)).all() and float(((vals[-1] - ref) / ref).abs().max()) < 1e-4
+    sides, calls = {}, []
+    for tol in (1e-5, 1e-6):  # these stop after the forward and after the adjoint products
+        jac = DetachedJacobian(net, net.embed(IDS))
+        forward = jac.matvec
+        jac.matvec = lambda v, sites=None, f=forward: calls.append(len(v)) or f(v, sites)
+        t = jac.svd(k=8, block=2, tol=tol)
+        side = sides[tol] = t.history[-1][1]
+        n_calls = len(calls)
+        assert jac.rel_error() < 1e-10 and len(calls) == n_calls  # J x* came in the first batch
+        assert float(((t.S - ref) / ref).abs().max()) < 10 * tol
+        if side == "right":
+            assert torch.allclose(jac.matvec(t.V), t.S[:, None] * t.U.T, atol=1e-8)
+        else:
+            rows = jac.rmatvec(t.U.T).reshape(8, -1)
+            assert torch.allclose(rows, t.S[:, None] * t.V.reshape(8, -1), atol=1e-8)
+    assert sides == {1e-5: "right", 1e-6: "left"}
+
+
 def test_linearise_cli_writes_a_run(tiny_llama_dir, tmp_path):
     from typer.testing import CliRunner
 
@@ -186,8 +217,8 @@ def test_linearise_cli_writes_a_run(tiny_llama_dir, tmp_path):
     assert {r["component"] for r in s["layers"]} == {"resid_post", "attn_out", "mlp_out"}
     assert len(s["per_token"]) == len(s["tokens"])
     assert result.tensors["jacobian"].shape == (64, len(s["tokens"]), 64)
-    for fig in plots.FIGURES.values():
-        assert len(fig(s).data) >= 1
+    for name, fig in plots.FIGURES.items():  # a dense SVD has no Krylov steps to show
+        assert len(fig(s).data) >= (name != "convergence")
     bad = CliRunner().invoke(app, ["linearise", "--prompt", "Hi", "--model", str(tiny_llama_dir),
                                    "--out", str(tmp_path / "bad"), "--position", "9"])
     assert bad.exit_code == 2 and "outside the prompt" in bad.output

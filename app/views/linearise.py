@@ -1,7 +1,7 @@
 """View of a linearisation run (kind "linearise", written by `interp linearise` and
 `interp.linearise.runs`): the exactness, the singular value spectrum, the singular vectors decoded
-to tokens, each input token's share of the output and the per-layer stable ranks
-(`interp.linearise.plots`)."""
+to tokens, each input token's share of the output, the per-layer stable ranks and how the
+singular values converged (`interp.linearise.plots`)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,6 @@ def render(run: Run) -> None:
     if summary.get("layers"):
         with guard("the per-layer ranks"):
             plot(plots.fig_layer_ranks(summary), key="layers")
+    if summary.get("krylov"):
+        with guard("the Krylov convergence"):
+            plot(plots.fig_convergence(summary), key="convergence")

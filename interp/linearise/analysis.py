@@ -25,8 +25,7 @@ from interp.linearise.decode import decode_left, decode_right, output_logits
 from interp.linearise.families import read_net
 from interp.linearise.jacobian import DetachedJacobian
 from interp.linearise.network import FINAL
-from interp.linearise.svd import (block_krylov_svd, dense_svd, frobenius_outside, krylov_block,
-                                  stable_rank)
+from interp.linearise.svd import dense_svd, frobenius_outside, stable_rank
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("resid_post", "attn_out", "mlp_out")
@@ -123,10 +122,8 @@ def linearise(model, config: LineariseConfig, tokenizer=None, progress: bool = F
         "tokens": str_tokens, "token_ids": ids.tolist(), "dtype": config.dtype,
         "bias_note": net.bias_note, "shape": list(jac.shape),
     }
-    rel = jac.rel_error()
     y = jac.y
-    metrics = {"rel_error": rel, "bias_share": float(jac.bias_term.norm() / y.norm()),
-               "y_norm": float(y.norm())}
+    metrics = {"bias_share": float(jac.bias_term.norm() / y.norm()), "y_norm": float(y.norm())}
     logits = output_logits(net, y, final_applied=site == FINAL)
     probs = torch.softmax(logits.double(), -1)
     top = probs.topk(5)
@@ -141,12 +138,13 @@ def linearise(model, config: LineariseConfig, tokenizer=None, progress: bool = F
         tensors["jacobian"] = dense.float()
         summary["per_token"] = _per_token(net, dense, y, tokenizer, config, site == FINAL)
     else:
-        trip = block_krylov_svd(jac.matvec, jac.rmatvec, (jac.n_pos, net.d_model), k=config.k,
-                                block=config.block or krylov_block(jac.n_pos),
-                                n_iter=config.n_iter, tol=config.tol,
-                                seed=config.seed,
-                                dtype=net.dtype)
+        trip = jac.svd(k=config.k, block=config.block, n_iter=config.n_iter, tol=config.tol,
+                       seed=config.seed)
+        summary["tol"] = config.tol
+        summary["krylov"] = [{"products": p, "side": side, "sigma": sig}
+                             for p, side, sig in trip.history]
     metrics["svd_seconds"] = round(time.perf_counter() - t1, 3)
+    metrics["rel_error"] = jac.rel_error()  # J x* came with the Krylov space's first products
     metrics["products"] = trip.products
     metrics["stable_rank"] = trip.stable_rank
     metrics["sigma_max"] = float(trip.S[0])

@@ -4,8 +4,10 @@ Golden (arXiv 2505.24293, eq. 2): at the operating point x* (the prompt's input 
 y* = Σ_i J⁺_i(x*) · x*_i, with J⁺ the Jacobian of the detached forward. `DetachedJacobian`
 records the frozen factors with one forward pass and then applies J (`matvec`, a replayed forward
 pass over a batch of vectors) and Jᵀ (`rmatvec`, the hand-written adjoint) without autograd;
-`dense()` materialises J from d_model adjoint products. The exactness check needs a single
-forward product: J x* (plus the constant bias term c = F(0) for models with biases) against y*.
+`dense()` materialises J from d_model adjoint products and `svd()` its top singular triplets
+from a block Krylov space. The exactness check needs a single forward product: J x* (plus the
+constant bias term c = F(0) for models with biases) against y*; `svd()` computes it in its first
+batch.
 
 `autograd_jacobian` is the paper's way (torch.autograd.functional.jacobian, vectorize=True, on
 the detached forward) and, with mode="ordinary", the conventional Jacobian (the control that must
@@ -21,6 +23,7 @@ from torch import Tensor
 from interp.errors import InterpError
 from interp.linearise.families import Net
 from interp.linearise.network import FINAL, Frozen, adjoint, parse_site, run
+from interp.linearise.svd import Triplets, block_krylov_svd, krylov_block
 
 
 class DetachedJacobian:
@@ -48,6 +51,7 @@ class DetachedJacobian:
             self.frozen = fz.replay()
             self.bias_term = (run(net, torch.zeros_like(self.x), self.frozen, [site])[site][-1]
                               if net.has_bias else torch.zeros_like(self.y))
+        self._jx: Tensor | None = None  # J x*, kept once computed
 
     @property
     def n_pos(self) -> int:
@@ -74,7 +78,28 @@ class DetachedJacobian:
 
     def reconstruct(self) -> Tensor:
         """Σ_i J_i x_i (+ the bias term): equals `y` when the linearisation is exact."""
-        return self.matvec(self.x[None])[0] + self.bias_term
+        if self._jx is None:
+            self._jx = self.matvec(self.x[None])[0]
+        return self._jx + self.bias_term
+
+    def svd(self, k: int = 32, block: int = 0, tol: float = 1e-5, n_iter: int | None = None,
+            seed: int = 0, fro_probes: int = 8) -> Triplets:
+        """Top-k singular triplets of the stacked Jacobian from a block Krylov space
+        (`block_krylov_svd`; block 0: `krylov_block(n_pos)`). The exactness check's product
+        J x* rides along in the first batch of forward products, so `rel_error` is free after."""
+        first = [True]
+
+        def matvec(v: Tensor) -> Tensor:
+            if not first[0] or self._jx is not None:
+                return self.matvec(v)
+            first[0] = False
+            out = self.matvec(torch.cat([v, self.x[None].to(v.dtype)]))
+            self._jx = out[-1]
+            return out[:-1]
+
+        return block_krylov_svd(matvec, self.rmatvec, (self.n_pos, self.x.shape[-1]), k=k,
+                                block=block or krylov_block(self.n_pos), n_iter=n_iter, tol=tol,
+                                seed=seed, dtype=self.net.dtype, fro_probes=fro_probes)
 
     def rel_error(self) -> float:
         """‖Σ_i J_i x_i + c − y‖ / ‖y‖ (one forward product)."""

@@ -94,5 +94,32 @@ def fig_contributions(summary: dict) -> go.Figure:
     return fig
 
 
+def fig_convergence(summary: dict) -> go.Figure:
+    """How the block Krylov estimates of the top-k singular values converged: after each block
+    of products, the largest relative distance of a Ritz value to its final value (left
+    projection after adjoint products, right after forward ones). Empty for a dense SVD."""
+    steps = summary.get("krylov") or []
+    fig = go.Figure()
+    if steps:
+        final = steps[-1]["sigma"]
+        for side, symbol in (("left", "circle"), ("right", "diamond")):
+            rows = [r for r in steps if r["side"] == side and len(r["sigma"]) == len(final)]
+            fig.add_trace(go.Scatter(
+                x=[r["products"] for r in rows],
+                y=[max(abs(a - b) / b if b else 0.0 for a, b in zip(r["sigma"], final)) or None
+                   for r in rows],
+                mode="markers", marker={"symbol": symbol, "size": 9},
+                name=f"{side} projection ({'after Jᵀ' if side == 'left' else 'after J'} products)"))
+    tol = summary.get("tol")
+    if tol:
+        fig.add_hline(y=tol, line={"dash": "dot"}, annotation_text=f"tol {tol:g}")
+    fig.update_layout(title=_title(summary, "Convergence of the top singular values"),
+                      xaxis_title="Jacobian-vector products",
+                      yaxis_title="max relative distance to the final values", yaxis_type="log",
+                      template="plotly_white")
+    return fig
+
+
 FIGURES = {"singular_values": fig_singular_values, "token_decodings": fig_token_decodings,
-           "layer_ranks": fig_layer_ranks, "contributions": fig_contributions}
+           "layer_ranks": fig_layer_ranks, "contributions": fig_contributions,
+           "convergence": fig_convergence}

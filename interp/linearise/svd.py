@@ -11,7 +11,7 @@ the small B. That is (2·n_iter + 2)(k + p) products instead of the d_model a fu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -26,6 +26,8 @@ class Triplets:
     V: Tensor
     frobenius_sq: float  # ‖J‖_F² (exact for dense SVDs; captured part + an unbiased estimate of the rest otherwise)
     products: int = 0  # Jacobian-vector products used (0 for a dense SVD)
+    # Krylov convergence: (products so far, "left" | "right" projection, top-k Ritz values)
+    history: list[tuple[int, str, list[float]]] = field(default_factory=list)
 
     @property
     def stable_rank(self) -> float:
@@ -87,17 +89,22 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     """Top-`k` singular triplets from a block Krylov space (Musco & Musco, arXiv 1504.05477).
 
     Builds Q = orth[JΩ, (JJᵀ)JΩ, (JJᵀ)²JΩ, ...] in output space, `block` columns per step, keeping
-    every Jᵀ Q_j it computes, so B = Qᵀ J is at hand after each step (2 · block products per
-    step): a far better subspace per product than subspace iteration when the spectrum decays
-    slowly. The top-k Ritz values (the singular values of B, from the Gram matrix B Bᵀ kept up to
-    date) only grow towards the true ones, and block Krylov converges geometrically
-    (superlinearly once the space holds the top k), so the error left after a step whose change
-    was δ, with the previous change δ' and ratio r = δ/δ', is about δ·r/(1−r) (Aitken's
-    estimate, per singular value). It stops when that estimate is below `tol` (relative) for
-    every one of the top k, after `n_iter` steps (None: no limit), or when the space fills the
-    output space. `fro_probes` extra Gaussian probes (in the first batch, outside the Krylov
-    space) give an unbiased estimate of the Frobenius norm J leaves outside the space, for the
-    stable rank.
+    every W_j = Jᵀ Q_j it computes (the rows of B = Qᵀ J) and every Z_j = J W_j: a far better
+    subspace per product than subspace iteration when the spectrum decays slowly. Two
+    Rayleigh-Ritz projections interleave, as in Golub-Kahan bidiagonalisation: after the adjoint
+    products, the singular values of B = Qᵀ J (left space Q); after the forward ones, those of
+    J P with P = orth(Wᵀ) the right space, which is J Wᵀ = Z times the inverse square root of the
+    Gram matrix W Wᵀ, so no product is spent on it. Each is a lower bound that only grows, and
+    σᵢ(Q_jᵀ J) ≤ σᵢ(J P_j) ≤ σᵢ(Q_{j+1}ᵀ J) (the rows of Q_jᵀ J lie in P_j, and Q_{j+1} holds the
+    range of J P_j), so every block of products gives a better estimate to test. Block Krylov
+    converges geometrically (superlinearly once the space holds the top k), so the error left
+    in either sequence after a change δ, with the previous change δ' (one step back in the same
+    sequence) and ratio r = δ/δ', is about δ·r/(1−r) (Aitken's estimate, per singular value). It
+    stops when that estimate is below `tol` (relative) for every one of the top k in either
+    sequence, after `n_iter` steps (None: no limit), or when the
+    space fills the output space. `fro_probes` extra Gaussian probes (in the first batch,
+    outside the Krylov space) give an unbiased estimate of the Frobenius norm J leaves outside
+    the space, for the stable rank.
     """
     n_in = 1
     for s in in_shape:
@@ -106,40 +113,80 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     omega = torch.randn(block + fro_probes, *in_shape, generator=gen, dtype=torch.float64)
     first, probes = matvec(omega.to(dtype)).split([block, fro_probes])  # [., d_out]
     d_out = first.shape[-1]
-    qs, ws = [_orth(first.T.double())], []  # basis in float64
-    gram = torch.zeros(0, 0, dtype=torch.float64)  # B Bᵀ of the rows so far
-    prev = prev_change = None
-    step = 0
+    qs, ws, zs = [_orth(first.T.double())], [], []  # bases in float64
+    gram = torch.zeros(0, 0, dtype=torch.float64)  # W Wᵀ = B Bᵀ of the rows so far
+    left_rule, right_rule = _Aitken(k, tol), _Aitken(k, tol)  # one per projection
+    step, right, history = 0, None, []
     while True:
         w = rmatvec(qs[-1].T.to(dtype)).reshape(-1, n_in).double()
         cross = torch.cat([w @ old.T for old in ws] + [w @ w.T], 1)  # [block, m]
         m = gram.shape[0]
         gram = torch.cat([torch.cat([gram, cross[:, :m].T], 1), cross], 0)
         ws.append(w)
-        ritz = torch.linalg.eigvalsh(gram).flip(0)[:k].clamp_min(0).sqrt()
         dim = sum(q.shape[1] for q in qs)
-        if prev is not None and len(prev) == len(ritz) == k:
-            change = ((ritz - prev) / ritz.clamp_min(1e-300)).abs()
-            if prev_change is not None and float(remaining_error(change, prev_change, tol)) < tol:
-                break
-            prev_change = change
-        prev = ritz
+        ritz = torch.linalg.eigvalsh(gram).flip(0)[:k].clamp_min(0).sqrt()
+        history.append((block * (1 + len(zs) + len(ws)) + fro_probes, "left", ritz.tolist()))
+        if left_rule.converged(ritz):
+            break
         if (n_iter is not None and step >= n_iter) or dim >= d_out:
             break
         z = matvec(w.to(dtype).reshape(-1, *in_shape)).T.double()  # [d_out, block]
+        zs.append(z)
+        right = right_ritz(torch.cat(zs, 1), gram)
+        history.append((block * (1 + len(zs) + len(ws)) + fro_probes, "right",
+                        right[1][:k].tolist()))
+        if right_rule.converged(right[1][:k]):
+            break
+        right = None
         basis = torch.cat(qs, 1)
         for _ in range(2):  # full reorthogonalisation, twice is enough
             z = z - basis @ (basis.T @ z)
         qs.append(_orth(z)[:, : d_out - dim])
         step += 1
-    q = torch.cat(qs, 1)
+    q = torch.cat(qs, 1)  # every block of Q has its rows of B
     b = torch.cat(ws, 0)  # rows qⱼᵀ J
-    ub, s, vh = torch.linalg.svd(b, full_matrices=False)
-    fro = float((s ** 2).sum()) + frobenius_outside(probes.double(), q)
+    if right is not None:  # J P = U S Vᵣᵀ: left vectors U, right vectors P Vᵣ = Wᵀ C Vᵣ
+        u, s, coef = right
+        v = (b.T @ coef[:, :k]).T
+    else:
+        ub, s, v = torch.linalg.svd(b, full_matrices=False)
+        u = q @ ub
+    fro = float(gram.diagonal().sum()) + frobenius_outside(probes.double(), q)  # ‖QᵀJ‖² exact
     k = min(k, s.shape[0])
-    return Triplets(U=(q @ ub[:, :k]).to(dtype), S=s[:k].to(dtype),
-                    V=vh[:k].reshape(-1, *in_shape).to(dtype), frobenius_sq=fro,
-                    products=block * (len(ws) + len(qs)) + fro_probes)
+    return Triplets(U=u[:, :k].to(dtype), S=s[:k].to(dtype),
+                    V=v[:k].reshape(-1, *in_shape).to(dtype), frobenius_sq=fro,
+                    products=block * (1 + len(zs) + len(ws)) + fro_probes, history=history)
+
+
+def right_ritz(z: Tensor, gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Singular triplets of J P, P = Wᵀ C an orthonormal basis of the rows W (C = V Λ^-½ from
+    the Gram matrix W Wᵀ = V Λ Vᵀ, dropping directions below float64 rounding), from Z = J Wᵀ:
+    (U, S, Vᵣ ↦ C Vᵣ) so that the right singular vectors are Wᵀ (C Vᵣ)."""
+    lam, vec = torch.linalg.eigh(gram)
+    keep = lam > lam.max().clamp_min(1e-300) * 1e-12
+    c = vec[:, keep] / lam[keep].sqrt()
+    u, s, vh = torch.linalg.svd(z @ c, full_matrices=False)
+    return u, s, c @ vh.T
+
+
+class _Aitken:
+    """Stopping rule over a sequence of Ritz value vectors (see `remaining_error`)."""
+
+    def __init__(self, k: int, tol: float):
+        self.k, self.tol = k, tol
+        self.prev = self.prev_change = None
+
+    def converged(self, ritz: Tensor) -> bool:
+        if len(ritz) < self.k:
+            return False
+        done = False
+        if self.prev is not None:
+            change = ((ritz - self.prev) / ritz.clamp_min(1e-300)).abs()
+            if self.prev_change is not None:
+                done = float(remaining_error(change, self.prev_change, self.tol)) < self.tol
+            self.prev_change = change
+        self.prev = ritz
+        return done
 
 
 def remaining_error(change: Tensor, prev_change: Tensor, tol: float = 0.0) -> Tensor:
