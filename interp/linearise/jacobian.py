@@ -87,12 +87,9 @@ class DetachedJacobian:
         """Top-k singular triplets of the stacked Jacobian from a block Krylov space
         (`block_krylov_svd`; block 0: `krylov_block(n_pos)`). The exactness check's product
         J x* rides along in the first batch of forward products, so `rel_error` is free after."""
-        first = [True]
-
         def matvec(v: Tensor) -> Tensor:
-            if not first[0] or self._jx is not None:
+            if self._jx is not None:
                 return self.matvec(v)
-            first[0] = False
             out = self.matvec(torch.cat([v, self.x[None].to(v.dtype)]))
             self._jx = out[-1]
             return out[:-1]

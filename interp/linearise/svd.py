@@ -101,10 +101,9 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     in either sequence after a change δ, with the previous change δ' (one step back in the same
     sequence) and ratio r = δ/δ', is about δ·r/(1−r) (Aitken's estimate, per singular value). It
     stops when that estimate is below `tol` (relative) for every one of the top k in either
-    sequence, after `n_iter` steps (None: no limit), or when the
-    space fills the output space. `fro_probes` extra Gaussian probes (in the first batch,
-    outside the Krylov space) give an unbiased estimate of the Frobenius norm J leaves outside
-    the space, for the stable rank.
+    sequence, after `n_iter` steps (None: no limit), or when the space fills the output space.
+    `fro_probes` extra Gaussian probes (in the first batch, outside the Krylov space) give an
+    unbiased estimate of the Frobenius norm J leaves outside the space, for the stable rank.
     """
     n_in = 1
     for s in in_shape:
@@ -117,6 +116,10 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     gram = torch.zeros(0, 0, dtype=torch.float64)  # W Wᵀ = B Bᵀ of the rows so far
     left_rule, right_rule = _Aitken(k, tol), _Aitken(k, tol)  # one per projection
     step, right, history = 0, None, []
+
+    def products() -> int:  # the first batch, every forward and every adjoint block
+        return block * (1 + len(zs) + len(ws)) + fro_probes
+
     while True:
         w = rmatvec(qs[-1].T.to(dtype)).reshape(-1, n_in).double()
         cross = torch.cat([w @ old.T for old in ws] + [w @ w.T], 1)  # [block, m]
@@ -125,7 +128,7 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
         ws.append(w)
         dim = sum(q.shape[1] for q in qs)
         ritz = torch.linalg.eigvalsh(gram).flip(0)[:k].clamp_min(0).sqrt()
-        history.append((block * (1 + len(zs) + len(ws)) + fro_probes, "left", ritz.tolist()))
+        history.append((products(), "left", ritz.tolist()))
         if left_rule.converged(ritz):
             break
         if (n_iter is not None and step >= n_iter) or dim >= d_out:
@@ -133,8 +136,7 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
         z = matvec(w.to(dtype).reshape(-1, *in_shape)).T.double()  # [d_out, block]
         zs.append(z)
         right = right_ritz(torch.cat(zs, 1), gram)
-        history.append((block * (1 + len(zs) + len(ws)) + fro_probes, "right",
-                        right[1][:k].tolist()))
+        history.append((products(), "right", right[1][:k].tolist()))
         if right_rule.converged(right[1][:k]):
             break
         right = None
@@ -155,7 +157,7 @@ def block_krylov_svd(matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tens
     k = min(k, s.shape[0])
     return Triplets(U=u[:, :k].to(dtype), S=s[:k].to(dtype),
                     V=v[:k].reshape(-1, *in_shape).to(dtype), frobenius_sq=fro,
-                    products=block * (1 + len(zs) + len(ws)) + fro_probes, history=history)
+                    products=products(), history=history)
 
 
 def right_ritz(z: Tensor, gram: Tensor) -> tuple[Tensor, Tensor, Tensor]:
