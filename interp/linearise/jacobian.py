@@ -99,7 +99,7 @@ class DetachedJacobian:
                                 seed=seed, dtype=self.net.dtype, fro_probes=fro_probes)
 
     def rel_error(self) -> float:
-        """‖Σ_i J_i x_i + c − y‖ / ‖y‖ (one forward product)."""
+        """‖Σ_i J_i x_i + c − y‖ / ‖y‖ (one forward product, none after `svd()`)."""
         return float((self.reconstruct() - self.y).norm() / self.y.norm())
 
     def contributions(self) -> Float[Tensor, "pos d_out"]:

@@ -228,19 +228,16 @@ def _mlp_adjoint(blk: Block, i: int, go: Tensor, v: dict) -> Tensor:
 
 def _attn_adjoint(net: Net, blk: Block, i: int, go: Tensor, v: dict,
                   at: int | None = None) -> Tensor:
-    """`at`: go is non-zero only at that position (the output map then runs there alone)."""
-    post = v.get(f"{i}.post_attn")
+    """`at`: go is non-zero only at that position (the output map then runs there alone, on
+    that query's row of the pattern)."""
+    post, pattern = v.get(f"{i}.post_attn"), v[f"{i}.attn"]  # pattern [.., heads, q, k]
     if at is not None:
-        g1 = go[:, at: at + 1]
-        if blk.post_attn is not None:
-            g1 = _norm_adjoint(g1, blk.post_attn, post[..., at: at + 1, :])
-        gz = _heads(g1 @ blk.o, net.n_heads)  # [b, heads, 1, dh]
-        gv = v[f"{i}.attn"][..., at: at + 1, :].transpose(-1, -2) @ gz  # [b, heads, pos, dh]
-    else:
-        if blk.post_attn is not None:
-            go = _norm_adjoint(go, blk.post_attn, post)
-        gz = _heads(go @ blk.o, net.n_heads)
-        gv = v[f"{i}.attn"].transpose(-1, -2) @ gz
+        go, pattern = go[:, at: at + 1], pattern[..., at: at + 1, :]
+        post = None if post is None else post[..., at: at + 1, :]
+    if blk.post_attn is not None:
+        go = _norm_adjoint(go, blk.post_attn, post)
+    gz = _heads(go @ blk.o, net.n_heads)  # [b, heads, q, dh]
+    gv = pattern.transpose(-1, -2) @ gz  # [b, heads, pos, dh]
     rep = net.n_heads // net.n_kv_heads
     gv = gv.unflatten(-3, (net.n_kv_heads, rep)).sum(-3)
     return _norm_adjoint(_unheads(gv) @ blk.v, blk.ln1, v[f"{i}.ln1"])
