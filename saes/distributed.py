@@ -1,8 +1,18 @@
 """Data-parallel plumbing for the trainer (torch.distributed under `torchrun`: gloo on CPU,
-nccl on GPU) and the signal handlers that turn Ctrl-C / SIGTERM into a checkpoint."""
+nccl on GPU) and the signal handlers that turn Ctrl-C / SIGTERM into a checkpoint.
+
+Shutdown: a process group that is still alive when the interpreter finalises can abort the
+process (gloo's worker threads hold work objects whose tensors reach back into Python; freeing
+them after the interpreter is gone ends in `terminate called without an active exception`,
+SIGABRT, pytorch/pytorch#190489). The group this module creates is therefore destroyed by an
+`atexit` handler, which runs while the interpreter is still whole, on success, error and Ctrl-C
+alike. Stopping is collective: a signal on any rank stops every rank after the same step
+(`any_rank`), so no rank is left waiting in a collective for a peer that has gone.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 
@@ -18,7 +28,16 @@ def dist_info() -> tuple[int, int]:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(shutdown)
     return dist.get_world_size(), dist.get_rank()
+
+
+def shutdown() -> None:
+    """Destroy the default process group if one is alive (idempotent; see the module doc)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_grads(module: torch.nn.Module) -> None:
@@ -32,13 +51,15 @@ def all_reduce_grads(module: torch.nn.Module) -> None:
             p.grad.div_(world)
 
 
-def all_reduce_max(mask: Tensor) -> Tensor:
-    """A boolean mask true where it is true on any rank."""
+def all_reduce_max(mask: Tensor, flag: bool = False) -> tuple[Tensor, bool]:
+    """(a boolean mask true where it is true on any rank, `flag` or-ed over ranks), in one
+    collective: the flag rides as one more element of the mask."""
     import torch.distributed as dist
 
-    m = mask.to(torch.int32)
+    m = torch.cat([mask.reshape(-1).to(torch.int32),
+                   torch.tensor([int(flag)], dtype=torch.int32, device=mask.device)])
     dist.all_reduce(m, op=dist.ReduceOp.MAX)
-    return m.bool()
+    return m[:-1].view(mask.shape).bool(), bool(m[-1])
 
 
 def install_signals(handler) -> dict:

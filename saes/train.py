@@ -171,7 +171,8 @@ class Trainer:
         self.scale_in = self.scale_out = 1.0
         self.since_fired = torch.zeros(cfg.sae.d_sae, dtype=torch.long)  # tokens since it fired
         self.fired_count = torch.zeros(cfg.sae.d_sae, dtype=torch.long)
-        self._stop = False
+        self._stop = False  # a signal arrived here
+        self._stop_now = False  # stop after this step: `_stop` on any rank, decided together
         if (self.run_dir / "checkpoint" / "trainer.json").is_file():
             self._load_checkpoint()
             self.resumed = True
@@ -277,7 +278,7 @@ class Trainer:
             self._metrics_f.flush()
             self._bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}",
                                   fvu=f"{rec['fvu']:.3f}", dead=f"{rec['dead_frac']:.2f}")
-        if self._stop:
+        if self._stop_now:
             self.save_checkpoint()
             raise KeyboardInterrupt("training interrupted; checkpoint written")
         if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
@@ -311,7 +312,9 @@ class Trainer:
         fired = out.fired
         if self.world > 1:
             all_reduce_grads(self.sae)
-            fired = all_reduce_max(fired)
+            fired, self._stop_now = all_reduce_max(fired, self._stop)
+        else:
+            self._stop_now = self._stop
         if self.sae.unit_norm_decoder:
             self.sae.remove_parallel_grad()
         if cfg.max_grad_norm > 0:

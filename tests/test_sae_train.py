@@ -133,42 +133,104 @@ def _train_cmd(store_dir, out, *extra):
             *extra]
 
 
-def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_identically(store_dir, tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(store_dir, out), env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+def test_a_signal_mid_run_checkpoints_and_the_resumed_run_is_bit_exact(tmp_path):
+    """A real SIGINT, raised by the data source at batch 17 (so it lands mid-run on any
+    machine), stops training after that step with a checkpoint; resuming from it finishes with
+    the bytes of an uninterrupted run."""
+    data = torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(0))
+    plain = cycled(data)
+
+    def interrupting(start):
+        for i, batch in enumerate(plain(start), start):
+            if i == 17:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch
+
+    cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=32, d_sae=128, k=4),
+                      total_tokens=256 * 40, batch_size=256, checkpoint_every=0, log_every=5)
+    cut = Trainer(cfg, tmp_path / "cut", progress=False, batches=interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    meta = json.loads((tmp_path / "cut" / "checkpoint" / "trainer.json").read_text())
+    assert meta["step"] == 18  # the step that was running when the signal came, then stop
+    rest = Trainer(cfg, tmp_path / "cut", progress=False, batches=plain)
+    assert rest.resumed and rest.step == 18
+    rest.train()
+    whole = Trainer(cfg, tmp_path / "whole", progress=False, batches=plain)
+    whole.train()
+    assert (tmp_path / "cut" / "sae" / "sae_weights.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "sae" / "sae_weights.safetensors").read_bytes()
+
+
+# A run far longer than any test waits: the signal always lands mid-run, whatever the speed.
+ENDLESS = str(256 * 1_000_000)
+
+
+def _wait_for_training(proc, out: Path, timeout: float = 300) -> None:
+    """Block until the process has logged a training step (or died: then fail with its log)."""
     metrics = out / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text()) < 10):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    deadline = time.time() + timeout
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} before training: "
+                                 f"{proc.stderr.read()[-2000:]}")
+        assert time.time() < deadline, "no training step logged in time"
+        time.sleep(0.1)
+
+
+def _assert_usable_checkpoint(out: Path, cfg_dict: dict) -> int:
+    """The checkpoint loads and training continues from it; returns its step."""
     meta = json.loads((out / "checkpoint" / "trainer.json").read_text())
-    assert 0 < meta["step"] < 400
-    assert json.loads((out / "run.json").read_text())["status"] == "failed"
-    done = subprocess.run([sys.executable, "-m", "interp.cli", "resume", str(out)], env=ENV,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads((out / "run.json").read_text())["status"] == "done"
-    ref = tmp_path / "ref"
-    whole = subprocess.run(_train_cmd(store_dir, ref), env=ENV, capture_output=True, text=True,
-                           timeout=300)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    a = (out / "sae" / "sae_weights.safetensors").read_bytes()
-    assert a == (ref / "sae" / "sae_weights.safetensors").read_bytes()
+    t = Trainer(TrainConfig.from_dict(cfg_dict), out, progress=False)
+    assert t.resumed and t.step == meta["step"] > 0
+    assert t.train(stop_after=1) is None and t.step == meta["step"] + 1
+    return meta["step"]
 
 
+def test_ctrl_c_on_the_cli_leaves_a_usable_checkpoint(store_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(store_dir, out, "--tokens", ENDLESS), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc, out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "checkpoint" in err
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "failed"
+    _assert_usable_checkpoint(out, run["config"])
+
+
+@pytest.mark.dist
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(store_dir, tmp_path):
+    """torchrun forwards SIGTERM to both ranks; they stop after the same step (the stop is
+    decided collectively), rank 0 writes the checkpoint, and no rank aborts at exit."""
+    out = tmp_path / "two"
+    proc = subprocess.Popen([*TORCHRUN, *_train_cmd(store_dir, out, "--tokens", ENDLESS)[2:]],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "terminate called" not in err, err[-3000:]
+    assert err.count("writing a checkpoint after this step") == 2, err[-3000:]
+    _assert_usable_checkpoint(out, json.loads((out / "run.json").read_text())["config"])
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m"]
+
+
+@pytest.mark.dist
 def test_two_processes_match_one(store_dir, tmp_path):
     cmd = ["--tokens", str(256 * 12)]
     single = subprocess.run(_train_cmd(store_dir, tmp_path / "one", *cmd), env=ENV,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    torchrun = Path(sys.executable).parent / "torchrun"
-    ddp = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
-                          *_train_cmd(store_dir, tmp_path / "two", *cmd)[2:]],
+    ddp = subprocess.run([*TORCHRUN, *_train_cmd(store_dir, tmp_path / "two", *cmd)[2:]],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "terminate called" not in ddp.stderr
     from safetensors.torch import load_file
 
     a = load_file(str(tmp_path / "one" / "sae" / "sae_weights.safetensors"))
