@@ -73,7 +73,8 @@ def build(tmp: Path, k: int = K):
 
     from interp.models.loading import load_model
     from interp.models.tiny import save_tiny_model
-    from saes.base import SAEConfig, create_sae
+    from saes.architectures import create_sae
+    from saes.base import SAEConfig
     from circuits.transcoders import TranscoderSet
 
     mdir = save_tiny_model(tmp / "model", "gpt2", seed=0, n_layers=L, d_model=D, n_heads=H,

@@ -4,7 +4,7 @@ On the default model (SmolLM2-135M-Instruct, fp32, CPU) every method caches
 `blocks.15.hook_resid_post` for the same token windows (the default corpus, 128-token windows
 with BOS, batches of 16), in one process, round-robin, median of repeats:
 
-- ours: `interp.store.cache_activations`, end to end: corpus text tokenised, forward stopped
+- ours: `interp.caching.cache_activations`, end to end: corpus text tokenised, forward stopped
   after layer 15, safetensors shards + manifest written to a fresh temp dir;
 - (a) full_forward: a bare HF forward of the whole model (`use_cache=False`), no hooks;
 - (b) transformer_lens: `TransformerBridge.run_with_cache(names_filter=["blocks.15.hook_out"])`,
@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from interp.data import CorpusSpec, token_windows
     from interp.models.loading import default_model_dir, load_model
-    from interp.store import ActivationStore, StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import ActivationStore, StoreConfig
 
     warnings.filterwarnings("ignore")
     load_start = [round(x, 2) for x in os.getloadavg()]

@@ -129,7 +129,8 @@ def prepare_data(quick: bool) -> Path:
     import torch
 
     from interp.io import read_json, save_safetensors_atomic
-    from interp.store import StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import StoreConfig
 
     def store_cfg(windows):
         return StoreConfig(hooks=(HOOK,), n_tokens=windows * CTX, context_size=CTX,

@@ -9,12 +9,10 @@ from typing import Optional
 
 import typer
 
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, help="Transcoders and attribution graphs.")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @app.command("transcoders")
@@ -46,7 +44,7 @@ def transcoders_cmd(
                                 batch_size=batch_size, lr=lr, seed=seed,
                                 activations=str(activations or ""), d_model=m.cfg.d_model)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     typer.echo(json.dumps(run.metrics))
     typer.echo(f"run: {run.path}")
 
@@ -85,6 +83,6 @@ def attribute_cmd(
                         workspace=workspace, config=cfg, node_threshold=node_threshold,
                         edge_threshold=edge_threshold, progress=True)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     typer.echo(json.dumps(run.metrics))
     typer.echo(f"run: {run.path}")

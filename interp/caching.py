@@ -1,7 +1,7 @@
 """Writing activation stores: capture several hooks in one forward pass, cache them to disk
 (resumably, shard by shard), or stream them without touching disk.
 
-The layout and the reader are in `interp.store` (which re-exports these names).
+The layout and the reader are in `interp.store`.
 """
 
 from __future__ import annotations
@@ -169,6 +169,30 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
     manifest["complete"] = True
     atomic_write_json(manifest_path, manifest)
     return ActivationStore(out)
+
+
+def cache_run(config: StoreConfig, name: str | None = None, out: str | Path | None = None,
+              workspace: str | Path | None = None, model=None, progress: bool = True):
+    """Cache activations as a workspace run (`runs/activations/<name>`, or `out`): the store,
+    and a run.json whose metrics are the store's summary and the throughput. Resumable like
+    `cache_activations`; a store made with other settings is refused before run.json is
+    touched. A job done in one go also records its seconds and tokens/s. Returns the run."""
+    import time
+
+    from interp.workspace import run_context, run_dir
+
+    name = name or (Path(out).name if out else "cache-" + config.hooks[0].replace(".", "-"))
+    fresh = check_store(out or run_dir("activations", name, workspace), config) is None
+    t0 = time.perf_counter()
+    with run_context("activations", name, config.to_dict(), root=workspace, path=out) as run:
+        store = cache_activations(run.path, config, model=model, progress=progress)
+        metrics = store.summary()
+        if fresh:  # the throughput of the whole job (a resumed job measured only its last leg)
+            metrics["seconds"] = round(time.perf_counter() - t0, 1)
+            metrics["tokens_per_s"] = round(store.manifest["n_tokens_seen"]
+                                            / max(metrics["seconds"], 1e-3))
+        run.finish(metrics=metrics, artefacts={"manifest": "manifest.json"})
+    return run
 
 
 def stream_activations(model, config: StoreConfig, batch_size: int = 4096, *, seed: int = 0,

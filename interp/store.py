@@ -128,6 +128,19 @@ class ActivationStore:
         return (f"ActivationStore({str(self.path)!r}, hooks={self.hooks}, rows={len(self)}, "
                 f"dtype={self.manifest['dtype']})")
 
+    def summary(self) -> dict:
+        """A few numbers that describe the store (rows, tokens, per-hook norms of shard 0)."""
+        out = {"rows": len(self), "windows": self.manifest["n_windows"],
+               "tokens_seen": self.manifest["n_tokens_seen"], "shards": self.n_shards,
+               "hooks": {}}
+        first = self.shard(0)
+        for h in self.hooks:
+            norms = first[h].float().norm(dim=-1)
+            out["hooks"][h] = {"d": self.d(h), "mean_norm": round(float(norms.mean()), 4),
+                               "median_norm": round(float(norms.median()), 4),
+                               "max_norm": round(float(norms.max()), 4)}
+        return out
+
     def _hook(self, hook: str | None) -> str:
         if hook is None:
             if len(self.hooks) != 1:
@@ -263,15 +276,3 @@ class ActivationStore:
         key = hashlib.sha256(f"{seed}/{epoch}/{chunk}".encode()).digest()
         g = torch.Generator().manual_seed(int.from_bytes(key[:7], "little"))
         return torch.randperm(n, generator=g)
-
-
-# The writers live in `interp.caching`; `from interp.store import cache_activations` keeps working.
-_WRITERS = ("capture_batches", "check_store", "cache_activations", "stream_activations")
-
-
-def __getattr__(name: str):
-    if name in _WRITERS:
-        from interp import caching
-
-        return getattr(caching, name)
-    raise AttributeError(f"module 'interp.store' has no attribute {name!r}")

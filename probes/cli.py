@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, help="Probes, lenses and layer geometry.")
 
 _MODEL = typer.Option(None, help="Model name or directory (default model if omitted).")
@@ -25,10 +27,6 @@ _SEED = typer.Option(0, help="Seed (document shuffle, splits, control task).")
 _WS = typer.Option(None, envvar="INTERP_WORKSPACE", help="Workspace root.")
 _OUT = typer.Option(None, help="Run directory (default: <workspace>/runs/<kind>/<name>).")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _show(run) -> None:
@@ -67,7 +65,7 @@ def probe(
                           max_iter=max_iter)
         run = probe_run(cfg, workspace, name, path=out)
     except (InterpError, ValueError) as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
@@ -103,7 +101,7 @@ def lens(
                          activations=str(activations or ""))
         run = lens_run(cfg, workspace, name, path=out)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
@@ -130,5 +128,5 @@ def geometry(
                              activations=str(activations or ""))
         run = geometry_run(cfg, workspace, name, path=out)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)

@@ -1,4 +1,4 @@
-"""Sparse dictionaries: the shared config, the base module and the architecture registry.
+"""Sparse dictionaries: the shared config and the base module.
 
 Every architecture (SAE, transcoder, skip-transcoder) is `x -> encode -> acts -> decode -> y`:
 
@@ -7,8 +7,8 @@ Every architecture (SAE, transcoder, skip-transcoder) is `x -> encode -> acts ->
     y    = acts @ W_dec + b_dec (+ x @ W_skip.T for skip-transcoders)     [.., d_out]
 
 The encoder is stored as `enc_weight` [d_sae, d_in] (the layout the sparse kernels want);
-`W_enc` is its transpose, as in SAELens. An architecture is one module defining a subclass and
-registering it with `@register("name")`.
+`W_enc` is its transpose, as in SAELens. An architecture is one module defining a subclass
+(its `architecture` names it) and one line in the registry, `saes.architectures.ARCHITECTURES`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.errors import ConfigError, check_config_keys, unknown_name_message
+from interp.errors import ConfigError, check_config_keys
 
 
 @dataclass(frozen=True)
@@ -220,29 +220,3 @@ class SparseDictionary(nn.Module):
         for name in ("b_enc", "W_dec", "b_dec", "W_skip"):
             if name in tensors:
                 getattr(self, name).copy_(tensors[name])
-
-
-ARCHITECTURES: dict[str, type[SparseDictionary]] = {}
-
-
-def register(name: str):
-    """Class decorator adding an architecture to the registry under `name`."""
-    def deco(cls):
-        cls.architecture = name
-        ARCHITECTURES[name] = cls
-        return cls
-    return deco
-
-
-def architecture_class(name: str) -> type[SparseDictionary]:
-    import saes.architectures  # noqa: F401  (fills the registry)
-
-    if name not in ARCHITECTURES:
-        raise ConfigError(unknown_name_message("SAE architecture", name, ARCHITECTURES,
-                                               hint=f"Available: {', '.join(sorted(ARCHITECTURES))}."))
-    return ARCHITECTURES[name]
-
-
-def create_sae(cfg: SAEConfig, seed: int = 0) -> SparseDictionary:
-    """A freshly initialised dictionary of `cfg.architecture`."""
-    return architecture_class(cfg.architecture)(cfg).initialise(seed)

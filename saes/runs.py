@@ -106,3 +106,22 @@ def report_metrics(report: dict) -> dict:
         if isinstance(v, (int, float)) or v is None:
             out[k] = v
     return out
+
+
+def demo_step(workspace: Path, echo=print, sae_tokens: int = 1_048_576) -> Path:
+    """Demo: train and evaluate a top-k SAE (k=32, 4608 latents) on the demo store."""
+    from interp.demo import DEMO_HOOK, DEMO_SAE, demo_sae_path, demo_store_path
+    from interp.workspace import is_done
+    from saes.base import SAEConfig
+
+    path = demo_sae_path(workspace)
+    if is_done(path):
+        echo(f"sae: already trained in {path}")
+        return path
+    echo(f"sae: training a top-k SAE (k=32, 4608 latents) on {sae_tokens} activation vectors")
+    cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=576, d_sae=4608, k=32,
+                                    hook_name=DEMO_HOOK, model_name="SmolLM2-135M-Instruct"),
+                      activations=str(demo_store_path(workspace)), total_tokens=sae_tokens,
+                      batch_size=4096)
+    train_run(cfg, path, DEMO_SAE)
+    return path

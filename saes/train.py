@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from interp.errors import ConfigError, check_config_keys
-from saes.base import SAEConfig, SparseDictionary, create_sae
+from saes.architectures import create_sae
+from saes.base import SAEConfig, SparseDictionary
 from saes.checkpoint import read_checkpoint, read_meta, write_checkpoint
 from saes.distributed import (all_reduce_grads, all_reduce_max, dist_info, install_signals,
                               restore_signals)

@@ -14,9 +14,9 @@ HOME = str(Path(__file__).resolve().parent.parent / "app" / "Home.py")
 
 
 def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
-    from interp.cli import summary
     from interp.data import CorpusSpec
-    from interp.store import StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import StoreConfig
     from interp.workspace import run_context, run_dir
     from saes.base import SAEConfig
     from saes.runs import train_run
@@ -29,7 +29,7 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
                       batch_size=8, shard_windows=32, corpus=CorpusSpec(source="python-docs"))
     with run_context("activations", "tiny-store", cfg.to_dict(), root=ws) as run:
         store = cache_activations(run.path, cfg, model=model, progress=False)
-        run.finish(metrics=summary(store), artefacts={"manifest": "manifest.json"})
+        run.finish(metrics=store.summary(), artefacts={"manifest": "manifest.json"})
     tcfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=64, d_sae=256, k=8, hook_name=HOOK,
                                      model_name=str(model_dir)),
                        activations=str(run.path), total_tokens=256 * 30, batch_size=256,

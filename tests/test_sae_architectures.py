@@ -11,7 +11,8 @@ import torch
 from interp.errors import ConfigError
 from saes.architectures.discrete import code_overlap
 from saes.architectures.jumprelu import JumpReLUFunction, StepFunction
-from saes.base import ARCHITECTURES, SAEConfig, create_sae
+from saes.architectures import ARCHITECTURES, create_sae
+from saes.base import SAEConfig
 
 D_IN, D_SAE, D_OUT = 16, 64, 12
 

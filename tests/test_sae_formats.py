@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from interp.errors import ConfigError, ModelLoadError
-from saes.base import SAEConfig, create_sae
+from saes.architectures import create_sae
+from saes.base import SAEConfig
 from saes.formats import (SAELENS_VERSION, convert_dictionary_learning, load_dictionary_learning,
                           load_saelens, load_saelens_from_hub, load_saelens_sparsity,
                           load_sparsify, save_saelens)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saes.base import SAEConfig, create_sae
+from saes.architectures import create_sae
+from saes.base import SAEConfig
 from saes.kernels import (SampledLinear, SparseCode, SparseDecode, SparseDecodeMSE, _group_size,
                           grouped_topk_indices, select_topk_lowp, sparse_decode)
 

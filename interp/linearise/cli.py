@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, help="Exact Jacobian linearisation of a forward pass.")
 
 
@@ -58,8 +60,7 @@ def linearise(
                               n_iter=n_iter, tol=tol, seed=seed, prepend_bos=prepend_bos)
         run = linearise_run(cfg, name=name, workspace=workspace, out=out)
     except InterpError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+        fail(e)
     m = run.metrics
     if as_json:
         typer.echo(json.dumps(m))

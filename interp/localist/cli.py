@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Locality-dial models (Localist-style, clean-room; see the README's "
                        "patent notice): lambda sweeps and progressive schedules.")
@@ -22,10 +24,6 @@ _BLOCKS = typer.Option("punct", help="Semantic blocks: punct (sentence/line span
                                      "anchor (spans starting at def/class/return/...).")
 _TARGET = typer.Option("current", help="Each query's target block: current | previous.")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _quick() -> bool:
@@ -90,7 +88,7 @@ def sweep(
         run = run_sweep(parse_floats(lambdas), cfg, name=name, out=out, workspace=workspace,
                         inference=inference, progress=True)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
@@ -135,5 +133,5 @@ def schedules(
                              eval_windows=eval_windows, seed=seed)
         run = run_schedules(cfg, name=name, out=out, workspace=workspace, progress=True)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)

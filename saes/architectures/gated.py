@@ -25,12 +25,13 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from saes.architectures.standard import dense_loss_output
-from saes.base import LossOutput, SparseDictionary, register
+from saes.base import LossOutput, SparseDictionary
 
 
-@register("gated")
 class GatedSAE(SparseDictionary):
     """Gated SAE; `b_enc` (the base parameter) is the gate bias b_gate."""
+
+    architecture = "gated"
 
     unit_norm_decoder = False  # the L1 penalty weights by ||W_dec_j||
 

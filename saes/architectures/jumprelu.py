@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from interp.errors import ConfigError
 from saes.architectures.standard import dense_loss_output
-from saes.base import LossOutput, SparseDictionary, register
+from saes.base import LossOutput, SparseDictionary
 
 SPARSITY_MODES = ("step", "tanh")
 
@@ -82,9 +82,10 @@ class StepFunction(torch.autograd.Function):
         return None, _sum_to_threshold(gtheta, theta), None
 
 
-@register("jumprelu")
 class JumpReLUSAE(SparseDictionary):
     """JumpReLU SAE / transcoder with a learned threshold theta = exp(log_threshold)."""
+
+    architecture = "jumprelu"
 
     def __init__(self, cfg):
         super().__init__(cfg)

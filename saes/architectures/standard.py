@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from saes.base import LossOutput, SparseDictionary, register
+from saes.base import LossOutput, SparseDictionary
 from saes.kernels import SparseCode, row_offsets
 
 INIT_DECODER_NORM = 0.1
@@ -179,9 +179,10 @@ def dense_loss_output(loss: Tensor, recon: Tensor, acts: Float[Tensor, "batch d_
                       l0=active.sum(dim=-1).float().mean(), parts=parts)
 
 
-@register("standard")
 class StandardSAE(SparseDictionary):
     """ReLU SAE (or transcoder) trained with the decoder-norm-weighted L1 penalty."""
+
+    architecture = "standard"
 
     unit_norm_decoder = False  # the penalty weights by ||W_dec_j||: the trainer must not renormalise
     #: dtype of the dense matmuls in training (None: full precision; the trainer's `bf16=True`

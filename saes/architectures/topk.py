@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saes.base import LossOutput, SparseDictionary, register
+from saes.base import LossOutput, SparseDictionary
 from saes.kernels import (SampledLinear, SparseCode, SparseDecode, SparseDecodeMSE,
                           native_lowp_dtype, select_batch_topk, select_topk, select_topk_exact,
                           select_topk_lowp, sparse_decode)
@@ -126,8 +126,8 @@ class _TopKFamily(SparseDictionary):
         g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)
 
 
-@register("topk")
 class TopKSAE(_TopKFamily):
+    architecture = "topk"
     #: dtype of the selecting matmul (the selected values are then recomputed exactly):
     #: "auto" is bf16 where the hardware multiplies it natively, else full precision
     select_dtype: torch.dtype | str | None = "auto"
@@ -160,9 +160,10 @@ class TopKSAE(_TopKFamily):
         return {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}
 
 
-@register("batchtopk")
 class BatchTopKSAE(_TopKFamily):
     """Trained with batch-level top-k; encodes with the learned threshold (a JumpReLU)."""
+
+    architecture = "batchtopk"
 
     threshold_beta = 0.999
 

@@ -84,7 +84,8 @@ def collect_activations(model, cfg: AtomsConfig, progress: bool = True) -> dict[
     from tqdm.auto import tqdm
 
     from interp.data import CorpusSpec
-    from interp.store import StoreConfig, capture_batches
+    from interp.caching import capture_batches
+    from interp.store import StoreConfig
 
     scfg = StoreConfig(model=model.name, hooks=cfg.hooks, n_tokens=cfg.n_tokens,
                        context_size=cfg.context_size, corpus=CorpusSpec(source=cfg.corpus))

@@ -29,7 +29,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import ConfigError
-from saes.base import SAEConfig, create_sae
+from saes.architectures import create_sae
+from saes.base import SAEConfig
 
 
 def threshold_interval(eps: float, K: int, delta_min: float, delta_max: float

@@ -10,13 +10,11 @@ from typing import Optional
 
 import typer
 
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Codebook features: VQ bottlenecks at hooks, TokFSM, steering by codes.")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _show(run) -> None:
@@ -65,7 +63,7 @@ def train_cmd(
             kmeans_windows=kmeans_windows)
         run, _ = train_run(cfg, workspace, name)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
@@ -108,7 +106,7 @@ def fsm_cmd(
                         warmup_steps=min(100, max(steps, pretrain_steps) // 10), seed=seed)
         run, _ = fsm_run(cfg, workspace, name, n_samples=samples)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
@@ -175,7 +173,7 @@ def steer_cmd(
                                n=samples, max_new_tokens=tokens, seed=seed, top_codes=top_codes,
                                slots=slots)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"baseline share {res['baseline_share']:.2f} -> steered {res['steered_share']:.2f}"
                f" (codes {res['codes']})")
     typer.echo(f"run: {r.path}")

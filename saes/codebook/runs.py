@@ -1,4 +1,4 @@
-"""Codebook runs in the workspace (kind "codebook"): train, TokFSM, steer; and the demo step.
+"""Codebook runs in the workspace (kind "codebook"): train, TokFSM, steer.
 
 Each run writes `run.json` (config, metrics, artefacts) beside its files:
 - train: `codebooks.safetensors` + `codebooks.json`, `training.jsonl`, `code_stats.json`
@@ -7,7 +7,7 @@ Each run writes `run.json` (config, metrics, artefacts) beside its files:
   (transition accuracy, purity, precision/recall, patching, steering), `code_state.safetensors`
   (code x state firing tables at the MLP hooks).
 - steer: `steering.json` (shares and samples), and the code search that chose the codes.
-- topic-steer (`saes.codebook.topic`, the default-model example and the demo): codebooks,
+- topic-steer (`saes.codebook.topic`, the default-model example and the demo step): codebooks,
   `code_stats.json` (with the steering codes' tokens and contexts), `steering.json`.
 """
 
@@ -22,7 +22,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.io import atomic_write_bytes, atomic_write_json, save_safetensors_atomic
-from interp.workspace import is_done, load_run, run_context, run_dir
+from interp.workspace import load_run, run_context
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.train import CodebookTrainConfig
 
@@ -58,7 +58,7 @@ class TrainRunConfig:
                 "eval_windows": self.eval_windows}
 
 
-def _windows(model, cfg: TrainRunConfig, n: int) -> torch.Tensor:
+def corpus_windows(model, cfg: TrainRunConfig, n: int) -> torch.Tensor:
     from interp.data import CorpusSpec, token_windows
 
     return token_windows(CorpusSpec(source=cfg.corpus), model.tokenizer, cfg.context_size,
@@ -111,7 +111,7 @@ def train_run(cfg: TrainRunConfig, workspace=None, name: str = "train", path=Non
         t0 = time.perf_counter()
         model = model if model is not None else load_model(cfg.model)
         n_train = cfg.train.steps * cfg.batch_size
-        windows = _windows(model, cfg, n_train + max(cfg.kmeans_windows, 0) + cfg.eval_windows)
+        windows = corpus_windows(model, cfg, n_train + max(cfg.kmeans_windows, 0) + cfg.eval_windows)
         held_out = windows[: cfg.eval_windows]
         init = windows[cfg.eval_windows: cfg.eval_windows + cfg.kmeans_windows]
         train = windows[cfg.eval_windows + cfg.kmeans_windows:]
@@ -222,7 +222,7 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
         found = []
         if codes is None:
             cfg = src.config
-            windows = _windows(cb.model, TrainRunConfig(corpus=cfg.get("corpus", "cpython"),
+            windows = corpus_windows(cb.model, TrainRunConfig(corpus=cfg.get("corpus", "cpython"),
                                                         context_size=cfg.get("context_size", 64)),
                                search_windows)
             table = collect_codes(cb, windows.split(8), progress=False)
@@ -240,36 +240,3 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
                             "steered_share": res["steered_share"]},
                    artefacts={"steering": "steering.json"})
     return run, res
-
-
-DEMO_HOOK = "blocks.12.hook_resid_post"
-
-
-def demo_config():
-    """The demo's (and the quick notebook's) topic steering: 2048 codes fitted on 192 windows."""
-    from saes.codebook.topic import TopicSteerConfig
-
-    return TopicSteerConfig(hook=DEMO_HOOK, n_codes=2048, windows=192, n=8, max_new_tokens=16)
-
-
-def demo_step(workspace: Path, echo=print) -> Path:
-    """The demo: one codebook (2048 codes, k=8) on the default model's layer-12 residual stream,
-    fitted by k-means; the paper's code search picks the code of "object(s)", activated in the
-    last slot at every position while sampling (share of continuations mentioning it, against
-    the same samples without the code). Skipped when its run is done."""
-    from saes.codebook.topic import topic_steer_run
-
-    workspace = Path(workspace)
-    path = run_dir(KIND, "demo-steer", workspace)
-    if is_done(path):
-        echo(f"codebook: already done in {path}")
-        return path
-    t0 = time.perf_counter()
-    cfg = demo_config()
-    echo(f"codebook: fitting {cfg.n_codes} codes (k={cfg.k}) at {cfg.hook} of the default "
-         f"model, then steering towards '{cfg.pattern}'")
-    run, res = topic_steer_run(cfg, workspace, "demo-steer", progress=False)
-    echo(f"codebook: ΔCE {run.metrics['delta_ce']:+.2f} nats; share of continuations matching "
-         f"'{cfg.pattern}': {res['baseline_share']:.2f} -> {res['steered_share']:.2f} with code "
-         f"{res['codes'][0][2]} ({time.perf_counter() - t0:.0f} s)")
-    return run.path

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -139,7 +140,7 @@ def topic_steer_run(cfg: TopicSteerConfig, workspace=None, name: str = "steer-de
     from interp.io import atomic_write_json
     from interp.models.loading import load_model
     from interp.workspace import run_context
-    from saes.codebook.runs import KIND, _windows, TrainRunConfig, evaluate_lm
+    from saes.codebook.runs import KIND, TrainRunConfig, corpus_windows, evaluate_lm
     from saes.codebook.steer import topic_steering
 
     with run_context(KIND, name, {"mode": "topic-steer", **cfg.to_dict()}, root=workspace,
@@ -147,7 +148,7 @@ def topic_steer_run(cfg: TopicSteerConfig, workspace=None, name: str = "steer-de
         t0 = time.perf_counter()
         model = model if model is not None else load_model(cfg.model)
         model.validate_hooks([cfg.hook])
-        windows = _windows(model, TrainRunConfig(corpus=cfg.corpus,
+        windows = corpus_windows(model, TrainRunConfig(corpus=cfg.corpus,
                                                  context_size=cfg.context_size),
                            cfg.windows + cfg.eval_windows)
         if len(windows) <= cfg.eval_windows:
@@ -178,3 +179,34 @@ def topic_steer_run(cfg: TopicSteerConfig, workspace=None, name: str = "steer-de
             "code_stats": "code_stats.json", "steering": "steering.json"})
     return run, res
 
+
+DEMO_HOOK = "blocks.12.hook_resid_post"
+
+
+def demo_config():
+    """The demo's (and the quick notebook's) topic steering: 2048 codes fitted on 192 windows."""
+    return TopicSteerConfig(hook=DEMO_HOOK, n_codes=2048, windows=192, n=8, max_new_tokens=16)
+
+
+def demo_step(workspace: Path, echo=print) -> Path:
+    """The demo: one codebook (2048 codes, k=8) on the default model's layer-12 residual stream,
+    fitted by k-means; the paper's code search picks the code of "object(s)", activated in the
+    last slot at every position while sampling (share of continuations mentioning it, against
+    the same samples without the code). Skipped when its run is done."""
+    from interp.workspace import is_done, run_dir
+    from saes.codebook.runs import KIND
+
+    workspace = Path(workspace)
+    path = run_dir(KIND, "demo-steer", workspace)
+    if is_done(path):
+        echo(f"codebook: already done in {path}")
+        return path
+    t0 = time.perf_counter()
+    cfg = demo_config()
+    echo(f"codebook: fitting {cfg.n_codes} codes (k={cfg.k}) at {cfg.hook} of the default "
+         f"model, then steering towards '{cfg.pattern}'")
+    run, res = topic_steer_run(cfg, workspace, "demo-steer", progress=False)
+    echo(f"codebook: ΔCE {run.metrics['delta_ce']:+.2f} nats; share of continuations matching "
+         f"'{cfg.pattern}': {res['baseline_share']:.2f} -> {res['steered_share']:.2f} with code "
+         f"{res['codes'][0][2]} ({time.perf_counter() - t0:.0f} s)")
+    return run.path

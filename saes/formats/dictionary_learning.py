@@ -11,7 +11,8 @@ from torch import Tensor
 
 from interp.errors import ConfigError, unknown_name_message
 from interp.io import read_json, save_safetensors_atomic
-from saes.base import SAEConfig, SparseDictionary, architecture_class
+from saes.architectures import architecture_class
+from saes.base import SAEConfig, SparseDictionary
 from saes.formats._common import _assign_saelens, _read_safetensors
 
 log = logging.getLogger(__name__)

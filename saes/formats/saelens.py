@@ -19,7 +19,8 @@ from torch import Tensor
 
 from interp.errors import ConfigError, ModelLoadError, unknown_name_message
 from interp.io import atomic_write_json, read_json, save_safetensors_atomic
-from saes.base import SAEConfig, SparseDictionary, architecture_class
+from saes.architectures import architecture_class
+from saes.base import SAEConfig, SparseDictionary
 from saes.formats._common import (SAELENS_ARCHITECTURES, SAELENS_CFG, SAELENS_SPARSITY,
                                   SAELENS_VERSION, SAELENS_WEIGHTS, _assign_saelens, _dtype_name,
                                   _read_safetensors, _shape)

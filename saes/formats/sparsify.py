@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
 
 from interp.errors import ConfigError
 from interp.io import read_json
-from saes.base import SAEConfig, SparseDictionary, architecture_class
+from saes.architectures import architecture_class
+from saes.base import SAEConfig, SparseDictionary
 from saes.formats._common import (SAELENS_CFG, SPARSIFY_WEIGHTS, _assign_saelens, _check_shapes,
                                   _read_safetensors)
 
