@@ -67,12 +67,12 @@ def unknown_name_message(kind: str, name: str, candidates: Iterable[str], hint: 
 
 
 def check_config_keys(cls, d: dict) -> None:
-    """Raise `ConfigError` if `d` has keys that the dataclass `cls` does not (configs reject
-    unknown keys rather than ignore them), naming them and the valid ones."""
+    """Raise `ConfigError` if `d` has a key the dataclass `cls` does not (configs reject unknown
+    keys rather than ignore them), naming the nearest valid key and listing them all."""
     import dataclasses
 
     valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in d if k not in valid]
-    if unknown:
-        raise ConfigError(f"Unknown {cls.__name__} key(s) {', '.join(map(repr, unknown))}; "
-                          f"valid keys: {', '.join(valid)}.")
+    for key in d:
+        if key not in valid:
+            raise ConfigError(unknown_name_message(f"{cls.__name__} key", str(key), valid,
+                                                   hint=f"Valid keys: {', '.join(valid)}."))

@@ -17,7 +17,6 @@ This module holds the layout and the reader; the writers (capture, caching, stre
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
@@ -29,8 +28,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.config import Config
 from interp.data import CorpusSpec
-from interp.errors import ConfigError, CorruptShard, InterpError, check_config_keys
+from interp.errors import ConfigError, CorruptShard, InterpError
 from interp.io import mmap_safetensors, read_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 @dataclass(frozen=True)
-class StoreConfig:
+class StoreConfig(Config):
     """What to cache and how. Serialised into the manifest; a resume must match it exactly."""
 
     model: str = "SmolLM2-135M-Instruct"
@@ -74,16 +74,6 @@ class StoreConfig:
     @property
     def n_windows(self) -> int:
         return math.ceil(self.n_tokens / self.context_size)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hooks"] = list(self.hooks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StoreConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- reading

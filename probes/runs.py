@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from interp.errors import check_config_keys
+from interp.config import Config
 from interp.io import atomic_write_json, save_safetensors_atomic
 from probes.activations import collect, corpus_token_set, residual_hooks, state_names
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """Which text, how much of it, and how it is cut (shared by the three run kinds)."""
 
     model: str = "SmolLM2-135M-Instruct"
@@ -71,14 +71,6 @@ class LensConfig(DataConfig):
 @dataclass(frozen=True)
 class GeometryConfig(DataConfig):
     max_points_twonn: int = 4096
-
-
-def config_from_dict(cls, d: dict):
-    """A config from a run.json's `config`, rejecting unknown keys."""
-    check_config_keys(cls, d)
-    if "l2_grid" in d:
-        d = {**d, "l2_grid": tuple(d["l2_grid"])}
-    return cls(**d)
 
 
 def _load(model, cfg: DataConfig):

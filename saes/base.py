@@ -13,7 +13,6 @@ The encoder is stored as `enc_weight` [d_sae, d_in] (the layout the sparse kerne
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,11 +20,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class SAEConfig:
+class SAEConfig(Config):
     """Shape and sparsity settings of a sparse dictionary; other fields are ignored by
     architectures that do not use them."""
 
@@ -65,16 +65,6 @@ class SAEConfig:
     @property
     def apply_b_dec_to_input(self) -> bool:
         return not self.transcoder
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["matryoshka_widths"] = list(self.matryoshka_widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SAEConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 @dataclass

@@ -11,7 +11,6 @@ rank reads the same shuffled global batch and trains on its own slice of rows.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -23,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 from saes.architectures import create_sae
 from saes.base import SAEConfig, SparseDictionary
 from saes.checkpoint import read_checkpoint, read_meta, write_checkpoint
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run depends on; `run.json` holds it, so a run can be redone."""
 
     sae: SAEConfig = field(default_factory=SAEConfig)
@@ -78,16 +78,6 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return self.total_tokens // self.batch_size
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["sae"] = self.sae.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, InterpError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError, InterpError
 from interp.linearise.decode import decode_left, decode_right, output_logits
 from interp.linearise.families import read_net
 from interp.linearise.jacobian import DetachedJacobian
@@ -32,7 +33,7 @@ COMPONENTS = ("resid_post", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
-class LineariseConfig:
+class LineariseConfig(Config):
     """What to linearise and how much to analyse (flags of `interp linearise` map 1:1)."""
 
     prompt: str = "The bridge out of Marin is the"
@@ -67,14 +68,6 @@ class LineariseConfig:
             raise ConfigError(f"components {bad or '()'} invalid: choose from {COMPONENTS}.")
         if not self.prompt:
             raise ConfigError("prompt is empty: give the text whose prediction to linearise.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LineariseConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 @dataclass

@@ -12,7 +12,6 @@ torch-backend `HookedModel`, so the same dial and metrics serve it and the defau
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -23,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 from interp.localist.blocks import BlockSpec
 from interp.localist.dial import layer_dials
 from interp.localist.evaluate import dialled_forward, evaluate_dial, penalty
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LocalistConfig:
+class LocalistConfig(Config):
     """One small model trained at one dial setting (serialised into run.json)."""
 
     lam: float = 0.0  # the dial in [0, 1]: 0 distributed, 1 localist
@@ -75,17 +75,6 @@ class LocalistConfig:
 
     def layer_dials(self) -> list[float]:
         return layer_dials(self.dials if self.dials is not None else self.lam, self.n_layers)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["dials"] = list(self.dials) if self.dials is not None else None
-        d["blocks"]["anchors"] = list(self.blocks.anchors)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LocalistConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------- model and data

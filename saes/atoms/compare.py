@@ -14,7 +14,6 @@ codes that OMP recovers exactly from the dictionary's own reconstruction (a uniq
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 from saes.atoms.aip import angle_diagnostic, estimate_metric
 from saes.atoms.coherence import faithfulness_r2, l0_per_sample, q_star, rip_bound, unit_coherence
 from saes.atoms.recovery import omp, recovery_rate
@@ -33,7 +33,7 @@ BASES = ("neurons", "features", "atoms")
 
 
 @dataclass(frozen=True)
-class AtomsConfig:
+class AtomsConfig(Config):
     """Settings of one comparison run (`interp atoms` maps its flags onto these fields)."""
 
     model: str = ""  # default model if empty
@@ -66,16 +66,6 @@ class AtomsConfig:
             raise ConfigError("Name at least one hook (e.g. blocks.15.hook_resid_post).")
         if self.eval_every < 2 or self.width_mult < 1 or self.n_tokens < self.context_size:
             raise ConfigError("Need eval_every >= 2, width_mult >= 1, n_tokens >= context_size.")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hooks"], d["sae_runs"] = list(self.hooks), list(self.sae_runs)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AtomsConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def collect_activations(model, cfg: AtomsConfig, progress: bool = True) -> dict[str, Tensor]:

@@ -10,14 +10,14 @@ positions give at once) wrapped as a `HookedModel`, so the codebooks sit at cano
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from interp.errors import ConfigError, InterpError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError, InterpError
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.fsm import TokFSM
 from saes.codebook.insert import CodebookModel, insert_codebooks, load_codebooks
@@ -27,7 +27,7 @@ PLACEMENTS = ("attn+mlp", "attn", "mlp")
 
 
 @dataclass(frozen=True)
-class FSMConfig:
+class FSMConfig(Config):
     """Everything that defines a TokFSM run (defaults: the paper's, scaled for a CPU)."""
 
     n_states: int = 100
@@ -90,14 +90,6 @@ class FSMConfig:
                                    train_model=self.train_model or pretrain,
                                    decay="cosine", replace_every=self.replace_every,
                                    seed=self.seed, log_every=max(1, min(100, steps // 10)))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FSMConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def build_fsm_model(cfg: FSMConfig):

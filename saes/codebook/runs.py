@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from interp.config import Config
 from interp.errors import InterpError
 from interp.io import atomic_write_bytes, atomic_write_json, save_safetensors_atomic
 from interp.workspace import load_run, run_context
@@ -34,7 +35,7 @@ def _jsonl(path: Path, records: list[dict]) -> None:
 
 
 @dataclass(frozen=True)
-class TrainRunConfig:
+class TrainRunConfig(Config):
     """A codebook training run on a language model and a corpus."""
 
     model: str | None = None  # None: the default model
@@ -49,13 +50,6 @@ class TrainRunConfig:
     kmeans_windows: int = 64  # windows for the k-means initialisation (0: random codes)
     kmeans_iters: int = 10
     eval_windows: int = 8
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "hooks": list(self.hooks), "codebook": self.codebook.to_dict(),
-                "train": self.train.to_dict(), "corpus": self.corpus,
-                "context_size": self.context_size, "batch_size": self.batch_size,
-                "kmeans_windows": self.kmeans_windows, "kmeans_iters": self.kmeans_iters,
-                "eval_windows": self.eval_windows}
 
 
 def corpus_windows(model, cfg: TrainRunConfig, n: int) -> torch.Tensor:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from interp.config import Config
 from interp.errors import ConfigError, InterpError
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.insert import CodebookModel, insert_codebooks
@@ -37,7 +38,7 @@ DEFAULT_PROMPTS = ("The", "Once upon a time,", "I think that")
 
 
 @dataclass(frozen=True)
-class TopicSteerConfig:
+class TopicSteerConfig(Config):
     """A residual-stream codebook on a frozen model, and the topic to steer towards."""
 
     model: str | None = None  # None: the default model
@@ -74,9 +75,6 @@ class TopicSteerConfig:
     def codebook(self) -> CodebookConfig:
         return CodebookConfig(n_codes=self.n_codes, k=self.k, layer_norm=True, denormalise=True,
                               seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "prompts": list(self.prompts)}
 
 
 @torch.no_grad()

@@ -17,7 +17,6 @@ Bricken et al. 2023 "Towards Monosemanticity") are `logit_effects`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -28,13 +27,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class FeatureStatsConfig:
+class FeatureStatsConfig(Config):
     """Settings of one statistics pass (recorded in the run)."""
 
     n_tokens: int = 65_536  # tokens read (whole windows); BOS positions are not counted
@@ -68,14 +68,6 @@ class FeatureStatsConfig:
         """The log10 bin edges (hist_bins + 1 of them)."""
         return np.linspace(self.hist_min_log10, self.hist_max_log10,
                            self.hist_bins + 1).tolist()
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureStatsConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 class FeatureAccumulator:
