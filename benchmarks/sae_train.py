@@ -214,19 +214,24 @@ def run_ours(arch: str, d_sae: int, data: dict, steps: int, warmup: int, overrid
     from saes.base import SAEConfig
     from saes.train import TrainConfig, Trainer
 
-    cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=D_IN, d_sae=d_sae, k=K,
-                                    l1_coefficient=L1, hook_name=HOOK),
+    own = {"k": K} if arch != "standard" else {"l1_coefficient": L1}
+    cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=D_IN, d_sae=d_sae, hook_name=HOOK,
+                                    **own),
                       total_tokens=steps * BATCH, batch_size=BATCH, normalise=False,
                       b_dec_init="zeros", checkpoint_every=0, log_every=10**9, seed=SEED,
                       **overrides)
     clocks = []
 
-    def source(start):
-        clocks.append(StepClock((x, x) for x in cycle(data["train"], start)))
-        return clocks[-1]
+    class Source:  # the training rows in memory, each step timed as its batch is handed out
+        def batches(self, hooks, batch_size, start=0, n_batches=None):
+            clocks.append(StepClock({HOOK: x} for x in cycle(data["train"], start)))
+            return clocks[-1]
+
+        def width(self, hook):
+            return D_IN
 
     with tempfile.TemporaryDirectory(prefix="bench-sae-", dir=OUT) as tmp:
-        t = Trainer(cfg, tmp, progress=False, batches=source)
+        t = Trainer(cfg, tmp, Source(), progress=False)
         with torch.no_grad():
             t.sae.b_dec.copy_(data["train_mean"])
         try:

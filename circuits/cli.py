@@ -22,7 +22,7 @@ def transcoders_cmd(
     model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
     tokens: int = typer.Option(200_000, help="Training tokens (one forward pass feeds all)."),
     width: int = typer.Option(2048, help="Latents per transcoder."),
-    k: int = typer.Option(16, help="Active latents (top-k family)."),
+    k: Optional[int] = typer.Option(None, help="Active latents (top-k family; default 16)."),
     arch: str = typer.Option("topk", help="topk | batchtopk | standard | jumprelu | "
                                           "matryoshka_batchtopk"),
     skip: bool = typer.Option(False, help="Skip-transcoders (a linear skip path)."),

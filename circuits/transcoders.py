@@ -147,7 +147,7 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
 
 
 def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens: int = 200_000,
-                      width: int = 2048, k: int = 16, architecture: str = "topk",
+                      width: int = 2048, k: int | None = None, architecture: str = "topk",
                       batch_size: int = 1024, lr: float = 4e-3, activations: str = "",
                       seed: int = 0, d_model: int | None = None, skip: bool = False,
                       progress: bool = True):
@@ -157,7 +157,9 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
     store holding both hooks of each layer. The run (kind "transcoders") holds `layer_LL/`.
     """
     from interp.workspace import run_context
+    from saes.architectures import architecture_class
     from saes.base import SAEConfig
+    from saes.data import DataConfig
     from saes.multi import train_many
     from saes.train import TrainConfig
 
@@ -169,20 +171,24 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
 
         d_model = load_model(model or None).cfg.d_model
     out = Path(out)
+    # k (16 unless given) for the top-k family; given to another architecture it is an error
+    own = ({"k": 16 if k is None else k} if "k" in architecture_class(architecture).options
+           else {} if k is None else {"k": k})
     cfgs, dirs = [], []
     for layer in layers:
-        sae = SAEConfig(architecture=architecture, d_in=d_model, d_sae=width, k=k,
+        sae = SAEConfig(architecture=architecture, d_in=d_model, d_sae=width, **own,
                         transcoder=True, skip=skip, hook_name=HOOK_IN.format(layer=layer),
                         hook_name_out=HOOK_OUT.format(layer=layer), model_name=model)
-        cfgs.append(TrainConfig(sae=sae, activations=activations, model=model,
-                                total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
-                                checkpoint_every=0))
+        cfgs.append(TrainConfig(sae=sae, total_tokens=tokens, batch_size=batch_size, lr=lr,
+                                seed=seed, checkpoint_every=0))
         dirs.append(out / f"layer_{layer:02d}")
-    config = {"model": model, "layers": layers, "tokens": tokens, "width": width, "k": k,
+    config = {"model": model, "layers": layers, "tokens": tokens, "width": width,
+              "k": own.get("k"),
               "architecture": architecture, "batch_size": batch_size, "lr": lr,
               "activations": activations, "seed": seed, "skip": skip}
     with run_context(KIND, out.name, config, path=out) as run:
-        train_many(cfgs, dirs, progress=progress)
+        train_many(cfgs, dirs, DataConfig(activations=activations, model=model, seed=seed),
+                   progress=progress)
         run.finish(metrics={"layers": len(layers), "tokens": tokens},
                    artefacts={f"layer_{layer:02d}": f"layer_{layer:02d}/sae" for layer in layers})
     return run

@@ -82,6 +82,8 @@ class SparseDictionary(nn.Module):
     """Base class: parameters, decoding, normalisation folding and export hooks."""
 
     architecture: ClassVar[str] = "base"
+    #: the architecture-specific SAEConfig fields it reads (another one's setting is an error)
+    options: ClassVar[tuple[str, ...]] = ()
     #: trained with unit-norm decoder rows (the trainer renormalises after each step);
     #: an architecture may make it a property of its config
     unit_norm_decoder: bool = True

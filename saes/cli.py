@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from interp.cli_errors import fail
+from interp.cli_errors import fail, user_errors
 
 app = typer.Typer(add_completion=False, help="Sparse dictionaries: training, evaluation, "
                                              "feature statistics, atoms.")
@@ -33,9 +33,10 @@ def train_sae_cmd(
     arch: str = typer.Option("topk", help="topk | batchtopk | standard | jumprelu | gated | "
                                           "matryoshka_batchtopk | discrete"),
     width: int = typer.Option(4608, help="Number of latents (d_sae)."),
-    k: int = typer.Option(32, help="Active latents per row (top-k family)."),
-    l1: float = typer.Option(5.0, help="L1 coefficient (standard, gated)."),
-    l0: float = typer.Option(1.0, help="L0 coefficient (jumprelu)."),
+    k: Optional[int] = typer.Option(None, help="Active latents per row (top-k family; "
+                                               "default 32)."),
+    l1: Optional[float] = typer.Option(None, help="L1 coefficient (standard, gated; default 5)."),
+    l0: Optional[float] = typer.Option(None, help="L0 coefficient (jumprelu; default 1)."),
     tokens: int = typer.Option(1_000_000, help="Training tokens."),
     batch_size: int = typer.Option(4096, help="Rows per step."),
     lr: float = typer.Option(4e-3, help="Adam learning rate."),
@@ -48,37 +49,37 @@ def train_sae_cmd(
     checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
 ) -> None:
     """Train an SAE or transcoder; Ctrl-C writes a checkpoint, re-running resumes."""
-    from interp.errors import InterpError
-    from saes.base import SAEConfig
     from interp.errors import ConfigError
-    from saes.runs import infer_d, train_many_runs, train_run
+    from saes.architectures import check_options
+    from saes.base import SAEConfig
+    from saes.data import DataConfig
+    from saes.runs import train_many_runs, train_run
     from saes.train import TrainConfig
 
-    try:
+    with user_errors():
         if hook_out and len(hook_out) != len(hook):
             raise ConfigError(f"Got {len(hook)} --hook and {len(hook_out)} --hook-out options; "
                               "give one --hook-out per --hook (transcoders) or none (SAEs).")
-        base = TrainConfig(activations=str(activations or ""), model=model or "",
-                           total_tokens=tokens, batch_size=batch_size)
+        data = DataConfig(activations=str(activations or ""), model=model or "", seed=seed)
+        source = data.source()
+        own = {name: v for name, v in (("k", k), ("l1_coefficient", l1), ("l0_coefficient", l0))
+               if v is not None}  # only what was given: another architecture's flag is an error
         cfgs = []
         for h_in, h_out in zip(hook, hook_out or [None] * len(hook)):
-            sae = SAEConfig(architecture=arch, d_in=infer_d(base, h_in), d_sae=width,
-                            d_out=infer_d(base, h_out) if h_out else None,
-                            transcoder=bool(h_out), skip=skip, k=k, l1_coefficient=l1,
-                            l0_coefficient=l0, hook_name=h_in, hook_name_out=h_out or "",
-                            model_name=model or "")
-            cfgs.append(TrainConfig(sae=sae, activations=base.activations, model=base.model,
-                                    total_tokens=tokens, batch_size=batch_size, lr=lr,
+            sae = SAEConfig(architecture=arch, d_in=source.width(h_in), d_sae=width,
+                            d_out=source.width(h_out) if h_out else None,
+                            transcoder=bool(h_out), skip=skip, hook_name=h_in,
+                            hook_name_out=h_out or "", model_name=model or "", **own)
+            check_options(sae)
+            cfgs.append(TrainConfig(sae=sae, total_tokens=tokens, batch_size=batch_size, lr=lr,
                                     lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay,
                                     sparsity_warmup_steps=sparsity_warmup_steps, seed=seed,
                                     checkpoint_every=checkpoint_every,
                                     max_grad_norm=max_grad_norm))
         if len(cfgs) == 1:
-            runs = [train_run(cfgs[0], out)]
+            runs = [train_run(cfgs[0], data, out)]
         else:
-            runs = train_many_runs(cfgs, [out / h for h in hook])
-    except InterpError as e:
-        fail(e)
+            runs = train_many_runs(cfgs, data, [out / h for h in hook])
     for run in runs:
         if run is None:  # a non-zero rank under torchrun
             continue
@@ -98,11 +99,11 @@ def eval_sae_cmd(
     from interp.errors import InterpError
     from interp.workspace import load_run
     from saes.formats import load_saelens
-    from saes.runs import evaluate_run_sae, report_metrics
+    from saes.runs import evaluate_run_sae, report_metrics, store_of
 
     try:
         r = load_run(run)
-        store = activations or r.config.get("activations")
+        store = activations or store_of(r)
         if not store:
             raise InterpError(f"{run} was trained without a store; pass --activations DIR.")
         report = evaluate_run_sae(load_saelens(run / "sae"), store, run, windows)

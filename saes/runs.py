@@ -13,37 +13,38 @@ from pathlib import Path
 
 from interp.errors import InterpError
 from interp.workspace import load_run, run_context
-from saes.train import TrainConfig, Trainer
+from saes.data import DataConfig
+from saes.train import TrainConfig, Trainer, split_config
 
 
-def infer_d(cfg: TrainConfig, hook: str) -> int:
-    """Width of a hook's vectors, from the store's manifest or one tiny forward pass."""
-    if cfg.activations:
-        from interp.store import ActivationStore
-
-        return ActivationStore(cfg.activations, verify=False).d(hook)
-    from interp.models.loading import load_model
-
-    model = load_model(cfg.model or None)
-    _, cache = model.run_with_cache("a", hooks=[hook], stop_at_layer="auto")
-    return int(cache[hook][0, 0].numel())
+def run_config(cfg: TrainConfig, data: DataConfig) -> dict:
+    """An SAE run's `config` in run.json: the TrainConfig's fields and the data under "data"."""
+    return {**cfg.to_dict(), "data": data.to_dict()}
 
 
-def train_run(cfg: TrainConfig, run_dir: str | Path, name: str | None = None,
+def store_of(run) -> str:
+    """The activation store an SAE run trained on ("" if it streamed from a model)."""
+    _, data = split_config(run.config)
+    return data.activations if data is not None else ""
+
+
+def train_run(cfg: TrainConfig, data: DataConfig, run_dir: str | Path, name: str | None = None,
               progress: bool = True, evaluate: bool = True, stop_after: int | None = None,
               eval_windows: int = 16):
     """Train (resuming if a checkpoint exists) and evaluate; returns the run."""
     run_dir = Path(run_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 owns run.json
-        Trainer(cfg, run_dir, progress=False).train(stop_after=stop_after)
+        Trainer(cfg, run_dir, data, progress=False).train(stop_after=stop_after)
         return None
-    with run_context("sae", name or run_dir.name, cfg.to_dict(), path=run_dir) as run:
-        trainer = Trainer(cfg, run_dir, progress=progress)
-        _finish(run, trainer, trainer.train(stop_after=stop_after), evaluate, eval_windows)
+    with run_context("sae", name or run_dir.name, run_config(cfg, data), path=run_dir) as run:
+        trainer = Trainer(cfg, run_dir, data, progress=progress)
+        _finish(run, trainer, trainer.train(stop_after=stop_after), data, evaluate,
+                eval_windows)
     return run
 
 
-def _finish(run, trainer: Trainer, sae, evaluate: bool, eval_windows: int) -> None:
+def _finish(run, trainer: Trainer, sae, data: DataConfig, evaluate: bool,
+            eval_windows: int) -> None:
     """Record a trainer's outcome in its run: still running (stopped early) or done + evaluated."""
     cfg = trainer.cfg
     if sae is None:
@@ -52,26 +53,26 @@ def _finish(run, trainer: Trainer, sae, evaluate: bool, eval_windows: int) -> No
     metrics = {"steps": trainer.step, "tokens": trainer.step * cfg.batch_size,
                "scale_in": trainer.scale_in, "scale_out": trainer.scale_out}
     artefacts = {"sae": "sae", "metrics": "metrics.jsonl", "checkpoint": "checkpoint"}
-    if evaluate and cfg.activations:
-        report = evaluate_run_sae(sae, cfg.activations, run.path, eval_windows)
+    if evaluate and data.activations:
+        report = evaluate_run_sae(sae, data.activations, run.path, eval_windows)
         metrics.update(report_metrics(report))
         artefacts["eval"] = "eval.json"
     run.finish(metrics=metrics, artefacts=artefacts)
 
 
-def train_many_runs(cfgs: list[TrainConfig], run_dirs: list[str | Path], progress: bool = True,
-                    evaluate: bool = True, eval_windows: int = 16) -> list:
+def train_many_runs(cfgs: list[TrainConfig], data: DataConfig, run_dirs: list[str | Path],
+                    progress: bool = True, evaluate: bool = True, eval_windows: int = 16) -> list:
     """Several dictionaries from one data pass (`saes.multi.train_many`), each its own run."""
     from saes.multi import train_many
 
     run_dirs = [Path(d) for d in run_dirs]
     with contextlib.ExitStack() as stack:
-        runs = [stack.enter_context(run_context("sae", d.name, c.to_dict(), path=d))
+        runs = [stack.enter_context(run_context("sae", d.name, run_config(c, data), path=d))
                 for c, d in zip(cfgs, run_dirs)]
         trainers: list[Trainer] = []
-        saes = train_many(cfgs, run_dirs, progress=progress, trainers=trainers)
+        saes = train_many(cfgs, run_dirs, data, progress=progress, trainers=trainers)
         for run, trainer, sae in zip(runs, trainers, saes):
-            _finish(run, trainer, sae, evaluate, eval_windows)
+            _finish(run, trainer, sae, data, evaluate, eval_windows)
     return runs
 
 
@@ -80,7 +81,10 @@ def resume_run(run_dir: str | Path, progress: bool = True):
     run = load_run(run_dir)
     if run.kind != "sae":
         raise InterpError(f"{run_dir} is a {run.kind!r} run; `resume` continues SAE runs.")
-    return train_run(TrainConfig.from_dict(run.config), run_dir, run.name, progress=progress)
+    cfg, data = split_config(run.config)
+    if data is None:
+        raise InterpError(f"{run_dir}/run.json names no training data; it cannot be resumed.")
+    return train_run(cfg, data, run_dir, run.name, progress=progress)
 
 
 def evaluate_run_sae(sae, activations: str | Path, run_dir: str | Path, eval_windows: int = 16,
@@ -121,7 +125,6 @@ def demo_step(workspace: Path, echo=print, sae_tokens: int = 1_048_576) -> Path:
     echo(f"sae: training a top-k SAE (k=32, 4608 latents) on {sae_tokens} activation vectors")
     cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=576, d_sae=4608, k=32,
                                     hook_name=DEMO_HOOK, model_name="SmolLM2-135M-Instruct"),
-                      activations=str(demo_store_path(workspace)), total_tokens=sae_tokens,
-                      batch_size=4096)
-    train_run(cfg, path, DEMO_SAE)
+                      total_tokens=sae_tokens, batch_size=4096)
+    train_run(cfg, DataConfig(activations=str(demo_store_path(workspace))), path, DEMO_SAE)
     return path

@@ -1,4 +1,5 @@
-"""Training sparse dictionaries (SAEs, transcoders) from an activation store or a live model.
+"""Training sparse dictionaries (SAEs, transcoders) from any batch source (`saes.data`: an
+activation store, a live model, tensors in memory).
 
 One loop serves every architecture: Adam with warm-up and decay, sparsity-coefficient warm-up,
 dead-latent tracking (fed to the AuxK loss of the top-k family), unit-norm decoders where the
@@ -6,7 +7,8 @@ architecture trains with them, activation normalisation estimated first and fold
 weights at save time. Checkpoints hold everything a step depends on (weights, Adam moments,
 counters, the reader's batch index), so a resumed run continues bit-exactly; SIGINT/SIGTERM
 write one before exiting. Under `torchrun` it is data parallel (gloo on CPU, nccl on GPU): every
-rank reads the same shuffled global batch and trains on its own slice of rows.
+rank reads the same shuffled global batch and trains on its own slice of rows. `TrainConfig`
+holds the optimisation only; where the data comes from is the source's business.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from interp.errors import ConfigError
 from saes.architectures import create_sae
 from saes.base import SAEConfig, SparseDictionary
 from saes.checkpoint import read_checkpoint, read_meta, write_checkpoint
+from saes.data import BatchSource, DataConfig, as_source
 from saes.distributed import (all_reduce_grads, all_reduce_max, dist_info, install_signals,
                               restore_signals)
 
@@ -35,11 +38,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    """Everything a training run depends on; `run.json` holds it, so a run can be redone."""
+    """How a dictionary is optimised (its data is a `saes.data.DataConfig` beside it); with the
+    data config, `run.json` holds everything a run depends on, so a run can be redone."""
 
     sae: SAEConfig = field(default_factory=SAEConfig)
-    activations: str = ""  # an activation-store directory; empty: stream from `model`
-    model: str = ""  # model for streaming (default model if empty)
     total_tokens: int = 1_000_000
     batch_size: int = 4096
     lr: float = 4e-3  # Adam; best held-out FVU at 4608 latents, batch 4096 (benchmarks/sae_train.py)
@@ -52,9 +54,7 @@ class TrainConfig(Config):
     dead_tokens: int = 1_000_000  # a latent that has not fired for this many tokens is dead
     normalise: bool = True  # scale inputs (and targets) to mean norm sqrt(d); folded at save
     b_dec_init: str = "mean"  # mean | zeros
-    seed: int = 0
-    holdout_every: int = 50  # windows held out of training (the store's eval split)
-    shuffle_buffer_rows: int = 1 << 18
+    seed: int = 0  # initialisation
     checkpoint_every: int = 500  # steps; 0: only at the end and on interrupt
     log_every: int = 10
     bf16: bool = False  # bf16 matmuls in training (master weights and Adam stay fp32)
@@ -93,63 +93,21 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     return 1 - t if cfg.lr_decay == "linear" else 0.5 * (1 + math.cos(math.pi * t))
 
 
-# --------------------------------------------------------------------------- data
-class _Batches:
-    """Global batches {input, target} (normalised), resumable at a batch index."""
-
-    def __init__(self, cfg: TrainConfig, start_batch: int):
-        s = cfg.sae
-        self.hooks = [s.hook_name] + ([s.hook_name_out] if s.transcoder else [])
-        if cfg.activations:
-            from interp.store import ActivationStore
-
-            self.store = ActivationStore(cfg.activations)
-            missing = [h for h in self.hooks if h not in self.store.hooks]
-            if missing:
-                from interp.errors import HookNotFound, unknown_name_message
-
-                raise HookNotFound(unknown_name_message(
-                    "hook in the activation store", missing[0], self.store.hooks,
-                    hint=f"The store at {cfg.activations} holds {self.store.hooks}."))
-            self._it = self.store.batches(self.hooks, cfg.batch_size, seed=cfg.seed,
-                                          split="train", holdout_every=cfg.holdout_every,
-                                          buffer_rows=cfg.shuffle_buffer_rows, epochs=None,
-                                          start_batch=start_batch)
-        else:
-            from interp.models.loading import load_model
-            from interp.caching import stream_activations
-            from interp.store import StoreConfig
-
-            model = load_model(cfg.model or None)
-            scfg = StoreConfig(model=model.name, hooks=tuple(dict.fromkeys(self.hooks)),
-                               n_tokens=cfg.total_tokens * 2)
-            self._it = stream_activations(model, scfg, cfg.batch_size, seed=cfg.seed)
-            for _ in range(start_batch):
-                next(self._it)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> tuple[Tensor, Tensor]:
-        b = next(self._it)
-        x = b[self.hooks[0]].float()
-        y = b[self.hooks[-1]].float()
-        return x, y
-
-
 # --------------------------------------------------------------------------- trainer
 class Trainer:
     """Train one dictionary into `run_dir` (resuming a checkpoint there if present).
 
-    `batches`, if given, replaces the store/model source: `batches(start)` returns an iterator
-    of (input, target) global batches from batch index `start` on (e.g. slices of an in-memory
-    tensor); it must give the same batches for the same index, or resuming is not exact.
+    `data` is where batches come from: a `DataConfig` (a store or a model), any
+    `saes.data.BatchSource`, or tensors in memory (one tensor, or {hook: tensor}). The source
+    must give the same batch for the same index, or resuming is not exact.
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True,
-                 batches: Callable[[int], Iterator[tuple[Tensor, Tensor]]] | None = None):
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path,
+                 data: DataConfig | BatchSource | Tensor | dict, progress: bool = True):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
-        self._source = batches
+        self.data = data.to_dict() if isinstance(data, DataConfig) else None  # for checkpoints
+        self._data, self._source = data, None
+        self.hooks = [cfg.sae.hook_name] + ([cfg.sae.hook_name_out] if cfg.sae.transcoder else [])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.world, self.rank = dist_info()
         if cfg.batch_size % self.world:
@@ -171,8 +129,23 @@ class Trainer:
             self.resumed = False
 
     # ----------------------------------------------------------------- setup
+    @property
+    def source(self) -> BatchSource:
+        """The batch source (opened on first use; `train_many` hands its trainers one)."""
+        if self._source is None:
+            self._source = as_source(self._data)
+        return self._source
+
+    @source.setter
+    def source(self, source: BatchSource) -> None:
+        self._source = source
+
     def _open_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
-        return self._source(start) if self._source is not None else _Batches(self.cfg, start)
+        """(input, target) global batches from batch index `start` on."""
+        hin, hout = self.hooks[0], self.hooks[-1]
+        for b in self.source.batches(self.hooks, self.cfg.batch_size, start,
+                                     n_batches=self.cfg.total_steps):
+            yield b[hin].float(), b[hout].float()
 
     def _initialise_from_data(self) -> None:
         """Estimate normalisation scales and the decoder bias from the first batches."""
@@ -199,12 +172,15 @@ class Trainer:
             write_checkpoint(final, self.sae, self.opt,
                              {"since_fired": self.since_fired, "fired_count": self.fired_count},
                              {"step": self.step, "scale_in": self.scale_in,
-                              "scale_out": self.scale_out, "config": self.cfg.to_dict()})
+                              "scale_out": self.scale_out, "config": self.cfg.to_dict(),
+                              "data": self.data})
         return final
 
     def _load_checkpoint(self) -> None:
         ck = self.run_dir / "checkpoint"
-        if read_meta(ck)["config"] != self.cfg.to_dict():
+        meta = read_meta(ck)
+        config, data = split_config({**meta["config"], "data": meta.get("data")})
+        if config != self.cfg or None not in (data, self.data) and data.to_dict() != self.data:
             raise ConfigError(f"The checkpoint in {ck} was made with another config; resume with "
                               "`interp resume RUN` (which reads it) or use a new run directory.")
         meta, extra = read_checkpoint(ck, self.sae, self.opt)
@@ -345,9 +321,25 @@ class Trainer:
         return sae
 
 
-def train_sae(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> SparseDictionary:
+def train_sae(cfg: TrainConfig, data: DataConfig | BatchSource | Tensor | dict,
+              run_dir: str | Path, progress: bool = True) -> SparseDictionary:
     """Train (or resume) a dictionary into `run_dir`; see `Trainer`."""
-    return Trainer(cfg, run_dir, progress=progress).train()
+    return Trainer(cfg, run_dir, data, progress=progress).train()
+
+
+#: keys of configs written before the data seam, when TrainConfig also named its data
+_LEGACY_DATA_KEYS = ("activations", "model", "holdout_every", "shuffle_buffer_rows")
+
+
+def split_config(d: dict) -> tuple[TrainConfig, DataConfig | None]:
+    """(TrainConfig, DataConfig) from a run's or checkpoint's config: `{**train, "data": data}`,
+    or the older flat form whose TrainConfig held the data keys (its seed seeded both)."""
+    d = dict(d)
+    data = d.pop("data", None)
+    legacy = {k: d.pop(k) for k in _LEGACY_DATA_KEYS if k in d}
+    if legacy and data is None:
+        data = {**legacy, "seed": d.get("seed", 0)}
+    return TrainConfig.from_dict(d), (DataConfig.from_dict(data) if data is not None else None)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -19,6 +19,7 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
     from interp.store import StoreConfig
     from interp.workspace import run_context, run_dir
     from saes.base import SAEConfig
+    from saes.data import DataConfig
     from saes.runs import train_run
     from saes.train import TrainConfig
 
@@ -32,10 +33,9 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
         run.finish(metrics=store.summary(), artefacts={"manifest": "manifest.json"})
     tcfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=64, d_sae=256, k=8, hook_name=HOOK,
                                      model_name=str(model_dir)),
-                       activations=str(run.path), total_tokens=256 * 30, batch_size=256,
-                       checkpoint_every=0, log_every=3)
+                       total_tokens=256 * 30, batch_size=256, checkpoint_every=0, log_every=3)
     sae_run = run_dir("sae", "tiny-topk", ws)
-    train_run(tcfg, sae_run, progress=False, eval_windows=4)
+    train_run(tcfg, DataConfig(activations=str(run.path)), sae_run, progress=False, eval_windows=4)
     from saes.features import features_run
 
     features_run(sae_run, 64 * 32, name="tiny-topk", workspace=ws, model=model, progress=False)

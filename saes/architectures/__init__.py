@@ -27,6 +27,21 @@ def architecture_class(name: str) -> type[SparseDictionary]:
     return ARCHITECTURES[name]
 
 
+def check_options(cfg: SAEConfig) -> None:
+    """Refuse an architecture-specific setting that `cfg.architecture` does not read (e.g. `k`
+    for a standard SAE): left at its default it is harmless, changed it would be ignored."""
+    own = architecture_class(cfg.architecture).options
+    defaults = SAEConfig()
+    for name in sorted({o for cls in ARCHITECTURES.values() for o in cls.options} - set(own)):
+        if getattr(cfg, name) != getattr(defaults, name):
+            owners = sorted(a for a, cls in ARCHITECTURES.items() if name in cls.options)
+            raise ConfigError(
+                f"{name}={getattr(cfg, name)!r} is a setting of {', '.join(owners)}; the "
+                f"{cfg.architecture} architecture does not use it. Drop it, or choose one of "
+                f"those architectures ({cfg.architecture} reads: {', '.join(own) or 'none'}).")
+
+
 def create_sae(cfg: SAEConfig, seed: int = 0) -> SparseDictionary:
-    """A freshly initialised dictionary of `cfg.architecture`."""
+    """A freshly initialised dictionary of `cfg.architecture` (its settings checked)."""
+    check_options(cfg)
     return architecture_class(cfg.architecture)(cfg).initialise(seed)

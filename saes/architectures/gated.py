@@ -32,6 +32,7 @@ class GatedSAE(SparseDictionary):
     """Gated SAE; `b_enc` (the base parameter) is the gate bias b_gate."""
 
     architecture = "gated"
+    options = ("l1_coefficient",)  # the SAEConfig fields it reads
 
     unit_norm_decoder = False  # the L1 penalty weights by ||W_dec_j||
 

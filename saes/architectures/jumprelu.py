@@ -86,6 +86,8 @@ class JumpReLUSAE(SparseDictionary):
     """JumpReLU SAE / transcoder with a learned threshold theta = exp(log_threshold)."""
 
     architecture = "jumprelu"
+    options = ("l0_coefficient", "jumprelu_sparsity", "jumprelu_tanh_scale",
+               "jumprelu_bandwidth", "jumprelu_init_threshold")  # the SAEConfig fields it reads
 
     def __init__(self, cfg):
         super().__init__(cfg)

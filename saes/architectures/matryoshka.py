@@ -41,6 +41,7 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     """BatchTopK SAE trained with the mean of the nested-prefix reconstruction losses."""
 
     architecture = "matryoshka_batchtopk"
+    options = ("k", "aux_k", "aux_coefficient", "matryoshka_widths")  # SAEConfig fields it reads
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -183,6 +183,7 @@ class StandardSAE(SparseDictionary):
     """ReLU SAE (or transcoder) trained with the decoder-norm-weighted L1 penalty."""
 
     architecture = "standard"
+    options = ("l1_coefficient",)  # the SAEConfig fields it reads
 
     unit_norm_decoder = False  # the penalty weights by ||W_dec_j||: the trainer must not renormalise
     #: dtype of the dense matmuls in training (None: full precision; the trainer's `bf16=True`

@@ -26,6 +26,8 @@ class _TopKFamily(SparseDictionary):
     selected code only (`saes.kernels`), and AuxK looks at the dead latents' columns only.
     """
 
+    options = ("k", "aux_k", "aux_coefficient")  # the SAEConfig fields it reads
+
     _code: SparseCode | None = None  # the batch's code while `training_loss` runs
 
     @property

@@ -102,6 +102,7 @@ def train_whitened_sae(x: Float[Tensor, "n H"], S: Tensor | None, run_dir: str |
     """Train `sae` with the repo's trainer on rows x (whitened by S~^{1/2} first when S is
     given), reading an in-memory tensor; returns the trained dictionary acting on raw rows."""
     from saes.atoms.aip import metric_roots
+    from saes.data import TensorSource
     from saes.train import TrainConfig, Trainer
 
     if x.shape[0] < batch_size:
@@ -111,22 +112,10 @@ def train_whitened_sae(x: Float[Tensor, "n H"], S: Tensor | None, run_dir: str |
         xw = (x.double() @ half).float()
     else:
         xw = x.float()
-    n_batches = xw.shape[0] // batch_size
-
-    def batches(start: int):
-        b = start
-        while True:
-            epoch, i = divmod(b, n_batches)
-            perm = torch.randperm(xw.shape[0], generator=torch.Generator().manual_seed(
-                seed * 7919 + epoch))
-            rows = xw[perm[i * batch_size:(i + 1) * batch_size]]
-            yield rows, rows
-            b += 1
-
     cfg = TrainConfig(sae=sae, total_tokens=total_tokens, batch_size=batch_size, lr=lr,
                       seed=seed, checkpoint_every=0, log_every=max(1, total_tokens // batch_size // 20),
                       lr_decay="linear", dead_tokens=max(batch_size * 50, total_tokens // 4))
-    trained = Trainer(cfg, run_dir, progress=progress, batches=batches).train()
+    trained = Trainer(cfg, run_dir, TensorSource(xw, shuffle=seed), progress=progress).train()
     if S is None:
         return trained
     return unwhiten_sae(trained, half, half_inv)
