@@ -14,6 +14,7 @@ codes that OMP recovers exactly from the dictionary's own reconstruction (a uniq
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -151,14 +152,15 @@ def compare_bases(acts: dict[str, Tensor], cfg: AtomsConfig, work_dir: str | Pat
         sae = (feature_saes or {}).get(hook)
         if sae is None:
             fcfg = SAEConfig(architecture="topk", d_in=H, d_sae=cfg.width_mult * H,
-                             k=cfg.feature_k, hook_name=hook)
+                             k=cfg.feature_k, hook_name=hook, model_name=cfg.model)
             sae = train_whitened_sae(train, None, work / f"{_slug(hook)}-features", fcfg,
                                      cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed,
                                      progress)
         results["features"] = _measure_sae(sae, held, S, cfg)
         # atoms: a JumpReLU SAE on AIP-whitened activations, mapped back to raw space
-        acfg = atom_sae_config(H, cfg.width_mult * H, cfg.atoms_l0_coefficient, hook,
-                               cfg.atoms_init_threshold)
+        acfg = dataclasses.replace(atom_sae_config(H, cfg.width_mult * H, cfg.atoms_l0_coefficient,
+                                                   hook, cfg.atoms_init_threshold),
+                                   model_name=cfg.model)
         atoms = train_whitened_sae(train, S, work / f"{_slug(hook)}-atoms-whitened", acfg,
                                    cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed, progress)
         save_saelens(atoms, work / f"{_slug(hook)}-atoms")
