@@ -5,6 +5,9 @@ so every page looks alike and none shows a traceback. Workspace access is `app.d
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -49,12 +52,30 @@ def status_note(run: Run) -> None:
                    "Re-run the command that made it to finish it.")
 
 
+def _fingerprint(run: Run) -> str:
+    """What the problems of a run depend on: its run.json and its artefacts' stats."""
+    stats = []
+    for rel in run.artefacts.values():
+        try:
+            s = os.stat(run.path / rel)
+            stats.append((s.st_mode, s.st_size, s.st_mtime_ns))
+        except (OSError, ValueError, TypeError):
+            stats.append(None)
+    return json.dumps([str(run.path), run.to_dict(), stats], default=str)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _problems(fingerprint: str, _run: Run, ws: str) -> list[str]:
+    return data.problems(_run, Path(ws), deep=True)  # parses its JSON artefacts: cached
+
+
 def problems_note(run: Run) -> None:
     """A warning listing what else is wrong with a readable run (metrics that are not finite,
     artefacts missing, refused or unreadable)."""
     if run.status == "broken":
         return
-    found = [p for p in data.problems(run, deep=True) if not p.startswith("failed: ")]
+    found = [p for p in _problems(_fingerprint(run), run, str(data.workspace()))
+             if not p.startswith("failed: ")]
     if found:
         st.warning("Problems with this run:\n" + "\n".join(f"- {p}" for p in found))
 
