@@ -110,14 +110,14 @@ def app_cmd(
                                                    "machine only)."),
     headless: bool = typer.Option(False, help="Do not open a browser tab."),
 ) -> None:
-    """Open the Streamlit explorer (app/Home.py) on a workspace."""
+    """Open the Streamlit explorer (app/explorer.py) on a workspace."""
     import os
     import subprocess
     import sys
 
     from interp.workspace import workspace_root
 
-    home = Path(__file__).resolve().parent.parent / "app" / "Home.py"
+    home = Path(__file__).resolve().parent.parent / "app" / "explorer.py"
     if not home.is_file():
         fail(FileNotFoundError(f"{home} not found: the explorer ships with the source checkout "
                                 "(pip install -e .)."))
@@ -128,7 +128,9 @@ def app_cmd(
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(port),
            "--server.address", address, "--server.headless", str(headless).lower(),
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "INTERP_WORKSPACE": str(ws)})
+    path = os.pathsep.join(filter(None, [str(home.parent.parent), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen(cmd, env={**os.environ, "INTERP_WORKSPACE": str(ws),
+                                      "PYTHONPATH": path})  # `app` imports from the checkout
     try:
         code = proc.wait()
     except KeyboardInterrupt:
