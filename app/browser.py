@@ -1,6 +1,6 @@
 """Drive the explorer in a real browser: start `interp app` on a free loopback port, open pages
 in headless Chromium (Debian's `chromium` + `chromium-driver`, through selenium) and take
-screenshots. Used by the end-to-end test and to make the README's screenshots:
+screenshots. Used by the end-to-end test and to make the screenshots in docs/getting_started.md:
 
     python -m app.browser WORKSPACE OUT_DIR [LATENT]   # one PNG per page in OUT_DIR
 

@@ -2,15 +2,14 @@
 
 The model is a 4-layer GPT-2-style toy (d_model 128, 4 heads, d_mlp 512, character vocabulary),
 built from a seed, with random TopK transcoders (2048 latents, k=16) at every layer reading
-`ln2.hook_normalized` and writing `hook_mlp_out` (the anchor's toy config,
-../shared/anchors/ATTRIBUTION_GRAPHS.md section 1.3). circuit-tracer 0.5.0 (PyPI) pins
-transformers <= 4.57.3 and huggingface-hub < 1.0 and needs TransformerLens 3.x, so it runs in
-its own venv (`benchmarks/.venvs/circuit-tracer`, made on first use) as a subprocess: it gets
-the same weights converted to a TransformerLens `HookedTransformer` (fold_ln off, no centring)
-and the same transcoders (its TopK, reading `mlp.hook_in` / writing `mlp.hook_out`: TransformerLens's
-`ln2.hook_normalized` is taken before the norm's weight and bias, ours after) through
-safetensors files, and returns timings, its dense
-adjacency (small prompts) and its frontend pydantic models' verdict on our graph JSON.
+`ln2.hook_normalized` and writing `hook_mlp_out` (docs/attribution.md, "Benchmark"). circuit-tracer
+0.5.0 (PyPI) pins transformers <= 4.57.3 and huggingface-hub < 1.0 and needs TransformerLens 3.x,
+so it runs in its own venv (`benchmarks/.venvs/circuit-tracer`, made on first use) as a subprocess:
+it gets the same weights converted to a TransformerLens `HookedTransformer` (fold_ln off, no
+centring) and the same transcoders (its TopK, reading `mlp.hook_in` / writing `mlp.hook_out`:
+TransformerLens's `ln2.hook_normalized` is taken before the norm's weight and bias, ours after)
+through safetensors files, and returns timings, its dense adjacency (small prompts) and its
+frontend pydantic models' verdict on our graph JSON.
 
 Checks: the same active features; edge weights max |ours - theirs| / max |theirs| before
 pruning; circuit-tracer's `graph_models.Model` validates our JSON. Timing: attribution (model

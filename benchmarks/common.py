@@ -1,8 +1,8 @@
 """Helpers shared by the benchmarks: machine facts, round-robin median timing, the JSON line.
 
 Every benchmark prints progress to stderr and, as the last line of stdout, one JSON object
-(DESIGN.md, "Contracts" -> Benchmarks). `json_main` routes anything a library prints to stdout
-onto stderr while the benchmark runs, so that JSON line really is the last line.
+(docs/design.md, "Contracts between the parts"). `json_main` routes anything a library prints
+to stdout onto stderr while the benchmark runs, so that JSON line really is the last line.
 """
 
 from __future__ import annotations

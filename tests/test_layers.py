@@ -1,6 +1,7 @@
 """The import graph, read from the source (AST): imports point down the layers and no files
-import each other in a circle (DESIGN.md: `interp` <- `saes` <- `circuits`; `probes` uses
-`interp` and may use `saes`; the CLI and the demo reach upper layers through import strings).
+import each other in a circle (docs/design.md, "Layers": `interp` <- `saes` <- `circuits`;
+`probes` uses `interp` and may use `saes`; the CLI and the demo reach upper layers through
+import strings).
 
 Every import counts, also one inside a function: a lazy import is still a dependency.
 """

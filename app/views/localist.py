@@ -67,7 +67,7 @@ def _schedules(run: Run, rows: list[dict]) -> None:
 def render(run: Run) -> None:
     rows = read_json(artefact(run, "table_json"), expect=list)
     st.caption("Localist-style, clean-room construction (group-lasso penalty + additive block "
-               "bias); not the patented method of the Localist LLM papers. See the README.")
+               "bias); not the patented method of the Localist LLM papers. See docs/localist.md.")
     if run.config.get("mode") == "schedules":
         _schedules(run, rows)
     else:

@@ -1,7 +1,8 @@
 """The detached forward pass and its exact linear map (forward products and the adjoint).
 
-Golden (arXiv 2505.24293, §2; METHODS.md §3.2): write each nonlinearity as A(x)·x and freeze A at
-the operating point x*. The frozen factors are, per block, the norm scales s = 1/sqrt(var(x)+eps)
+Golden (arXiv 2505.24293, §2; the detach rules in docs/linearise.md): write each nonlinearity
+as A(x)·x and freeze A at the operating point x*. The frozen factors are, per block, the norm
+scales s = 1/sqrt(var(x)+eps)
 (RMSNorm: x·s·w; LayerNorm: (x − mean x)·s·w), the attention pattern P (softmax of QKᵀ after
 RoPE; detaching P is detaching Q and K, since the mask is a constant) and the activated gate g
 (SwiGLU: SiLU(W_gate x); GeGLU: GELU-tanh(W_gate x); ungated GELU: the factor GELU(h)/h). With

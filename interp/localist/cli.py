@@ -15,8 +15,8 @@ import typer
 from interp.cli_errors import fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Locality-dial models (Localist-style, clean-room; see the README's "
-                       "patent notice): lambda sweeps and progressive schedules.")
+                  help="Locality-dial models (Localist-style, clean-room; patent notice in "
+                       "docs/localist.md): lambda sweeps and progressive schedules.")
 
 _WS = typer.Option(None, envvar="INTERP_WORKSPACE", help="Workspace root.")
 _OUT = typer.Option(None, help="Run directory (default: <workspace>/runs/localist/<name>).")

@@ -89,7 +89,7 @@ def demo_step(workspace: Path, echo=print, cfg: AtomsConfig = DEMO) -> Path:
 
 
 def format_table(table: list[dict]) -> str:
-    """The comparison as a fixed-width text table (for the CLI and the README)."""
+    """The comparison as a fixed-width text table (for the CLI and docs/features.md)."""
     cols = ("layer", "basis", "live_units", "l0_mean", "mu_median", "q_star_quantile",
             "q_star_per_unit", "q_star_per_sample", "r2_euclid", "r2_aip", "omp_exact",
             "omp_checked")

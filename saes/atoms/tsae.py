@@ -1,8 +1,9 @@
 """The threshold-activated SAE (TSAE) of "Towards Atoms of Large Language Models"
 (Hu et al., arXiv 2509.20784), built from known atoms or trained as a JumpReLU SAE.
 
-Theorem (paper note, METHODS.md 1.4). Atoms with unit AIP norm and coherence <= eps, codes
-K-sparse with non-zeros in [delta_min, delta_max]. With W_dec = D, W_enc = D^T S~ (no bias) the
+Theorem (the paper's; written up in docs/features.md, "The threshold SAE"). Atoms with unit
+AIP norm and coherence <= eps, codes K-sparse with non-zeros in [delta_min, delta_max]. With
+W_dec = D, W_enc = D^T S~ (no bias) the
 pre-activation of unit k is delta_k + sum_{i != k} delta_i <d_k, d_i>_S~, so for any threshold
 
     eps K delta_max  <  tau  <  delta_min - eps (K - 1) delta_max

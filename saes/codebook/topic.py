@@ -5,7 +5,7 @@ The paper fine-tunes its language models with codebooks at every layer's attenti
 then steers generation by writing a topic's code into the last of the k slots at every position.
 A CPU cannot fine-tune the default model (SmolLM2-135M) that far, and codebooks fitted to the
 frozen model's heads do not steer it: one head's output is too small a part of the computation
-(measured: the three best "object" codes of layer 8's heads, 0.00 -> 0.00; see the README).
+(measured: the three best "object" codes of layer 8's heads, 0.00 -> 0.00; see docs/codebooks.md).
 
 What steers the frozen model is one codebook on a middle layer's residual stream (the paper's
 code offers this position as `transformer_block`; its experiments quantise heads and MLPs), on

@@ -1,7 +1,7 @@
 """SAELens format: write what `sae_lens.SAE.load_from_disk` loads, read SAELens directories.
 
 A directory holds `cfg.json`, `sae_weights.safetensors` (exact, strict tensor names) and an
-optional `sparsity.safetensors` (see ../shared/anchors/SAE_LIBRARIES.md section 6). We record our
+optional `sparsity.safetensors` (docs/saes.md, "Formats"). We record our
 exact training config under `metadata.interp_config`, so `load_saelens` restores the same
 architecture (e.g. BatchTopK, which SAELens sees as a JumpReLU).
 """
