@@ -105,22 +105,25 @@ def test_misspelt_release_and_id_get_close_matches():
 
 
 # ============================================================== layouts
-def test_saelens_layout_from_the_hf_cache(tmp_path):
+def write_pythia_sae(cache):
     """Pythia-70M's SAEs: a pre-6.0 SAELens cfg.json (hook_point), b_dec subtracted."""
     d, n = 512, 16
     p = jumprelu_params(d, n)
     del p["threshold"]
     cfg = {"d_in": d, "d_sae": n, "hook_point": "blocks.0.hook_resid_pre", "dtype": "float32",
            "model_name": "pythia-70m-deduped", "apply_b_dec_to_input": True}
-    sparsity = torch.linspace(-6, -1, n)
-    hf_cache(tmp_path, "ctigges/pythia-70m-deduped__res-sm_processed", {
+    hf_cache(cache, "ctigges/pythia-70m-deduped__res-sm_processed", {
         "e-res-sm/cfg.json": cfg, "e-res-sm/sae_weights.safetensors": p,
-        "e-res-sm/sparsity.safetensors": {"sparsity": sparsity}})
-    got = fetch_pretrained("pythia-70m-deduped-res-sm", "blocks.0.hook_resid_pre",
-                           cache_dir=tmp_path)
+        "e-res-sm/sparsity.safetensors": {"sparsity": torch.linspace(-6, -1, n)}})
+    return "pythia-70m-deduped-res-sm", "blocks.0.hook_resid_pre", d, p
+
+
+def test_saelens_layout_from_the_hf_cache(tmp_path):
+    rel, sid, d, p = write_pythia_sae(tmp_path)
+    got = fetch_pretrained(rel, sid, cache_dir=tmp_path)
     sae = got.dictionary
     assert sae.cfg.hook_name == "blocks.0.hook_resid_pre" and sae.cfg.architecture == "standard"
-    assert torch.equal(got.sparsity, sparsity)
+    assert torch.equal(got.sparsity, torch.linspace(-6, -1, 16))
     x = rand(7, d, seed=9)
     acts = torch.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
     assert close(sae.encode(x), acts) and close(sae(x), acts @ p["W_dec"] + p["b_dec"])
@@ -208,88 +211,134 @@ def _llama_scope_reference(x, enc_w, enc_b, dec_w, dec_b, thr, s):
     return jump(pre, thr) @ dec_w.T / s + dec_b / s
 
 
-def test_llama_scope_folds_the_norm_scaling_factor(tmp_path):
+def _encoder_decoder(d, n):
+    return (rand(n, d, seed=1, scale=d ** -0.5), rand(n, seed=3, scale=0.1), rand(d, n, seed=2),
+            rand(d, seed=4))
+
+
+def write_llama_scope(cache):
     d, n = 4096, 4
     rel, sid = "llama_scope_lxr_8x", "l0r_8x"
     e = entry(rel, sid)
-    enc_w, dec_w = rand(n, d, seed=1, scale=d ** -0.5), rand(d, n, seed=2)
-    enc_b, dec_b = rand(n, seed=3, scale=0.1), rand(d, seed=4)
+    enc_w, enc_b, dec_w, dec_b = _encoder_decoder(d, n)
     hp = {"d_model": d, "d_sae": n, "hook_point_in": "blocks.0.hook_resid_post",
           "hook_point_out": "blocks.0.hook_resid_post", "jump_relu_threshold": 0.02,
           "dataset_average_activation_norm": {"in": 2.5, "out": 2.5}}
-    hf_cache(tmp_path, e.repo_id, {
+    hf_cache(cache, e.repo_id, {
         f"{e.path}/hyperparams.json": hp,
         f"{e.path}/checkpoints/final.safetensors": {
             "encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w,
             "decoder.bias": dec_b}})
+    return rel, sid, d
+
+
+def test_llama_scope_folds_the_norm_scaling_factor(tmp_path):
+    rel, sid, d = write_llama_scope(tmp_path)
+    s = entry(rel, sid).norm_scaling_factor
     sae = load_pretrained(rel, sid, cache_dir=tmp_path)
     assert sae.cfg.hook_name == "blocks.0.hook_resid_post"
     thr = 0.02 * math.sqrt(d) / 2.5
-    x = rand(6, d, seed=8, scale=1 / e.norm_scaling_factor)
-    want = _llama_scope_reference(x, enc_w, enc_b, dec_w, dec_b, thr, e.norm_scaling_factor)
-    assert close(sae(x), want)
+    x = rand(6, d, seed=8, scale=1 / s)
+    assert close(sae(x), _llama_scope_reference(x, *_encoder_decoder(d, 4), thr, s))
 
 
-def test_llama_scope_r1_distill(tmp_path):
+def write_llama_scope_r1(cache):
     d, n = 4096, 4
     rel, sid = "llama_scope_r1_distill", "l0r_800m_slimpajama"
     e = entry(rel, sid)
-    enc_w, dec_w = rand(n, d, seed=1, scale=d ** -0.5), rand(d, n, seed=2)
-    enc_b, dec_b = rand(n, seed=3, scale=0.1), rand(d, seed=4)
-    hf_cache(tmp_path, e.repo_id, {
+    enc_w, enc_b, dec_w, dec_b = _encoder_decoder(d, n)
+    hf_cache(cache, e.repo_id, {
         f"{e.path}/config.json": {"d_model": d, "expansion_factor": 8,
                                   "hook_point_in": "blocks.0.hook_resid_post"},
         f"{e.path}/sae_weights.safetensors": {
             "encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w,
             "decoder.bias": dec_b, "log_jumprelu_threshold": torch.full((n,), math.log(0.2))}})
+    return rel, sid, d
+
+
+def test_llama_scope_r1_distill(tmp_path):
+    rel, sid, d = write_llama_scope_r1(tmp_path)
+    s = entry(rel, sid).norm_scaling_factor
     sae = load_pretrained(rel, sid, cache_dir=tmp_path)
-    x = rand(6, d, seed=8, scale=1 / e.norm_scaling_factor)
-    assert close(sae(x), _llama_scope_reference(x, enc_w, enc_b, dec_w, dec_b, 0.2,
-                                                 e.norm_scaling_factor))
+    x = rand(6, d, seed=8, scale=1 / s)
+    assert close(sae(x), _llama_scope_reference(x, *_encoder_decoder(d, 4), 0.2, s))
 
 
-def test_dictionary_learning_release(tmp_path):
+def write_dictionary_learning(cache):
     """SAEBench's Pythia TopK SAEs: config.json + ae.pt (read with weights_only=True)."""
     d, n, k = 512, 32, 4
     rel, sid = "sae_bench_pythia70m_sweep_topk_ctx128_0730", "blocks.3.hook_resid_post__trainer_0"
     e = entry(rel, sid)
-    enc_w, dec_w = rand(n, d, seed=1, scale=d ** -0.5), rand(d, n, seed=2)
-    enc_b, b_dec = rand(n, seed=3, scale=0.1), rand(d, seed=4)
+    enc_w, enc_b, dec_w, b_dec = _encoder_decoder(d, n)
     state = {"encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w,
              "b_dec": b_dec, "k": torch.tensor(k)}
     trainer = {"dict_class": "AutoEncoderTopK", "activation_dim": d, "dict_size": n, "k": k,
                "layer": 3, "lm_name": "EleutherAI/pythia-70m-deduped"}
-    hf_cache(tmp_path, e.repo_id, {f"{e.path}/config.json": {"trainer": trainer,
-                                                             "buffer": {"ctx_len": 128}},
-                                   f"{e.path}/ae.pt": state})
+    hf_cache(cache, e.repo_id, {f"{e.path}/config.json": {"trainer": trainer,
+                                                          "buffer": {"ctx_len": 128}},
+                                f"{e.path}/ae.pt": state})
+    return rel, sid, d
+
+
+def test_dictionary_learning_release(tmp_path):
+    rel, sid, d = write_dictionary_learning(tmp_path)
+    enc_w, enc_b, _, b_dec = _encoder_decoder(d, 32)
     sae = load_pretrained(rel, sid, cache_dir=tmp_path)
     assert (sae.cfg.architecture, sae.cfg.k, sae.cfg.hook_name) == (
-        "topk", k, "blocks.3.hook_resid_post")
+        "topk", 4, "blocks.3.hook_resid_post")
     x = rand(5, d, seed=6)
     pre = (x - b_dec) @ enc_w.T + enc_b
-    vals, idx = pre.topk(k, dim=-1)
+    vals, idx = pre.topk(4, dim=-1)
     acts = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
     assert close(sae.encode(x), acts)
 
 
-def test_circuit_tracer_file_release_mwhanna(tmp_path):
+def write_mwhanna(cache):
     d, n = 1024, 6  # Qwen3-0.6B
     rel, sid = "mwhanna-qwen3-0.6b-transcoders-lowl0", "layer_0"
-    e = entry(rel, sid)
     w_enc = rand(n, d, seed=1, scale=d ** -0.5)  # circuit-tracer stores [d_sae, d_in]
     p = {"W_enc": w_enc, "W_dec": rand(n, d, seed=2), "b_enc": rand(n, seed=3, scale=0.1),
          "b_dec": rand(d, seed=4)}
-    hf_cache(tmp_path, e.repo_id, {
+    hf_cache(cache, entry(rel, sid).repo_id, {
         "layer_0.safetensors": p,
         "config.yaml": "model_name: Qwen/Qwen3-0.6B\nmodel_kind: transcoder_set\n"
-                       "feature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n"})
+                       "feature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n",
+        "wandb-config.yaml": f"d_model:\n  value: {d}\nd_feature:\n  value: {n}\n"
+                             "batch_size:\n  value: 1024\n"})
+    return rel, sid, d, p
+
+
+def test_circuit_tracer_file_release_mwhanna(tmp_path):
+    rel, sid, d, p = write_mwhanna(tmp_path)
     tc = load_pretrained(rel, sid, cache_dir=tmp_path)
     assert (tc.cfg.hook_name, tc.cfg.hook_name_out) == ("blocks.0.mlp.hook_in",
                                                         "blocks.0.hook_mlp_out")
     assert tc.cfg.architecture == "standard" and tc.cfg.model_name == "Qwen/Qwen3-0.6B"
     x = rand(4, d, seed=5)
-    want = torch.relu(x @ w_enc.T + p["b_enc"]) @ p["W_dec"] + p["b_dec"]
+    want = torch.relu(x @ p["W_enc"].T + p["b_enc"]) @ p["W_dec"] + p["b_dec"]
     assert close(tc(x), want)
+
+
+@pytest.mark.parametrize("write", [write_pythia_sae, write_llama_scope,
+                                   write_dictionary_learning, write_mwhanna])
+def test_agrees_with_saelens_loading_the_same_cache(tmp_path, monkeypatch, write):
+    """SAELens's own `SAE.from_pretrained`, pointed at the same HF cache (offline), gives the
+    same latents and outputs (the layouts where SAELens reads the width from the files rather
+    than from the release's name)."""
+    import huggingface_hub.constants
+
+    rel, sid, d, *_ = write(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    from sae_lens import SAE
+
+    theirs = SAE.from_pretrained(rel, sid)
+    ours = load_pretrained(rel, sid, cache_dir=tmp_path)
+    x = rand(6, d, seed=21, scale=1 / (entry(rel, sid).norm_scaling_factor or 1))
+    z = theirs.encode(x)
+    assert z.count_nonzero() > 0
+    assert close(ours.encode(x), z)
+    assert close(ours(x), theirs.decode(z))
 
 
 def test_cross_layer_transcoder_layer_sums_its_decoders(tmp_path):
