@@ -63,11 +63,12 @@ def assemble(arch: str, tensors: dict[str, Tensor], source: Path | str, *, hook_
 def fold_norm_scaling(tensors: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
     """Fold an input normalisation x -> scale * x into the weights, as SAELens does for
     `normalize_activations: expected_average_only_in`: W_enc * s, W_dec / s, b_dec / s (the
-    latents are unchanged; the output is in the raw units)."""
+    latents are unchanged; the output is in the raw units), in float32 as the weights are
+    used (one rounding per weight)."""
     out = dict(tensors)
-    out["W_enc"] = tensors["W_enc"].double() * scale
-    out["W_dec"] = tensors["W_dec"].double() / scale
-    out["b_dec"] = tensors["b_dec"].double() / scale
+    out["W_enc"] = tensors["W_enc"].float() * scale
+    out["W_dec"] = tensors["W_dec"].float() / scale
+    out["b_dec"] = tensors["b_dec"].float() / scale
     return out
 
 
