@@ -540,6 +540,19 @@ def test_circuit_tracer_directory_set_drives_an_attribution_graph(tiny_set, tiny
     assert graph.completeness_error() < 1e-4 * max(1.0, scale)
 
 
+def test_set_config_may_list_absolute_local_files(tmp_path, tiny_llama):
+    from saes.pretrained.sets import load_pretrained_set
+
+    files = tmp_path / "files"
+    local(files, {"a.safetensors": _plt(64, 8, 1), "b.safetensors": _plt(64, 8, 2, k=3)})
+    local(tmp_path / "set", {"config.yaml": CT_CONFIG.format(
+        model="tiny", kind="transcoder_set", out="hook_mlp_out")
+        + f"transcoders:\n  - {files / 'a.safetensors'}\n  - {files / 'b.safetensors'}\n"})
+    got = load_pretrained_set(tmp_path / "set", model=tiny_llama)
+    assert got.layers == [0, 1] and got.by_layer[1].cfg.architecture == "topk"
+    assert got.by_layer[1].cfg.k == 3 and got.by_layer[0].cfg.architecture == "standard"
+
+
 def test_gemma_alias_reads_listed_hub_files_from_the_cache(tmp_path):
     files = [f"hf://google/gemma-scope-2b-pt-transcoders/layer_{i}/width_16k/average_l0_7{i}/"
              "params.npz" for i in range(26)]

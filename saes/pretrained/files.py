@@ -133,11 +133,12 @@ def _locate_local(local_dir: Path, needs: list[Need], what: str, folder: str,
         path = next((c for n in need.names for c in _local_candidates(local_dir, n, folder)
                      if c.is_file()), None)
         if path is None and not need.optional:
-            raise PretrainedNotFound(
-                f"{local_dir} does not hold {need.names[0]!r} of {what}. Put the file at "
-                f"{local_dir / need.names[0]} (the repo's layout, as `hf download {repo_id} "
-                f"--local-dir {local_dir}` writes it) or at "
-                f"{local_dir / Path(need.names[0]).name}.")
+            where = (f"{local_dir / need.names[0]}" if Path(repo_id).is_dir() else
+                     f"{local_dir / need.names[0]} (the repo's layout, as `hf download "
+                     f"{repo_id} --local-dir {local_dir}` writes it) or at "
+                     f"{local_dir / Path(need.names[0]).name}")
+            raise PretrainedNotFound(f"{local_dir} does not hold {need.names[0]!r} of {what}. "
+                                     f"Put the file at {where}.")
         out.append(path)
     return out
 

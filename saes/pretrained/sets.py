@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from interp.errors import ConfigError
+from interp.errors import ConfigError, PretrainedNotFound
 from saes.base import SparseDictionary
 from saes.pretrained.files import Need, list_files, locate
 from saes.pretrained.hooks import check_output_hook, model_facts
@@ -106,8 +106,13 @@ def _circuit_tracer_set(repo: str, sub: str, revision: str | None, *, layers, ca
     files = _set_files(repo, prefix, cfg, layers, what, where)
     out = {}
     for layer, (frepo, fname, frev, local) in sorted(files.items()):
-        fwhere = where if local else dict(local_dir=None, cache_dir=cache_dir, revision=frev)
-        path = locate(frepo, [Need.of(fname)], what=f"layer {layer} of {what}", **fwhere)[0]
+        if Path(fname).is_absolute():  # circuit-tracer also takes absolute local paths
+            path = Path(fname)
+            if not path.is_file():
+                raise PretrainedNotFound(f"{what} lists {fname} for layer {layer}; no such file.")
+        else:
+            fwhere = where if local else dict(local_dir=None, cache_dir=cache_dir, revision=frev)
+            path = locate(frepo, [Need.of(fname)], what=f"layer {layer} of {what}", **fwhere)[0]
         out[layer] = transcoder_file(path, layer, model=model,
                                      input_hook=hooks["feature_input_hook"],
                                      output_hook=hooks["feature_output_hook"],
@@ -132,6 +137,8 @@ def _set_files(repo, prefix, cfg, layers, what, where) -> dict[int, tuple]:
             if ref.startswith("hf://"):
                 frepo, fname, frev = hub_ref(ref)
                 out[layer] = (frepo, fname, frev, False)
+            elif Path(ref).is_absolute():
+                out[layer] = (repo, ref, None, True)
             else:
                 out[layer] = (repo, prefix + ref, where["revision"], True)
         return out
