@@ -48,7 +48,7 @@ def list_cmd(
     if not rows:
         typer.echo(f"No named release for model {model!r}; `interp pretrained list` shows all.")
         return
-    width = max(len(r.name) for r in rows)
+    width = min(44, max(len(r.name) for r in rows))
     for r in rows:
         what = "transcoders" if r.transcoders else "SAEs"
         n = f"{len(r.ids)} ids" if r.ids else "set"

@@ -73,10 +73,12 @@ def _from_cache(repo_id: str, name: str, cache: Path, revision: str | None) -> P
 def _download(repo_id: str, name: str, cache: Path, revision: str | None) -> Path | None:
     """The file from the Hub (None if the repo has no such file)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=str(cache)))
+    except LocalEntryNotFoundError:  # no network (a subclass of the next): not a missing file
+        raise
     except EntryNotFoundError:
         return None
 
