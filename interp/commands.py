@@ -14,6 +14,7 @@ from dataclasses import dataclass
 SUBCOMMANDS: list[tuple[str, str | None]] = [
     ("saes.cli", None),  # train-sae, eval-sae, resume, features, atoms
     ("saes.codebook.cli", "codebook"),  # codebook train / fsm / steer
+    ("saes.pretrained_cli", "pretrained"),  # pretrained list / get
     ("circuits.cli", None),  # transcoders, attribute
     ("probes.cli", None),  # probe, lens, geometry
     ("interp.linearise.cli", None),  # linearise

@@ -25,6 +25,16 @@ class ModelLoadError(InterpError):
     """A model (or its tokenizer) could not be found or loaded."""
 
 
+class PretrainedNotFound(ModelLoadError):
+    """The files of a pretrained dictionary are in no local directory, not in the Hugging Face
+    cache, and cannot be downloaded (offline, missing on the Hub, or gated)."""
+
+
+class ModelMismatch(InterpError, ValueError):
+    """A dictionary (SAE, transcoder) that does not fit the model it is used with: another
+    width, or a hook the model does not have."""
+
+
 class ConfigError(InterpError, ValueError):
     """A config with an unknown key or an invalid value."""
 

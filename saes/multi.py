@@ -70,6 +70,6 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
             bar.update(1)
     finally:
         bar.close()
-        for t in trainers:
+        for t in reversed(trainers):  # each restores the handler it found: last in, first out
             t.close()
     return [t.finish() for t in trainers]

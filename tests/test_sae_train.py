@@ -271,8 +271,10 @@ def test_train_many_matches_separate_runs(store_dir, tmp_path):
     b = tcfg(total_tokens=256 * 12,
              sae={"architecture": "batchtopk", "hook_name": HOOK, "hook_name_out": HOOK_OUT,
                   "transcoder": True, "d_sae": 128})
+    before = signal.getsignal(signal.SIGINT)
     together = train_many([a, b], [tmp_path / "a", tmp_path / "b"], data(store_dir),
                           progress=False)
+    assert signal.getsignal(signal.SIGINT) is before  # no trainer's handler left behind
     for cfg, sae, name in ((a, together[0], "sa"), (b, together[1], "sb")):
         alone = Trainer(cfg, tmp_path / name, data(store_dir), progress=False).train()
         for k, v in alone.state_dict().items():

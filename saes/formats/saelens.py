@@ -92,10 +92,19 @@ def load_saelens(path: str | Path) -> SparseDictionary:
     cfg_path = path / SAELENS_CFG
     if not cfg_path.is_file():
         raise ConfigError(f"{path} is not a SAELens SAE directory: {SAELENS_CFG} is missing.")
-    raw = read_json(cfg_path)
-    metadata = raw.get("metadata") or {}
     weights_path = path / SAELENS_WEIGHTS
-    tensors = _read_safetensors(weights_path)
+    return build_saelens(read_json(cfg_path), _read_safetensors(weights_path), cfg_path,
+                         weights_path)
+
+
+def build_saelens(raw: dict, tensors: dict[str, Tensor], cfg_path: Path | str = SAELENS_CFG,
+                  weights_path: Path | str = SAELENS_WEIGHTS) -> SparseDictionary:
+    """One of our dictionaries from a SAELens config dict and its SAELens-named tensors (what
+    `load_saelens` reads from disk; converters of other layouts produce the same pair).
+    `cfg_path` and `weights_path` name the sources in error messages."""
+    cfg_path, weights_path = Path(cfg_path), Path(weights_path)
+    tensors = dict(tensors)
+    metadata = raw.get("metadata") or {}
     if "interp_config" in metadata:
         try:
             cfg = SAEConfig.from_dict(metadata["interp_config"])
