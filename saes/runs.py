@@ -22,10 +22,20 @@ def run_config(cfg: TrainConfig, data: DataConfig) -> dict:
     return {**cfg.to_dict(), "data": data.to_dict()}
 
 
+def run_data(run) -> DataConfig:
+    """Where an SAE run's data came from: the DataConfig of a trained run, or, for a dictionary
+    imported into the workspace (`interp pretrained get`), its `model` and `activations`."""
+    if "total_tokens" in run.config:  # trained here: TrainConfig + data (or the older form)
+        _, data = split_config(run.config)
+        if data is not None:
+            return data
+    return DataConfig(activations=str(run.config.get("activations") or ""),
+                      model=str(run.config.get("model") or ""))
+
+
 def store_of(run) -> str:
     """The activation store an SAE run trained on ("" if it streamed from a model)."""
-    _, data = split_config(run.config)
-    return data.activations if data is not None else ""
+    return run_data(run).activations
 
 
 def train_run(cfg: TrainConfig, data: DataConfig, run_dir: str | Path, name: str | None = None,

@@ -21,7 +21,7 @@ def load_dictionary(sae_run: str | Path):
     """(dictionary, facts) from an SAE run directory or a SAELens directory; facts holds
     hook, model, activations (a store path or "") and the path of the weights."""
     from saes.formats import load_saelens
-    from saes.train import split_config
+    from saes.runs import run_data
 
     p = Path(sae_run)
     facts = {"activations": "", "model": "", "sae_path": str(p)}
@@ -31,9 +31,8 @@ def load_dictionary(sae_run: str | Path):
             raise InterpError(f"{p} is a {run.kind!r} run; feature statistics need an SAE run "
                               "(kind 'sae') or a SAELens directory.")
         sae_dir = run.artefact("sae") if "sae" in run.artefacts else p / "sae"
-        _, data = split_config(run.config)
-        facts["activations"] = data.activations if data is not None else ""
-        facts["model"] = data.model if data is not None else ""
+        data = run_data(run)
+        facts["activations"], facts["model"] = data.activations, data.model
         facts["sae_path"] = str(sae_dir)
     else:
         sae_dir = p

@@ -41,7 +41,7 @@ class PretrainedSet:
 
 
 def hub_ref(ref: str) -> tuple[str, str, str | None]:
-    """(repo_id, subfolder, revision) of 'org/repo[/sub/folder][@rev]' or an hf:// URI."""
+    """(repo_id, subfolder, revision) of `org/repo[/sub/folder][@rev]` or an hf:// URI."""
     if ref.startswith("hf://"):
         u = urlparse(ref)
         repo, _, path = u.path.lstrip("/").partition("/")
