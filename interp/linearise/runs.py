@@ -40,9 +40,9 @@ def load_linearisation(path: str | Path, tensors: bool = False) -> Linearisation
     summary = read_json(path / ARTEFACTS["summary"])
     ts = {}
     if tensors:
-        from safetensors.torch import load_file
+        from interp.io import load_safetensors
 
-        ts = load_file(str(path / ARTEFACTS["tensors"]))
+        ts = load_safetensors(path / ARTEFACTS["tensors"], "run `interp linearise` again.")
     return Linearisation(summary=summary, tensors=ts)
 
 

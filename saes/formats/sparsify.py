@@ -12,9 +12,10 @@ from interp.io import read_json
 from saes.architectures import architecture_class
 from saes.base import SAEConfig, SparseDictionary
 from saes.formats._common import (SAELENS_CFG, SPARSIFY_WEIGHTS, _assign_saelens, _check_shapes,
-                                  _read_safetensors)
+                                  _read_safetensors, reader_boundary)
 
 
+@reader_boundary
 def load_sparsify(path: str | Path) -> SparseDictionary:
     """Import an EleutherAI sparsify SAE/transcoder (`cfg.json` + `sae.safetensors`) as TopK.
 
