@@ -11,8 +11,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from interp.errors import InterpError
-from interp.workspace import load_run, run_context
+from interp.workspace import run_context
 from saes.train import TrainConfig, Trainer
 
 
@@ -77,9 +76,9 @@ def train_many_runs(cfgs: list[TrainConfig], run_dirs: list[str | Path], progres
 
 def resume_run(run_dir: str | Path, progress: bool = True):
     """Continue a run from its checkpoint with the config in its run.json."""
-    run = load_run(run_dir)
-    if run.kind != "sae":
-        raise InterpError(f"{run_dir} is a {run.kind!r} run; `resume` continues SAE runs.")
+    from interp.workspace import load_run_of_kind
+
+    run = load_run_of_kind(run_dir, "sae", "`interp resume`")
     return train_run(TrainConfig.from_dict(run.config), run_dir, run.name, progress=progress)
 
 
