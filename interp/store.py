@@ -69,6 +69,9 @@ class StoreConfig:
             raise ConfigError("StoreConfig.hooks is empty: name at least one hook to cache.")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not one of {sorted(DTYPES)}.")
+        if self.batch_size < 1 or self.shard_windows < 1:
+            raise ConfigError(f"batch_size ({self.batch_size}) and shard_windows "
+                              f"({self.shard_windows}) must be >= 1.")
         if self.shard_windows % self.batch_size:
             raise ConfigError(f"shard_windows ({self.shard_windows}) must be a multiple of "
                               f"batch_size ({self.batch_size}).")

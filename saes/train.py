@@ -72,6 +72,9 @@ class TrainConfig:
             raise ConfigError(f"lr_decay must be none, linear or cosine, not {self.lr_decay!r}.")
         if self.b_dec_init not in ("mean", "zeros"):
             raise ConfigError(f"b_dec_init must be mean or zeros, not {self.b_dec_init!r}.")
+        if not (math.isfinite(self.lr) and self.lr >= 0 and math.isfinite(self.max_grad_norm)):
+            raise ConfigError(f"lr ({self.lr}) must be a finite number >= 0, and max_grad_norm "
+                              f"({self.max_grad_norm}) finite.")
         if self.batch_size < 1 or self.total_tokens < self.batch_size:
             raise ConfigError("Need batch_size >= 1 and total_tokens >= batch_size.")
 
