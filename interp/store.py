@@ -138,9 +138,10 @@ def read_manifest(path: str | Path) -> dict:
     for i, s in enumerate(shards):
         name = s.get("file")
         if not isinstance(name, str) or not SHARD_NAME.match(name):
-            raise UnsafePath(f"{path}: shard {i} is named {name!r}; shard names are plain file "
-                             "names inside the store (shard-NNNNN.safetensors), never paths. "
-                             f"The manifest was modified: {fix}")
+            raise UnsafePath(f"{path}: shard {i} is named {name!r}, not a plain file name, so it "
+                             "may point outside the store; shard names are "
+                             "shard-NNNNN.safetensors, never paths. The manifest was modified: "
+                             f"{fix}")
         if not isinstance(s.get("sha256"), str) or not _SHA256.match(s["sha256"]):
             raise bad(f"shard {name}: 'sha256' is not a sha256 hex digest")
         windows, rows = count(s, "windows", f"shard {name}: "), count(s, "rows", f"shard {name}: ")
