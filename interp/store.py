@@ -120,7 +120,7 @@ def read_manifest(path: str | Path) -> dict:
     for key in ("n_windows", "n_rows", "n_tokens_seen"):
         count(m, key, "")
     count(m, "context_size", "", 2)
-    if m.get("dtype") not in DTYPES:
+    if not isinstance(m.get("dtype"), str) or m["dtype"] not in DTYPES:
         raise bad(f"'dtype' is {m.get('dtype')!r}, not one of {sorted(DTYPES)}")
     if not isinstance(m.get("config"), dict) or not isinstance(m.get("complete"), bool):
         raise bad("'config' must be an object and 'complete' true or false")
