@@ -101,6 +101,6 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
             bar.update(1)
     finally:
         bar.close()
-        for t in trainers:
+        for t in reversed(trainers):  # LIFO: each restores the signal handler it replaced
             t.close()
     return [t.finish() for t in trainers]

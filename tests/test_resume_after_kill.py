@@ -90,3 +90,30 @@ def test_metrics_logged_past_the_checkpoint_are_dropped_on_resume(tmp_path):
     train(cut)
     assert steps(cut) == steps(whole) == list(range(1, 13))
     assert same_state(whole, cut)
+
+
+def test_training_several_dictionaries_restores_the_signal_handlers(tmp_path, tiny_llama,
+                                                                   tiny_llama_dir):
+    """`train_many` installs one handler per trainer; closing them in reverse order gives the
+    process back its own Ctrl-C handler (closing in order left a finished trainer's handler
+    catching SIGINT, and the next run's Ctrl-C went to it)."""
+    import signal
+
+    from interp.caching import cache_activations
+    from interp.data import CorpusSpec
+    from interp.store import StoreConfig
+    from saes.multi import train_many
+
+    hooks = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+    store = tmp_path / "store"
+    cache_activations(store, StoreConfig(model=str(tiny_llama_dir), hooks=hooks,
+                                         n_tokens=64 * 16, context_size=64, batch_size=8,
+                                         shard_windows=16,
+                                         corpus=CorpusSpec(source="python-docs")),
+                      model=tiny_llama, progress=False)
+    cfgs = [TrainConfig(sae=SAEConfig(architecture="topk", d_in=64, d_sae=64, k=4, hook_name=h),
+                        activations=str(store), total_tokens=128 * 2, batch_size=128,
+                        checkpoint_every=0) for h in hooks]
+    before = signal.getsignal(signal.SIGINT)
+    train_many(cfgs, [tmp_path / "a", tmp_path / "b"], progress=False)
+    assert signal.getsignal(signal.SIGINT) is before
