@@ -140,7 +140,7 @@ class Graph:
         if not meta_path.is_file():
             raise MissingFile(f"{path} holds no graph.json; write graphs with Graph.save or "
                               "`interp attribute`.")
-        meta = read_json(meta_path)
+        meta = read_json(meta_path, expect=dict)
         if meta.get("format") != FORMAT:
             raise BadFormat(f"{meta_path} is not an {FORMAT} file (format={meta.get('format')!r}).")
         fix = "run `interp attribute` again to rewrite the graph."

@@ -69,13 +69,13 @@ def regular_file_size(path: str | Path, what: str = "file", error=CorruptFile) -
     return st.st_size
 
 
-def read_json(path: str | Path, *, expect: type | None = dict,
-              max_bytes: int = MAX_JSON_BYTES) -> dict:
+def read_json(path: str | Path, *, expect: type | None = None,
+              max_bytes: int = MAX_JSON_BYTES):
     """Parse a JSON file; every failure is an `InterpError` naming the file.
 
     `MissingFile` if it is not there; `CorruptFile` if it is not a regular file, is larger than
     `max_bytes` (checked before reading), is not UTF-8 JSON or nests too deeply; `BadFormat` if
-    its top level is not of type `expect` (None: any).
+    its top level is not of type `expect` (e.g. `dict` for a config; None: any JSON value).
     """
     size = regular_file_size(path, "JSON file")
     if size > max_bytes:

@@ -99,7 +99,7 @@ def read_manifest(path: str | Path) -> dict:
     reader uses, sums that agree, and shard names that stay inside the store. Any fault is a
     `CorruptFile` / `BadFormat` / `UnsafePath` naming the file."""
     path = Path(path)
-    m = read_json(path)
+    m = read_json(path, expect=dict)
     if m.get("format") != FORMAT:
         raise BadFormat(f"{path} is not an interp activation-store manifest (format="
                         f"{m.get('format')!r}, expected {FORMAT!r}).")

@@ -94,7 +94,7 @@ def create_run(kind: str, name: str, config: dict, root: str | os.PathLike | Non
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if (where / "run.json").is_file():
         with contextlib.suppress(Exception):
-            created = read_json(where / "run.json").get("created") or created
+            created = read_json(where / "run.json", expect=dict).get("created") or created
     run = Run(path=where, kind=kind, name=name, config=config, created=created)
     run.save()
     return run
@@ -127,7 +127,7 @@ def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises `WorkspaceError` if its run.json is missing or invalid."""
     path = Path(path)
     try:
-        d = read_json(path / "run.json")
+        d = read_json(path / "run.json", expect=dict)
         return Run(path=path, kind=str(d["kind"]), name=str(d["name"]),
                    config=dict(d.get("config") or {}), created=str(d.get("created", "")),
                    status=str(d.get("status", "running")), metrics=dict(d.get("metrics") or {}),

@@ -67,7 +67,7 @@ def read_meta(path: str | Path) -> dict:
     """The checkpoint's trainer.json, checked: `step` a count, `scale_in`/`scale_out` finite
     numbers, `config` an object (`BadFormat` naming the file otherwise)."""
     f = Path(path) / META
-    meta = read_json(f)
+    meta = read_json(f, expect=dict)
     step = meta.get("step")
     scales = [meta.get("scale_in"), meta.get("scale_out")]
     if (isinstance(step, bool) or not isinstance(step, int) or step < 0

@@ -37,7 +37,7 @@ def save_linearisation(result: Linearisation, path: str | Path) -> None:
 def load_linearisation(path: str | Path, tensors: bool = False) -> Linearisation:
     """Read a linearise run directory (summary only unless `tensors`)."""
     path = Path(path)
-    summary = read_json(path / ARTEFACTS["summary"])
+    summary = read_json(path / ARTEFACTS["summary"], expect=dict)
     ts = {}
     if tensors:
         from interp.io import load_safetensors

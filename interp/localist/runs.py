@@ -87,7 +87,7 @@ def _write_table(run: Run, rows: list[dict]) -> dict:
 
 def _cached(path: Path, config: dict) -> dict | None:
     try:
-        d = read_json(path)
+        d = read_json(path, expect=dict)
     except (OSError, ValueError):
         return None
     return d if d.get("config") == config else None
@@ -194,7 +194,7 @@ def load_sweep_model(run_path: str | os.PathLike, lam: float,
     run_path = Path(run_path)
     if cfg is None:
         f = run_path / "results" / f"{_key(lam)}.json"
-        d = read_json(f).get("config")
+        d = read_json(f, expect=dict).get("config")
         if not isinstance(d, dict):
             raise BadFormat(f"{f} has no 'config' object; run the sweep again.")
         cfg = LocalistConfig.from_dict(d)

@@ -184,7 +184,7 @@ def load_fsm_model(path: str | Path) -> tuple[CodebookModel, FSMConfig]:
     from interp.errors import BadFormat
 
     try:
-        cfg = FSMConfig.from_dict(read_json(path / "fsm_config.json"))
+        cfg = FSMConfig.from_dict(read_json(path / "fsm_config.json", expect=dict))
         hf = AutoModelForCausalLM.from_pretrained(str(path / "model"), attn_implementation="sdpa")
     except InterpError:
         raise

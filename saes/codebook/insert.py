@@ -174,7 +174,7 @@ def load_codebooks(model, path: str | Path) -> CodebookModel:
         raise MissingFile(f"No codebooks in {path}: expected {CODEBOOKS_CONFIG} and "
                           f"{CODEBOOKS_FILE} (written by CodebookModel.save / `interp codebook "
                           "train`).")
-    meta = read_json(path / CODEBOOKS_CONFIG)
+    meta = read_json(path / CODEBOOKS_CONFIG, expect=dict)
     fix = "train the codebooks again (`interp codebook train`)."
     try:
         tensors = load_safetensors(path / CODEBOOKS_FILE, fix)

@@ -156,7 +156,7 @@ class FeatureIndex:
             raise InterpError(f"{p} holds no feature tables (features.json missing); make them "
                               "with `interp features SAE_RUN --tokens N`.")
         self.path = p
-        self.meta = read_json(p / "features.json")
+        self.meta = read_json(p / "features.json", expect=dict)
         fix = "make the tables again with `interp features SAE_RUN`."
         try:
             self.n_latents = int(self.meta["d_sae"])

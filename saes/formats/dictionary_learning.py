@@ -37,7 +37,7 @@ def load_dictionary_learning(path: str | Path) -> SparseDictionary:
     if not cfg_path.is_file():
         raise ConfigError(f"{folder} has no config.json; dictionary_learning saves it next to "
                           "ae.pt and its trainer.dict_class says which dictionary it is.")
-    trainer = read_json(cfg_path).get("trainer") or {}
+    trainer = read_json(cfg_path, expect=dict).get("trainer") or {}
     dict_class = trainer.get("dict_class")
     if dict_class not in _DL_CONVERTERS:
         raise ConfigError(f"{cfg_path}: " + unknown_name_message(

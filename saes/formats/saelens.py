@@ -94,7 +94,7 @@ def load_saelens(path: str | Path) -> SparseDictionary:
     cfg_path = path / SAELENS_CFG
     if not cfg_path.is_file():
         raise ConfigError(f"{path} is not a SAELens SAE directory: {SAELENS_CFG} is missing.")
-    raw = read_json(cfg_path)
+    raw = read_json(cfg_path, expect=dict)
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise BadFormat(f"{cfg_path}: 'metadata' is a {type(metadata).__name__}, not an object.")
