@@ -1,7 +1,10 @@
 """File helpers shared by every writer: atomic writes, checksums, memory-mapped safetensors.
 
 Every file the toolkit writes goes through a temporary file and `os.replace`, so a crash or
-Ctrl-C never leaves a half-written file under the final name.
+Ctrl-C never leaves a half-written file under the final name. Every file it reads back goes
+through a checked reader (`read_json`, `load_safetensors`, `mmap_safetensors`): a missing,
+non-regular, truncated, oversized or malformed file is an `InterpError` naming it, raised before
+anything the file declares is allocated (docs/reliability.md).
 """
 
 from __future__ import annotations
