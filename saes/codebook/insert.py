@@ -206,7 +206,11 @@ def load_codebooks(model, path: str | Path) -> CodebookModel:
                               f"{(groups, d)} but the model's hook has "
                               f"{hook_shape(model, h)}; load it on the model it was trained on "
                               f"({meta.get('model_name')!r}).")
-        layer = CodebookLayer(d, groups, cfg)
+        try:
+            layer = CodebookLayer(d, groups, cfg)
+        except (TypeError, ValueError, RuntimeError) as e:  # e.g. a seed that is not a number
+            raise BadFormat(f"{path / CODEBOOKS_CONFIG}: hook {h!r} has a config the codebook "
+                            f"cannot be built from ({type(e).__name__}: {e}); {fix}") from e
         with torch.no_grad():
             layer.codebook.copy_(book)
             if counts is not None:

@@ -159,13 +159,15 @@ class FeatureIndex:
         self.meta = read_json(p / "features.json", expect=dict)
         fix = "make the tables again with `interp features SAE_RUN`."
         try:
+            if isinstance(self.meta.get("d_sae"), bool):
+                raise TypeError("d_sae is true/false, not a count")
             self.n_latents = int(self.meta["d_sae"])
             edges = [float(e) for e in self.meta["hist_edges_log10"]]
             int(self.meta["n_tokens"])
         except (KeyError, TypeError, ValueError) as e:
             raise BadFormat(f"{p / 'features.json'} lacks a valid d_sae, n_tokens or "
                             f"hist_edges_log10 ({type(e).__name__}: {e}); {fix}") from e
-        if self.n_latents < 0 or len(edges) > 1 << 16:
+        if self.n_latents < 1 or len(edges) > 1 << 16:
             raise BadFormat(f"{p / 'features.json'}: d_sae {self.n_latents} or "
                             f"{len(edges)} histogram edges is not a features table; {fix}")
         self._con = duckdb.connect()
@@ -216,8 +218,8 @@ class FeatureIndex:
     def _check(self, latent: int) -> int:
         latent = int(latent)
         if not 0 <= latent < self.n_latents:
-            raise InterpError(f"Latent {latent} is out of range: this dictionary has "
-                              f"{self.n_latents} latents (0..{self.n_latents - 1}).")
+            raise InterpError(f"Latent {latent} is out of range: the dictionary of {self.path} "
+                              f"has {self.n_latents} latents (0..{self.n_latents - 1}).")
         return latent
 
     def page(self, latent: int, n_contexts: int | None = None) -> FeaturePage:
