@@ -105,7 +105,7 @@ def load_transcoders(path: str | Path, layers: list[int] | None = None) -> Trans
     out = {}
     for layer, sae_dir in found.items():
         tc = load_saelens(sae_dir)
-        _check_activation(tc, read_json(sae_dir / "cfg.json"), sae_dir)
+        _check_activation(tc, read_json(sae_dir / "cfg.json", expect=dict), sae_dir)
         out[layer] = tc.float().eval().requires_grad_(False)
     return TranscoderSet(out, source=str(path))
 

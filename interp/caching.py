@@ -16,8 +16,9 @@ from torch import Tensor
 
 from interp.data import corpus_fingerprint, iter_token_batches
 from interp.errors import CorruptShard, InterpError, StoreMismatch
-from interp.io import atomic_write_bytes, atomic_write_json, read_json
-from interp.store import DTYPES, FORMAT, VERSION, ActivationStore, StoreConfig
+from interp.io import atomic_write_bytes, atomic_write_json
+from interp.store import (DTYPES, FORMAT, VERSION, ActivationStore, StoreConfig,
+                          read_manifest)
 
 
 # --------------------------------------------------------------------------- capture
@@ -68,7 +69,7 @@ def check_store(out_dir: str | Path, config: StoreConfig) -> dict | None:
     out = Path(out_dir)
     if not (out / "manifest.json").is_file():
         return None
-    manifest = read_json(out / "manifest.json")
+    manifest = read_manifest(out / "manifest.json")
     if manifest.get("config") != config.to_dict():
         old, new = manifest.get("config", {}), config.to_dict()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

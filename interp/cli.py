@@ -16,9 +16,9 @@ from typing import Optional
 
 import typer
 
-from interp.cli_errors import fail, user_errors
+from interp.cli_errors import ErrorExitGroup, fail, user_errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=ErrorExitGroup, add_completion=False, no_args_is_help=True,
                   help="Mechanistic interpretability toolkit: hooks, activation stores and more.")
 
 
@@ -66,10 +66,11 @@ def cache(
     name: Optional[str] = typer.Option(None, help="Run name in the workspace."),
     model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
     hooks: str = typer.Option("blocks.15.hook_resid_post", help="Comma-separated hook names."),
-    tokens: int = typer.Option(65_536, "--tokens", help="Tokens to run through the model."),
-    context_size: int = typer.Option(128, help="Tokens per window."),
-    batch_size: int = typer.Option(16, help="Windows per forward pass."),
-    shard_windows: int = typer.Option(128, help="Windows per shard (multiple of batch-size)."),
+    tokens: int = typer.Option(65_536, "--tokens", min=1, help="Tokens to run through the model."),
+    context_size: int = typer.Option(128, min=2, help="Tokens per window."),
+    batch_size: int = typer.Option(16, min=1, help="Windows per forward pass."),
+    shard_windows: int = typer.Option(128, min=1,
+                                      help="Windows per shard (multiple of batch-size)."),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
     corpus: str = typer.Option("cpython", help="cpython | python-docs | python-stdlib | a path "
                                                "(.txt/.jsonl/.parquet/dir) | hf:<dataset>"),
@@ -77,7 +78,7 @@ def cache(
     prepend_bos: bool = typer.Option(True, help="Start every window with BOS."),
     drop_bos: bool = typer.Option(True, help="Do not store position 0 of each window."),
     outlier_ratio: Optional[float] = typer.Option(
-        10.0, help="Drop vectors with norm > ratio x median norm; 0 keeps all."),
+        10.0, min=0, help="Drop vectors with norm > ratio x median norm; 0 keeps all."),
     backend: str = typer.Option("torch", help="torch | transformer_lens | nnsight"),
     workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
                                              help="Workspace root."),
@@ -105,7 +106,7 @@ def cache(
 def app_cmd(
     workspace: Optional[Path] = typer.Argument(None, help="Workspace root (default: "
                                                "$INTERP_WORKSPACE, else ./workspace)."),
-    port: int = typer.Option(8501, help="Port to serve on."),
+    port: int = typer.Option(8501, min=1, max=65535, help="Port to serve on."),
     address: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this "
                                                    "machine only)."),
     headless: bool = typer.Option(False, help="Do not open a browser tab."),
@@ -142,8 +143,9 @@ def app_cmd(
 def demo(
     workspace: Path = typer.Option(Path("workspace"), envvar="INTERP_WORKSPACE",
                                    help="Workspace root."),
-    tokens: int = typer.Option(131_072, help="Tokens to cache."),
-    sae_tokens: int = typer.Option(1_048_576, help="Activation vectors to train the SAE on."),
+    tokens: int = typer.Option(131_072, min=1, help="Tokens to cache."),
+    sae_tokens: int = typer.Option(1_048_576, min=1,
+                                   help="Activation vectors to train the SAE on."),
 ) -> None:
     """The main job on the default model and corpus; a second run reuses finished work."""
     from interp.demo import run_demo

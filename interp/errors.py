@@ -39,7 +39,25 @@ class ConfigError(InterpError, ValueError):
     """A config with an unknown key or an invalid value."""
 
 
-class CorruptShard(InterpError):
+class CorruptFile(InterpError, ValueError):
+    """A file whose bytes cannot be what they should be: truncated, bit-flipped, not JSON /
+    safetensors / Parquet at all, not a regular file, or larger than its kind can be."""
+
+
+class MissingFile(InterpError, FileNotFoundError):
+    """A file that a reader needs is not there."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
+class BadFormat(ConfigError):
+    """A file that parses but does not hold what its reader expects: a missing or mistyped
+    key, a tensor of the wrong shape, another format's marker, a declared size that does not
+    fit the data."""
+
+
+class CorruptShard(CorruptFile):
     """A shard of an activation store is missing, truncated or fails its checksum."""
 
 
@@ -53,6 +71,16 @@ class DataError(InterpError, ValueError):
 
 class WorkspaceError(InterpError):
     """A run directory that cannot be read or written."""
+
+
+class UnsafePath(WorkspaceError):
+    """A path read from a file or given as a name that would leave the directory it must stay
+    in (`..`, an absolute path, a symlink pointing out)."""
+
+
+class WrongRunKind(WorkspaceError):
+    """A run directory of another kind than the command needs (e.g. a features run given to
+    `eval-sae`)."""
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +31,16 @@ from torch import Tensor
 
 from interp.config import Config
 from interp.data import CorpusSpec
-from interp.errors import ConfigError, CorruptShard, InterpError
-from interp.io import mmap_safetensors, read_json, sha256_file
+from interp.errors import BadFormat, ConfigError, CorruptShard, InterpError, UnsafePath
+from interp.io import mmap_safetensors, read_json, regular_file_size, sha256_file
 
 log = logging.getLogger(__name__)
 
 FORMAT = "interp-activation-store"
 VERSION = 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SHARD_NAME = re.compile(r"^shard-\d{5,}\.safetensors$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class StoreConfig(Config):
             raise ConfigError("StoreConfig.hooks is empty: name at least one hook to cache.")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} is not one of {sorted(DTYPES)}.")
+        if self.batch_size < 1 or self.shard_windows < 1:
+            raise ConfigError(f"batch_size ({self.batch_size}) and shard_windows "
+                              f"({self.shard_windows}) must be >= 1.")
         if self.shard_windows % self.batch_size:
             raise ConfigError(f"shard_windows ({self.shard_windows}) must be a multiple of "
                               f"batch_size ({self.batch_size}).")
@@ -77,6 +83,67 @@ class StoreConfig(Config):
 
 
 # --------------------------------------------------------------------------- reading
+def read_manifest(path: str | Path) -> dict:
+    """Read and check a store's manifest.json: its format marker, the types of the fields the
+    reader uses, sums that agree, and shard names that stay inside the store. Any fault is a
+    `CorruptFile` / `BadFormat` / `UnsafePath` naming the file."""
+    path = Path(path)
+    m = read_json(path, expect=dict)
+    if m.get("format") != FORMAT:
+        raise BadFormat(f"{path} is not an interp activation-store manifest (format="
+                        f"{m.get('format')!r}, expected {FORMAT!r}).")
+    if m.get("version") != VERSION:
+        raise BadFormat(f"{path} is an activation store of version {m.get('version')!r}; this "
+                        f"interp reads version {VERSION}: rebuild it with `interp cache`.")
+    fix = "restore it, or delete the store and re-run the cache command."
+
+    def bad(what: str) -> BadFormat:
+        return BadFormat(f"{path}: {what}; {fix}")
+
+    def count(d: dict, key: str, where: str, low: int = 0) -> int:
+        v = d.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise bad(f"{where}{key!r} is {v!r}, not an integer >= {low}")
+        return v
+
+    for key in ("n_windows", "n_rows", "n_tokens_seen"):
+        count(m, key, "")
+    count(m, "context_size", "", 2)
+    if not isinstance(m.get("dtype"), str) or m["dtype"] not in DTYPES:
+        raise bad(f"'dtype' is {m.get('dtype')!r}, not one of {sorted(DTYPES)}")
+    if not isinstance(m.get("config"), dict) or not isinstance(m.get("complete"), bool):
+        raise bad("'config' must be an object and 'complete' true or false")
+    hooks = m.get("hooks")
+    if not isinstance(hooks, dict) or not all(isinstance(v, dict) for v in hooks.values()):
+        raise bad("'hooks' must map each hook name to {\"d\": width}")
+    for h, v in hooks.items():
+        count(v, "d", f"hook {h!r}: ", 1)
+    shards = m.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise bad("'shards' must be a list of objects")
+    if shards and not hooks:
+        raise bad("it lists shards but no hooks")
+    first = 0
+    for i, s in enumerate(shards):
+        name = s.get("file")
+        if not isinstance(name, str) or not SHARD_NAME.match(name):
+            raise UnsafePath(f"{path}: shard {i} is named {name!r}, not a plain file name, so it "
+                             "may point outside the store; shard names are "
+                             "shard-NNNNN.safetensors, never paths. The manifest was modified: "
+                             f"{fix}")
+        if not isinstance(s.get("sha256"), str) or not _SHA256.match(s["sha256"]):
+            raise bad(f"shard {name}: 'sha256' is not a sha256 hex digest")
+        windows, rows = count(s, "windows", f"shard {name}: "), count(s, "rows", f"shard {name}: ")
+        if count(s, "first_window", f"shard {name}: ") != first:
+            raise bad(f"shard {name} starts at window {s['first_window']}, expected {first}")
+        if rows > windows * m["context_size"]:
+            raise bad(f"shard {name} claims {rows} rows from {windows} windows")
+        first += windows
+    if first != m["n_windows"] or sum(s["rows"] for s in shards) != m["n_rows"]:
+        raise bad("the shards' windows or rows do not add up to n_windows / n_rows")
+    return m
+
+
 class ActivationStore:
     """Read a store: memory-mapped shards, checksums, shuffled batches, a held-out split."""
 
@@ -86,9 +153,7 @@ class ActivationStore:
         if not mpath.is_file():
             raise CorruptShard(f"{mpath} not found: {self.path} is not an activation store "
                                "(make one with `interp cache`).")
-        self.manifest = read_json(mpath)
-        if self.manifest.get("format") != FORMAT:
-            raise CorruptShard(f"{mpath} is not an interp activation-store manifest.")
+        self.manifest = read_manifest(mpath)
         if not self.manifest.get("complete"):
             log.warning("Store %s is incomplete (%d windows so far); re-run the same cache command "
                         "to finish it.", self.path, self.manifest["n_windows"])
@@ -144,19 +209,32 @@ class ActivationStore:
 
     # shards
     def shard(self, i: int) -> dict[str, Tensor]:
-        """Shard `i` as memory-mapped tensors (its sha256 checked on first use)."""
+        """Shard `i` as memory-mapped tensors (its sha256 checked on first use, its tensors'
+        shapes checked against the manifest on every open)."""
         info = self.manifest["shards"][i]
         path = self.path / info["file"]
-        if not path.is_file():
+        if not path.exists():
             raise CorruptShard(f"Shard {path} is missing; re-run the cache command to rebuild "
                                "the store, or restore the file.")
+        regular_file_size(path, "Shard", CorruptShard)
         if self.verify and i not in self._verified:
             if sha256_file(path) != info["sha256"]:
                 raise CorruptShard(f"Shard {path} fails its sha256 check (corrupt or modified); "
                                    "delete it and the store's manifest.json and re-run the cache "
                                    "command.")
             self._verified.add(i)
-        return mmap_safetensors(path)
+        tensors = mmap_safetensors(path)
+        rows, windows = info["rows"], info["windows"]
+        expected = {"tokens": (windows, self.context_size), "positions": (rows,),
+                    **{h: (rows, v["d"]) for h, v in self.manifest["hooks"].items()}}
+        for name, shape in expected.items():
+            got = tuple(tensors[name].shape) if name in tensors else None
+            if got != shape:
+                raise CorruptShard(f"Shard {path}: tensor {name!r} has shape "
+                                   f"{list(got) if got is not None else 'none (missing)'}, but "
+                                   f"the manifest implies {list(shape)}; delete the store and "
+                                   "re-run the cache command.")
+        return tensors
 
     def tokens(self) -> Tensor:
         """All token windows, [n_windows, context_size] int32."""

@@ -18,12 +18,13 @@ app = typer.Typer(add_completion=False, help="Probes, lenses and layer geometry.
 _MODEL = typer.Option(None, help="Model name or directory (default model if omitted).")
 _CORPUS = typer.Option("", help="cpython | python-docs | python-stdlib | a path | hf:<dataset> "
                                 "(default: the task's corpus, or python-docs).")
-_TOKENS = typer.Option(4096, "--tokens", help="Tokens to collect (BOS positions not counted).")
-_CTX = typer.Option(128, help="Tokens per chunk, BOS included.")
-_DOCS = typer.Option(None, help="Read at most this many documents.")
-_CHUNKS = typer.Option(1, help="Chunks of context-size tokens kept per document.")
-_BATCH = typer.Option(8, help="Chunks per forward pass.")
-_SEED = typer.Option(0, help="Seed (document shuffle, splits, control task).")
+_TOKENS = typer.Option(4096, "--tokens", min=1,
+                       help="Tokens to collect (BOS positions not counted).")
+_CTX = typer.Option(128, min=2, help="Tokens per chunk, BOS included.")
+_DOCS = typer.Option(None, min=1, help="Read at most this many documents.")
+_CHUNKS = typer.Option(1, min=1, help="Chunks of context-size tokens kept per document.")
+_BATCH = typer.Option(8, min=1, help="Chunks per forward pass.")
+_SEED = typer.Option(0, min=0, help="Seed (document shuffle, splits, control task).")
 _WS = typer.Option(None, envvar="INTERP_WORKSPACE", help="Workspace root.")
 _OUT = typer.Option(None, help="Run directory (default: <workspace>/runs/<kind>/<name>).")
 
@@ -42,9 +43,10 @@ def probe(
     hook: str = typer.Option("", help="Probe this hook instead of the residual stream."),
     kind: str = typer.Option("logistic", help="logistic | ridge"),
     control: str = typer.Option("type", help="Control task: type | shuffle | none"),
-    val_frac: float = typer.Option(0.2, help="Fraction of documents held out for validation."),
+    val_frac: float = typer.Option(0.2, min=0, max=1,
+                                   help="Fraction of documents held out for validation."),
     l2: str = typer.Option("1e-4,1e-3,1e-2,1e-1,1", help="L2 values to choose from."),
-    max_iter: int = typer.Option(100, help="L-BFGS iterations (logistic)."),
+    max_iter: int = typer.Option(100, min=1, help="L-BFGS iterations (logistic)."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
     context_size: int = _CTX, max_docs: Optional[int] = _DOCS,
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
@@ -71,14 +73,14 @@ def probe(
 
 @app.command()
 def lens(
-    tuned_steps: int = typer.Option(0, help="Adam steps on the KL after the least-squares "
+    tuned_steps: int = typer.Option(0, min=0, help="Adam steps on the KL after the least-squares "
                                             "init of the tuned lens."),
-    tuned_lr: float = typer.Option(1e-3, help="Tuned-lens learning rate."),
-    ridge: float = typer.Option(1e-2, help="Ridge strength of the least-squares init."),
-    eval_tokens: int = typer.Option(512, help="Held-out tokens scored."),
+    tuned_lr: float = typer.Option(1e-3, min=0, help="Tuned-lens learning rate."),
+    ridge: float = typer.Option(1e-2, min=0, help="Ridge strength of the least-squares init."),
+    eval_tokens: int = typer.Option(512, min=1, help="Held-out tokens scored."),
     activations: Optional[Path] = typer.Option(None, help="Activation store with every "
                                                           "residual hook (instead of the model)."),
-    val_frac: float = typer.Option(0.2, help="Fraction of documents held out."),
+    val_frac: float = typer.Option(0.2, min=0, max=1, help="Fraction of documents held out."),
     example: str = typer.Option("The capital of France is Paris, and the capital of Italy is",
                                 help="Text shown under the lens, position by position."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
@@ -107,7 +109,7 @@ def lens(
 
 @app.command()
 def geometry(
-    max_points_twonn: int = typer.Option(4096, help="Points per layer for TwoNN."),
+    max_points_twonn: int = typer.Option(4096, min=3, help="Points per layer for TwoNN."),
     activations: Optional[Path] = typer.Option(None, help="Activation store with every "
                                                           "residual hook (instead of the model)."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,

@@ -308,4 +308,4 @@ def read_layers(run_path: str | Path) -> dict:
     """The `layers.json` of a probe, lens or geometry run."""
     from interp.io import read_json
 
-    return read_json(Path(run_path) / "layers.json")
+    return read_json(Path(run_path) / "layers.json", expect=dict)

@@ -32,21 +32,23 @@ def train_sae_cmd(
     skip: bool = typer.Option(False, help="Skip-transcoder (needs --hook-out)."),
     arch: str = typer.Option("topk", help="topk | batchtopk | standard | jumprelu | gated | "
                                           "matryoshka_batchtopk | discrete"),
-    width: int = typer.Option(4608, help="Number of latents (d_sae)."),
-    k: Optional[int] = typer.Option(None, help="Active latents per row (top-k family; "
-                                               "default 32)."),
-    l1: Optional[float] = typer.Option(None, help="L1 coefficient (standard, gated; default 5)."),
-    l0: Optional[float] = typer.Option(None, help="L0 coefficient (jumprelu; default 1)."),
-    tokens: int = typer.Option(1_000_000, help="Training tokens."),
-    batch_size: int = typer.Option(4096, help="Rows per step."),
-    lr: float = typer.Option(4e-3, help="Adam learning rate."),
-    lr_warmup_steps: int = typer.Option(0, help="Linear LR warm-up steps."),
+    width: int = typer.Option(4608, min=1, help="Number of latents (d_sae)."),
+    k: Optional[int] = typer.Option(None, min=1, help="Active latents per row (top-k family; "
+                                                      "default 32)."),
+    l1: Optional[float] = typer.Option(None, min=0, help="L1 coefficient (standard, gated; "
+                                                         "default 5)."),
+    l0: Optional[float] = typer.Option(None, min=0, help="L0 coefficient (jumprelu; default 1)."),
+    tokens: int = typer.Option(1_000_000, min=1, help="Training tokens."),
+    batch_size: int = typer.Option(4096, min=1, help="Rows per step."),
+    lr: float = typer.Option(4e-3, min=0, help="Adam learning rate."),
+    lr_warmup_steps: int = typer.Option(0, min=0, help="Linear LR warm-up steps."),
     lr_decay: str = typer.Option("none", help="none | linear | cosine"),
-    sparsity_warmup_steps: int = typer.Option(0, help="Sparsity-coefficient warm-up steps."),
-    max_grad_norm: float = typer.Option(0.0, help="Clip the gradient norm to this before each "
+    sparsity_warmup_steps: int = typer.Option(0, min=0, help="Sparsity-coefficient warm-up steps."),
+    max_grad_norm: float = typer.Option(0.0, min=0,
+                                        help="Clip the gradient norm to this before each "
                                                   "Adam step (0: off; SAELens clips at 1.0)."),
-    seed: int = typer.Option(0, help="Seed."),
-    checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    checkpoint_every: int = typer.Option(500, min=0, help="Steps between checkpoints."),
 ) -> None:
     """Train an SAE or transcoder; Ctrl-C writes a checkpoint, re-running resumes."""
     from interp.errors import ConfigError
@@ -93,16 +95,17 @@ def eval_sae_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON."),
     activations: Optional[Path] = typer.Option(None, help="Store to evaluate on (default: the "
                                                           "run's own)."),
-    windows: int = typer.Option(16, help="Held-out windows for the spliced CE/KL loss (0: skip)."),
+    windows: int = typer.Option(16, min=0,
+                                help="Held-out windows for the spliced CE/KL loss (0: skip)."),
 ) -> None:
     """Evaluate a trained SAE: FVU, L0, dead/dense, CE/KL loss recovered when spliced in."""
     from interp.errors import InterpError
-    from interp.workspace import load_run
+    from interp.workspace import load_run_of_kind
     from saes.formats import load_saelens
     from saes.runs import evaluate_run_sae, report_metrics, store_of
 
     try:
-        r = load_run(run)
+        r = load_run_of_kind(run, "sae", "`interp eval-sae`")
         store = activations or store_of(r)
         if not store:
             raise InterpError(f"{run} was trained without a store; pass --activations DIR.")
@@ -133,7 +136,7 @@ def resume(run: Path = typer.Argument(..., help="A run directory with a checkpoi
 @app.command()
 def features(
     run: Path = typer.Argument(..., help="An SAE run directory (or a SAELens directory)."),
-    tokens: int = typer.Option(65_536, "--tokens", help="Tokens to read (whole windows)."),
+    tokens: int = typer.Option(65_536, "--tokens", min=1, help="Tokens to read (whole windows)."),
     name: Optional[str] = typer.Option(None, help="Run name (default: the SAE run's name)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: "
                                                   "<workspace>/runs/features/<name>)."),
@@ -141,11 +144,11 @@ def features(
                                              help="Workspace root."),
     source: str = typer.Option("auto", help="auto | store | model: read the SAE's activation "
                                             "store, or run the model over the corpus."),
-    top_n: int = typer.Option(20, help="Top activating contexts kept per latent."),
-    context_left: int = typer.Option(15, help="Context tokens before the activating token."),
-    context_right: int = typer.Option(4, help="Context tokens after it."),
-    batch_windows: int = typer.Option(16, help="Windows encoded at once (bounds memory)."),
-    logit_k: int = typer.Option(10, help="Top/bottom tokens of each logit effect."),
+    top_n: int = typer.Option(20, min=1, help="Top activating contexts kept per latent."),
+    context_left: int = typer.Option(15, min=0, help="Context tokens before the activating token."),
+    context_right: int = typer.Option(4, min=0, help="Context tokens after it."),
+    batch_windows: int = typer.Option(16, min=1, help="Windows encoded at once (bounds memory)."),
+    logit_k: int = typer.Option(10, min=0, help="Top/bottom tokens of each logit effect."),
 ) -> None:
     """Feature statistics of a trained SAE/transcoder: density, mean/max, histogram/quantiles,
     top contexts with per-token activations and logit effects, as Parquet tables."""
@@ -179,16 +182,16 @@ def atoms(
                              help="Comma-separated hooks (one comparison per hook)."),
     sae: list[Path] = typer.Option([], "--sae", help="SAE run used as the 'features' of its "
                                                      "hook (repeatable); others are trained."),
-    tokens: int = typer.Option(32_768, "--tokens", help="Tokens run through the model."),
+    tokens: int = typer.Option(32_768, "--tokens", min=1, help="Tokens run through the model."),
     corpus: str = typer.Option("cpython", help="cpython | python-docs | a path | hf:<dataset>"),
     center: bool = typer.Option(False, help="Estimate S~ from the covariance, not E[kk^T]."),
-    ridge: float = typer.Option(1e-4, help="Ridge, times tr(Sigma)/H."),
-    width_mult: int = typer.Option(4, help="Dictionary size |D| = width-mult x H."),
-    feature_k: int = typer.Option(32, help="k of the ordinary top-k feature SAE."),
-    l0_coefficient: float = typer.Option(1.0, help="L0 penalty of the atoms' JumpReLU SAE."),
-    train_tokens: int = typer.Option(262_144, help="Rows seen by each trained SAE."),
-    batch_size: int = typer.Option(1024, help="Training batch size."),
-    seed: int = typer.Option(0, help="Seed."),
+    ridge: float = typer.Option(1e-4, min=0, help="Ridge, times tr(Sigma)/H."),
+    width_mult: int = typer.Option(4, min=1, help="Dictionary size |D| = width-mult x H."),
+    feature_k: int = typer.Option(32, min=1, help="k of the ordinary top-k feature SAE."),
+    l0_coefficient: float = typer.Option(1.0, min=0, help="L0 penalty of the atoms' JumpReLU SAE."),
+    train_tokens: int = typer.Option(262_144, min=1, help="Rows seen by each trained SAE."),
+    batch_size: int = typer.Option(1024, min=1, help="Training batch size."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """Neurons vs features vs atoms (Hu et al. 2025): AIP, coherence, q*, R^2 per hook."""

@@ -97,10 +97,16 @@ def get_cmd(
     """Fetch a pretrained SAE / transcoder (or a transcoder set) and write it into the
     workspace: an SAE run (`sae/` in the SAELens layout) for `interp features`, `eval-sae`
     and the explorer, or a transcoder-set run for `interp attribute --transcoders DIR`."""
-    from interp.errors import InterpError
+    from interp.errors import InterpError, MissingFile
     from saes.pretrained.registry import releases
 
     try:
+        for flag, d in (("--local-dir", local_dir), ("--cache-dir", cache_dir)):
+            if d is not None and not d.is_dir():
+                raise MissingFile(f"{flag} {d} is not a directory.")
+        if local_dir is not None and not any(local_dir.iterdir()):
+            raise MissingFile(f"--local-dir {local_dir} is empty: put the release's files there "
+                              "(the Hub repo's layout, or the files flat).")
         known = releases()
         is_set = sae_id is None and (release not in known or known[release].transcoders)
         where = dict(model=model, local_dir=local_dir, cache_dir=cache_dir, revision=revision)
@@ -115,6 +121,9 @@ def get_cmd(
             run = save_pretrained_run(release, sae_id, out=out, workspace=workspace, name=name,
                                       **where)
     except InterpError as e:
-        fail(e)
+        given = [f"{flag} {d}" for flag, d in (("--local-dir", local_dir),
+                                                ("--cache-dir", cache_dir))
+                 if d is not None and str(d) not in str(e)]
+        fail(type(e)(f"{e} (with {', '.join(given)})") if given else e)
     typer.echo(json.dumps(run.metrics))
     typer.echo(f"run: {run.path}")

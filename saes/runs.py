@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from interp.errors import InterpError
-from interp.workspace import load_run, run_context
+from interp.workspace import load_run_of_kind, run_context
 from saes.data import DataConfig
 from saes.train import TrainConfig, Trainer, split_config
 
@@ -88,9 +88,10 @@ def train_many_runs(cfgs: list[TrainConfig], data: DataConfig, run_dirs: list[st
 
 def resume_run(run_dir: str | Path, progress: bool = True):
     """Continue a run from its checkpoint with the config in its run.json."""
-    run = load_run(run_dir)
-    if run.kind != "sae":
-        raise InterpError(f"{run_dir} is a {run.kind!r} run; `resume` continues SAE runs.")
+    run = load_run_of_kind(run_dir, "sae", "`interp resume`")
+    if "total_tokens" not in run.config:
+        raise InterpError(f"{run_dir} holds a dictionary imported into the workspace, not one "
+                          "trained here: there is no training to resume.")
     cfg, data = split_config(run.config)
     if data is None:
         raise InterpError(f"{run_dir}/run.json names no training data; it cannot be resumed.")

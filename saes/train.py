@@ -28,7 +28,7 @@ from interp.config import Config
 from interp.errors import ConfigError
 from saes.architectures import create_sae
 from saes.base import SAEConfig, SparseDictionary
-from saes.checkpoint import read_checkpoint, read_meta, write_checkpoint
+from saes.checkpoint import read_checkpoint, read_meta, recover, write_checkpoint
 from saes.data import BatchSource, DataConfig, as_source
 from saes.distributed import (all_reduce_grads, all_reduce_max, dist_info, install_signals,
                               restore_signals)
@@ -72,6 +72,9 @@ class TrainConfig(Config):
             raise ConfigError(f"lr_decay must be none, linear or cosine, not {self.lr_decay!r}.")
         if self.b_dec_init not in ("mean", "zeros"):
             raise ConfigError(f"b_dec_init must be mean or zeros, not {self.b_dec_init!r}.")
+        if not (math.isfinite(self.lr) and self.lr >= 0 and math.isfinite(self.max_grad_norm)):
+            raise ConfigError(f"lr ({self.lr}) must be a finite number >= 0, and max_grad_norm "
+                              f"({self.max_grad_norm}) finite.")
         if self.batch_size < 1 or self.total_tokens < self.batch_size:
             raise ConfigError("Need batch_size >= 1 and total_tokens >= batch_size.")
 
@@ -122,7 +125,14 @@ class Trainer:
         self.fired_count = torch.zeros(cfg.sae.d_sae, dtype=torch.long)
         self._stop = False  # a signal arrived here
         self._stop_now = False  # stop after this step: `_stop` on any rank, decided together
-        if (self.run_dir / "checkpoint" / "trainer.json").is_file():
+        ck = self.run_dir / "checkpoint"
+        if self.rank == 0:
+            recover(ck)  # finish a checkpoint swap that a kill interrupted
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        if (ck / "trainer.json").is_file():
             self._load_checkpoint()
             self.resumed = True
         else:
@@ -183,7 +193,9 @@ class Trainer:
         if config != self.cfg or None not in (data, self.data) and data.to_dict() != self.data:
             raise ConfigError(f"The checkpoint in {ck} was made with another config; resume with "
                               "`interp resume RUN` (which reads it) or use a new run directory.")
-        meta, extra = read_checkpoint(ck, self.sae, self.opt)
+        d_sae = self.cfg.sae.d_sae
+        meta, extra = read_checkpoint(ck, self.sae, self.opt, {"since_fired": (d_sae,),
+                                                              "fired_count": (d_sae,)})
         self.since_fired, self.fired_count = extra["since_fired"], extra["fired_count"]
         self.step, self.scale_in, self.scale_out = meta["step"], meta["scale_in"], meta["scale_out"]
 
@@ -217,7 +229,10 @@ class Trainer:
         if not self.resumed:
             self._initialise_from_data()
         self._handlers = install_signals(self._on_signal)
-        self._metrics_f = open(self.run_dir / "metrics.jsonl", "a") if self.rank == 0 else None
+        self._metrics_f = None
+        if self.rank == 0:
+            _trim_metrics(self.run_dir / "metrics.jsonl", self.step)
+            self._metrics_f = open(self.run_dir / "metrics.jsonl", "a")
         self._bar = tqdm(total=self.cfg.total_steps, initial=self.step, unit="step",
                          disable=not self.progress or self.rank != 0,
                          desc=self.cfg.sae.architecture)
@@ -343,6 +358,28 @@ def split_config(d: dict) -> tuple[TrainConfig, DataConfig | None]:
 
 
 # --------------------------------------------------------------------------- helpers
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the records of steps <= `step` (the checkpoint a run resumes from) in the metrics
+    log: a killed run logged steps past its last checkpoint, and maybe half a line, that the
+    resumed run logs again."""
+    from interp.io import atomic_write_bytes
+
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    kept = []
+    for line in data.splitlines(keepends=True):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            break  # a half-written last line
+        if not line.endswith(b"\n") or not isinstance(rec, dict) or rec.get("step", 0) > step:
+            break
+        kept.append(line)
+    if sum(map(len, kept)) != len(data):
+        atomic_write_bytes(path, b"".join(kept))
+
+
 def _adam(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam over the module's parameters; the fused kernel (one pass over each parameter, ~6x
     faster than the default on CPU) wherever torch has it for them."""

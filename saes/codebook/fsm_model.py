@@ -173,7 +173,16 @@ def load_fsm_model(path: str | Path) -> tuple[CodebookModel, FSMConfig]:
     if not (path / "fsm_config.json").is_file():
         raise InterpError(f"{path} holds no TokFSM model (no fsm_config.json); train one with "
                           "`interp codebook fsm`.")
-    cfg = FSMConfig.from_dict(read_json(path / "fsm_config.json"))
-    hf = AutoModelForCausalLM.from_pretrained(str(path / "model"), attn_implementation="sdpa")
+    from interp.errors import BadFormat
+
+    try:
+        cfg = FSMConfig.from_dict(read_json(path / "fsm_config.json", expect=dict))
+        hf = AutoModelForCausalLM.from_pretrained(str(path / "model"), attn_implementation="sdpa")
+    except InterpError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:  # transformers' own
+        raise BadFormat(f"{path} does not hold a readable TokFSM model ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); train it again with "
+                        "`interp codebook fsm`.") from e
     model = TorchHookedModel(hf, cfg.fsm.tokenizer(), f"tokfsm-{cfg.arch}")
     return load_codebooks(model, path), cfg

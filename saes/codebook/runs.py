@@ -23,7 +23,7 @@ import torch
 from interp.config import Config
 from interp.errors import InterpError
 from interp.io import atomic_write_bytes, atomic_write_json, save_safetensors_atomic
-from interp.workspace import load_run, run_context
+from interp.workspace import run_context
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.train import CodebookTrainConfig
 
@@ -204,8 +204,15 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
     from saes.codebook.stats import code_search, collect_codes
     from saes.codebook.steer import topic_steering
 
+    from interp.errors import MissingFile
+    from interp.workspace import load_run_of_kind
+    from saes.codebook.insert import CODEBOOKS_CONFIG
+
     source = Path(source)
-    src = load_run(source)
+    src = load_run_of_kind(source, KIND, "`interp codebook steer`")
+    if cb is None and not (source / CODEBOOKS_CONFIG).is_file():  # before any model loads
+        raise MissingFile(f"No codebooks in {source}: expected {CODEBOOKS_CONFIG} (written by "
+                          "`interp codebook train`).")
     config = {"mode": "steer", "source": str(source), "pattern": pattern,
               "prompts": list(prompts), "codes": codes, "n": n,
               "max_new_tokens": max_new_tokens, "seed": seed, "slots": slots}
