@@ -35,6 +35,8 @@ class GatedSAE(SparseDictionary):
     options = ("l1_coefficient",)  # the SAEConfig fields it reads
 
     unit_norm_decoder = False  # the L1 penalty weights by ||W_dec_j||
+    # the shared product, gate and magnitude paths, their masks, acts and the aux path
+    step_dense_tensors = 11.0
 
     def __init__(self, cfg):
         super().__init__(cfg)
