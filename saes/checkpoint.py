@@ -1,7 +1,8 @@
 """Training checkpoints that resume bit-exactly: a module's weights, its optimiser's state,
-any extra counters (safetensors), and a JSON of the rest (step, scales, config). They are
-written from host copies and read back onto the devices of the module's parameters, so a run
-started on one device resumes on another.
+any extra counters (safetensors), and a JSON of the rest (step, scales, config). The tensors
+are streamed to the file one at a time from where they live (no copy of the whole state in
+memory) and read back onto the devices of the module's parameters, so a run started on one
+device resumes on another.
 
 `checkpoint/` is written as a new directory and swapped in with `os.replace`, so a crash at any
 moment leaves either the previous checkpoint or the new one, never a mixture.
@@ -29,13 +30,13 @@ def write_checkpoint(path: str | Path, module: torch.nn.Module, opt: torch.optim
     tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors = {f"sae.{k}": _host(v) for k, v in module.state_dict().items()}
+    tensors = {f"sae.{k}": v.detach() for k, v in module.state_dict().items()}
     names = {id(p): n for n, p in module.named_parameters()}
     for group in opt.param_groups:
         for p in group["params"]:
             for key, value in opt.state.get(p, {}).items():
-                tensors[f"opt.{names[id(p)]}.{key}"] = _host(torch.as_tensor(value))
-    tensors.update({k: _host(v) for k, v in extra.items()})
+                tensors[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(value).detach()
+    tensors.update(extra)
     save_safetensors_atomic(tensors, tmp / STATE)
     atomic_write_json(tmp / META, meta)
     shutil.rmtree(old, ignore_errors=True)
@@ -70,8 +71,3 @@ def read_checkpoint(path: str | Path, module: torch.nn.Module, opt: torch.optim.
     extra = {k: v for k, v in state.items() if not k.startswith(("sae.", "opt."))}
     return meta, extra
 
-
-def _host(t: Tensor) -> Tensor:
-    """`t` on the host: itself if it is there already (the file is written before training
-    goes on, and the serialised bytes are a copy anyway), else a copy."""
-    return t.detach().to("cpu")

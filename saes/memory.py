@@ -11,8 +11,11 @@ The estimate of a run of `TrainConfig` on a source, per device:
     reader      the host side of the source (a batch of store rows; the shuffle buffer)
   at the peak, the larger of:
     step        what a training step holds only while it runs (`step_memory`)
-    checkpoint  the serialised copy of the weights and Adam state while a checkpoint is
-                written (host memory)
+    export      the host copy of the dictionary made at the end, and its largest matrix
+                transposed into the SAELens layout (host memory)
+
+A checkpoint adds nothing: its tensors are streamed to the file one at a time
+(`interp.io.save_safetensors_atomic`).
 
 Parts on the host count against the CPU's available memory, parts on a GPU against its free
 memory (`torch.cuda.mem_get_info`), less the parts already allocated when it is read (the
@@ -121,8 +124,8 @@ def estimate_training(cfg, source=None, device: torch.device | str = "cpu", worl
     width = cfg.sae.d_in + cfg.sae.out_dim
     est.add(device, "batch", 2 * batch * width * 4)
     est.add(device, "step", mem["step"], peak=True)
-    # a checkpoint serialises the weights and Adam state once (a device copy first on a GPU)
-    est.add("cpu", "checkpoint", 3 * p * (1 if device.type == "cpu" else 2), peak=True)
+    largest = max(q.numel() * q.element_size() for q in sae.parameters())
+    est.add("cpu", "export", p + largest, peak=True)
     foot = getattr(source, "footprint", None)
     if foot is not None:
         hooks = [cfg.sae.hook_name] + ([cfg.sae.hook_name_out] if cfg.sae.transcoder else [])

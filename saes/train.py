@@ -136,7 +136,8 @@ class Trainer:
 
     `prefetch` (batches read ahead by a thread; None: 2 on a GPU, else 0) is for sources given
     directly; a `DataConfig` says its own. `check_memory` estimates the run's memory
-    (`saes.memory`) and refuses, before any work, a run that will not fit its device.
+    (`saes.memory`) and refuses a run that will not fit its device before it makes the
+    dictionary.
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path,
@@ -150,16 +151,17 @@ class Trainer:
         self.prefetch = data.prefetch if isinstance(data, DataConfig) else prefetch
         if self.prefetch is None:
             self.prefetch = 2 if self.device.type == "cuda" else 0
-        self._check_memory = check_memory
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.world, self.rank = dist_info(self.device)
         if cfg.batch_size % self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the "
                               f"{self.world} processes.")
-        self.sae: SparseDictionary = create_sae(cfg.sae, seed=cfg.seed).to(self.device)
-        self.opt = _adam(self.sae, cfg)
         lowp = resolve_dtype(cfg.autocast, self.device)
         self.lowp = None if lowp == torch.float32 else lowp
+        if check_memory:  # before the dictionary exists: a run that cannot fit does nothing
+            self.memory().check()
+        self.sae: SparseDictionary = create_sae(cfg.sae, seed=cfg.seed).to(self.device)
+        self.opt = _adam(self.sae, cfg)
         self._autocast = self.lowp is not None and not _lowp_matmuls(self.sae, self.lowp)
         self._scaler = (torch.amp.GradScaler(self.device.type) if self.lowp == torch.float16
                         else None)
@@ -198,11 +200,14 @@ class Trainer:
                       self.cfg.total_steps, self.device, rank, world, prefetch)
 
     def memory(self):
-        """The run's memory estimate (`saes.memory.estimate_training`)."""
+        """The run's memory estimate (`saes.memory.estimate_training`), with the source's own
+        footprint if the source is open (a streamed model's weights count as resident)."""
         from saes.memory import estimate_training
 
-        return estimate_training(self.cfg, self.source, self.device, world=self.world,
-                                 lowp=self.lowp, resident=("dictionary", "model"))
+        resident = ("model",) + (("dictionary",) if hasattr(self, "sae") else ())
+        return estimate_training(self.cfg, self._source or _given_source(self._data),
+                                 self.device, world=self.world, lowp=self.lowp,
+                                 resident=resident)
 
     def _initialise_from_data(self) -> None:
         """Estimate normalisation scales and the decoder bias from the first global batches
@@ -283,8 +288,6 @@ class Trainer:
         catch signals."""
         from tqdm.auto import tqdm
 
-        if self._check_memory:
-            self.memory().check()
         if not self.resumed:
             self._initialise_from_data()
         self._handlers = install_signals(self._on_signal)
@@ -431,6 +434,12 @@ def split_config(d: dict) -> tuple[TrainConfig, DataConfig | None]:
 
 
 # --------------------------------------------------------------------------- helpers
+def _given_source(data) -> BatchSource | None:
+    """`data` if it is an opened source (not a config or tensors, which open later)."""
+    return data if not isinstance(data, (DataConfig, Tensor, dict)) and isinstance(
+        data, BatchSource) else None
+
+
 def host_copy(module: torch.nn.Module) -> torch.nn.Module:
     """A deep copy of `module` on the host, made without a second copy on its device."""
     import copy

@@ -36,7 +36,8 @@ class GatedSAE(SparseDictionary):
 
     unit_norm_decoder = False  # the L1 penalty weights by ||W_dec_j||
     # the shared product, gate and magnitude paths, their masks, acts and the aux path
-    step_dense_tensors = 11.0
+    # (measured: 8.1 at the peak on the CPU)
+    step_dense_tensors = 8.5
 
     def __init__(self, cfg):
         super().__init__(cfg)

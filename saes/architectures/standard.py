@@ -112,8 +112,9 @@ class StandardStep(torch.autograd.Function):
         mse, l1 = mse.clone(), l1.clone()  # outputs of their own (loss must not alias them)
         ctx.save_for_backward(xl, enc_weight, W_dec, Wd, norms, err, colsum, acts, vals, flat)
         ctx.code, ctx.lam, ctx.shift, ctx.work = code, lam, shift, work
-        ctx.mark_non_differentiable(recon, mse, l1)
-        return loss, recon, mse, l1, colsum > 0, nnz / b
+        l0 = nnz / b  # a device tensor on the sync-free path
+        ctx.mark_non_differentiable(recon, mse, l1, *([l0] if isinstance(l0, Tensor) else []))
+        return loss, recon, mse, l1, colsum > 0, l0
 
     @staticmethod
     def backward(ctx, g, *_):
@@ -178,6 +179,14 @@ def _colsum(a: Tensor, dtype: torch.dtype) -> Tensor:
     return a.sum(0).to(dtype)
 
 
+def _autocast_on(device: torch.device) -> bool:
+    """Whether autocast is on for `device` (False for devices without autocast, e.g. meta)."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except RuntimeError:
+        return False
+
+
 def dense_loss_output(loss: Tensor, recon: Tensor, acts: Float[Tensor, "batch d_sae"],
                       parts: dict[str, Tensor]) -> LossOutput:
     """A `LossOutput` from dense activations: which latents fired and the mean L0."""
@@ -237,7 +246,7 @@ class StandardSAE(SparseDictionary):
     def training_loss(self, x: Tensor, target: Tensor, dead: Tensor | None = None,
                       sparsity_scale: float = 1.0) -> LossOutput:
         lam = sparsity_scale * self.cfg.l1_coefficient
-        if self.W_skip is None and not torch.is_autocast_enabled(x.device.type):
+        if self.W_skip is None and not _autocast_on(x.device):
             lowp = self.matmul_dtype
             loss, recon, mse, l1, fired, l0 = StandardStep.apply(
                 x, target, self.enc_weight, self.b_enc, self.W_dec, self.b_dec, lam,

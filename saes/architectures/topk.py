@@ -225,6 +225,12 @@ class BatchTopKSAE(_TopKFamily):
     def _select_dense(self, pre):
         return select_batch_topk(pre, self.cfg.k)
 
+    def _select_memory(self, batch, device):
+        """As the family's, plus the top-k over the flattened batch, which works on (value,
+        index) pairs of every entry: 16 bytes each (measured on the CPU)."""
+        buffers, select = super()._select_memory(batch, device)
+        return buffers, select + 16 * batch * self.cfg.d_sae
+
     @torch.no_grad()
     def _after_step(self, acts, active):
         """A running mean of the smallest kept activation (the first one taken as it is),
