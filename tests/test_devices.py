@@ -105,6 +105,26 @@ def test_a_run_may_resume_on_another_device_but_not_with_other_settings(tmp_path
                 progress=False)
 
 
+def test_fp16_autocast_keeps_fp32_master_weights_and_resumes_bit_exactly(tmp_path):
+    """float16 autocast: weights and Adam state stay float32, the loss scaler's state is in
+    the checkpoint, and a run stopped and resumed ends with the bytes of one that was not."""
+    rows = torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(1)) * 4
+    cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=32, d_sae=128, k=4),
+                      total_tokens=256 * 12, batch_size=256, checkpoint_every=0, device="cpu",
+                      autocast="float16")
+    cut = Trainer(cfg, tmp_path / "cut", TensorSource(rows), progress=False)
+    assert cut.train(stop_after=5) is None
+    assert all(p.dtype == torch.float32 for p in cut.sae.parameters())
+    assert all(v.dtype == torch.float32 for s in cut.opt.state.values() for k, v in s.items()
+               if k != "step")
+    meta = json.loads((tmp_path / "cut" / "checkpoint" / "trainer.json").read_text())
+    assert meta["scaler"]["scale"] > 0
+    Trainer(cfg, tmp_path / "cut", TensorSource(rows), progress=False).train()
+    Trainer(cfg, tmp_path / "whole", TensorSource(rows), progress=False).train()
+    assert (tmp_path / "cut" / "sae" / "sae_weights.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "sae" / "sae_weights.safetensors").read_bytes()
+
+
 # ------------------------------------------------------------------ memory
 _MEASURE = r"""
 import json, sys, tempfile, torch

@@ -320,24 +320,27 @@ def test_cli_trains_one_dictionary_per_hook(store_dir, tmp_path):
     assert bad.exit_code == 2 and "--hook-out" in bad.output
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("arch", ["standard", "topk", "batchtopk", "jumprelu"])
-def test_bf16_training_learns(arch, tmp_path):
-    """`bf16=True` (the architecture's own bf16 matmuls, or an autocast step) still trains:
-    the loss falls and the first step's loss is the fp32 one to bf16 precision."""
+def test_low_precision_training_learns(arch, dtype, tmp_path):
+    """`autocast` bfloat16 / float16 (the architecture's own low-precision matmuls, or an
+    autocast step; fp16 with loss scaling) still trains: the loss falls and the first step's
+    loss is the fp32 one to low precision."""
     g = torch.Generator().manual_seed(0)
     source = TensorSource(torch.randn(256 * 4, 32, generator=g) @ torch.randn(32, 32, generator=g))
 
     runs = {}
-    for bf16 in (False, True):
+    for autocast in ("float32", dtype):
         own = {"standard": {"l1_coefficient": 0.5}, "jumprelu": {}}.get(arch, {"k": 4})
         cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=32, d_sae=128, **own),
-                          total_tokens=256 * 30,
-                          batch_size=256, checkpoint_every=0, log_every=1, bf16=bf16)
-        Trainer(cfg, tmp_path / f"{arch}-{bf16}", source, progress=False).train()
-        runs[bf16] = [json.loads(line)["loss"] for line in
-                      (tmp_path / f"{arch}-{bf16}" / "metrics.jsonl").read_text().splitlines()]
-    assert runs[True][-1] < 0.7 * runs[True][0]
-    assert runs[True][0] == pytest.approx(runs[False][0], rel=0.05)
+                          total_tokens=256 * 30, batch_size=256, checkpoint_every=0,
+                          log_every=1, autocast=autocast)
+        Trainer(cfg, tmp_path / f"{arch}-{autocast}", source, progress=False).train()
+        runs[autocast] = [json.loads(line)["loss"] for line in
+                          (tmp_path / f"{arch}-{autocast}" / "metrics.jsonl").read_text()
+                          .splitlines()]
+    assert runs[dtype][-1] < 0.7 * runs[dtype][0]
+    assert runs[dtype][0] == pytest.approx(runs["float32"][0], rel=0.05)
 
 
 def test_max_grad_norm_clips_the_gradient_adam_sees(tmp_path):
