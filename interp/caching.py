@@ -44,7 +44,7 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
                                   n_tokens=config.n_tokens, prepend_bos=config.prepend_bos,
                                   skip_windows=skip_windows):
         _, cache = model.run_with_cache(ids, hooks=hooks, stop_at_layer=stop)
-        acts = {h: _flat(cache[h]) for h in hooks}
+        acts = {h: _flat(cache[h]).cpu() for h in hooks}  # filtered and stored on the host
         keep = torch.ones(ids.numel(), dtype=torch.bool)
         if config.drop_bos:
             keep.view(ids.shape)[:, 0] = False
@@ -69,8 +69,13 @@ def check_store(out_dir: str | Path, config: StoreConfig) -> dict | None:
     if not (out / "manifest.json").is_file():
         return None
     manifest = read_json(out / "manifest.json")
-    if manifest.get("config") != config.to_dict():
-        old, new = manifest.get("config", {}), config.to_dict()
+    old = manifest.get("config", {})
+    try:  # a manifest written before newer settings existed reads with their defaults
+        old = StoreConfig.from_dict(old).identity()
+    except InterpError:
+        pass
+    new = config.identity()
+    if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise StoreMismatch(f"{out} already holds a store made with other settings "
                             f"(differing: {diff}). Use another --out directory, or delete it.")
@@ -101,7 +106,8 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
     if model is None:
         from interp.models.loading import load_model
 
-        model = load_model(config.model, backend=config.backend)
+        model = load_model(config.model, backend=config.backend, device=config.device,
+                           dtype=config.model_dtype)
     hooks = model.validate_hooks(list(config.hooks))
     if manifest is None:
         manifest = {

@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
 from interp.cli_errors import fail, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -70,7 +71,9 @@ def cache(
     context_size: int = typer.Option(128, help="Tokens per window."),
     batch_size: int = typer.Option(16, help="Windows per forward pass."),
     shard_windows: int = typer.Option(128, help="Windows per shard (multiple of batch-size)."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    dtype: str = typer.Option("float32", help="Stored dtype: float32 | bfloat16 | float16"),
+    device: str = device_option("Where the model runs."),
+    model_dtype: str = dtype_option("The model's compute dtype:", flag="--model-dtype"),
     corpus: str = typer.Option("cpython", help="cpython | python-docs | python-stdlib | a path "
                                                "(.txt/.jsonl/.parquet/dir) | hf:<dataset>"),
     text_field: str = typer.Option("text", help="Text field of jsonl/parquet/HF data."),
@@ -95,6 +98,7 @@ def cache(
             shard_windows=shard_windows, dtype=dtype,
             corpus=CorpusSpec(source=corpus, text_field=text_field), prepend_bos=prepend_bos,
             drop_bos=drop_bos, outlier_ratio=outlier_ratio or None, backend=backend,
+            device=device, model_dtype=model_dtype,
         )
         run = cache_run(config, name, out, workspace)
     typer.echo(json.dumps(run.metrics, indent=2))
@@ -142,11 +146,12 @@ def demo(
                                    help="Workspace root."),
     tokens: int = typer.Option(131_072, help="Tokens to cache."),
     sae_tokens: int = typer.Option(1_048_576, help="Activation vectors to train the SAE on."),
+    device: str = device_option("Where the steps compute (those that take a device)."),
 ) -> None:
     """The main job on the default model and corpus; a second run reuses finished work."""
     from interp.demo import run_demo
 
-    run_demo(workspace, tokens=tokens, sae_tokens=sae_tokens)
+    run_demo(workspace, tokens=tokens, sae_tokens=sae_tokens, device=device)
 
 
 def _compose(root: typer.Typer) -> None:

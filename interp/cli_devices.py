@@ -11,10 +11,12 @@ DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU)
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
-def _device_flag(value: str) -> str:
+def _device_flag(value: str | None) -> str | None:
     from interp.devices import resolve_device
     from interp.errors import DeviceError
 
+    if value is None:  # an optional --device left out
+        return None
     try:
         resolve_device(value)
     except DeviceError as e:
@@ -34,8 +36,8 @@ def _dtype_flag(allow_auto: bool):
     return check
 
 
-def device_option(help: str = "", flag: str = "--device", default: str = "auto"):
-    """A `--device` option (`help` says what runs there)."""
+def device_option(help: str = "", flag: str = "--device", default: str | None = "auto"):
+    """A `--device` option (`help` says what runs there; `default=None`: optional)."""
     return typer.Option(default, flag, help=(help + " " if help else "") + DEVICE_HELP,
                         callback=_device_flag)
 

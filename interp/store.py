@@ -56,8 +56,14 @@ class StoreConfig(Config):
     drop_bos: bool = True  # drop position 0 of every window (the attention sink)
     outlier_ratio: float | None = 10.0  # drop vectors with norm > ratio * median norm
     backend: str = "torch"
+    device: str = "auto"  # where the model runs (interp.devices); not part of the store's identity
+    model_dtype: str = "float32"  # the model's compute dtype (`dtype` is the stored one)
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "model_dtype", check_dtype(self.model_dtype))
         object.__setattr__(self, "hooks", tuple(self.hooks))
         if isinstance(self.corpus, dict):
             object.__setattr__(self, "corpus", CorpusSpec.from_dict(self.corpus))
@@ -74,6 +80,13 @@ class StoreConfig(Config):
     @property
     def n_windows(self) -> int:
         return math.ceil(self.n_tokens / self.context_size)
+
+    def identity(self) -> dict:
+        """What makes a store the same store: every setting but where the model ran (a store
+        begun on a GPU may be finished on a CPU)."""
+        d = self.to_dict()
+        d.pop("device")
+        return d
 
 
 # --------------------------------------------------------------------------- reading

@@ -29,7 +29,8 @@ def _hooks(cfg: TrainConfig) -> list[str]:
 
 def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
                data: DataConfig | BatchSource | Tensor | dict, progress: bool = True,
-               trainers: list[Trainer] | None = None) -> list[SparseDictionary | None]:
+               trainers: list[Trainer] | None = None, source: BatchSource | None = None
+               ) -> list[SparseDictionary | None]:
     """Train every config into its run directory from one shared data source.
 
     The configs must agree on tokens and batch size; they may differ in hook, architecture,
@@ -43,7 +44,7 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
         if len(values) > 1:
             raise ConfigError(f"train_many: the configs differ in {key!r} ({sorted(map(str, values))}); "
                               "dictionaries trained together share their data settings.")
-    source = as_source(data)
+    source = source if source is not None else as_source(data)
     made = [Trainer(c, d, data, progress=False) for c, d in zip(cfgs, run_dirs)]
     for t in made:
         t.source = source  # one reader for all (the DataConfig goes into their checkpoints)
