@@ -90,8 +90,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     have = ", ".join(available_devices())
     if s == "mps":
         if not mps_available():
-            raise DeviceError(f"Device 'mps' (Apple GPU) is not available on this machine; it "
-                              f"has: {have}. Use --device auto or one of those.")
+            raise DeviceError(f"Device 'mps' (Apple GPU) asked for, but it is not available; "
+                              f"this machine has: {have}. Use --device auto (or cpu).")
         return torch.device("mps")
     n = cuda_count()
     if n == 0:
@@ -103,8 +103,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     index = int(s.split(":")[1]) if ":" in s else _local_rank()
     index = 0 if index is None else index
     if index >= n:
-        raise DeviceError(f"Device cuda:{index} asked for, but this machine has {n} CUDA "
-                          f"device(s): {have}.")
+        raise DeviceError(f"Device cuda:{index} asked for, but there are {n} CUDA device(s); "
+                          f"this machine has: {have}.")
     return torch.device("cuda", index)
 
 
