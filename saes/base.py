@@ -184,6 +184,12 @@ class SparseDictionary(nn.Module):
         `dead` is a [d_sae] bool mask of dead latents (used by AuxK)."""
         raise NotImplementedError
 
+    def use_lowp(self, dtype: torch.dtype) -> bool:
+        """Switch the architecture's own low-precision kernels to `dtype` for training, if it
+        has any (standard: every dense matmul; top-k family: the selecting matmul, the values
+        recomputed exactly); False if it has none, and the trainer autocasts its step."""
+        return False
+
     def step_memory(self, batch: int, device: torch.device) -> dict[str, int]:
         """Bytes a training step on `batch` rows needs beyond the weights, gradients and Adam
         state: {"buffers": kept from one step to the next, "step": alive only at the step's

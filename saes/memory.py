@@ -106,13 +106,12 @@ def estimate_training(cfg, source=None, device: torch.device | str = "cpu", worl
     with `world` data-parallel ranks (this rank's share) and the autocast dtype `lowp`;
     `resident`: the parts already allocated (e.g. "dictionary", "model")."""
     from saes.architectures import architecture_class
-    from saes.train import _lowp_matmuls
 
     device = torch.device(device)
     with torch.device("meta"):  # the module's shapes, without allocating it
         sae = architecture_class(cfg.sae.architecture)(cfg.sae)
     if lowp is not None:
-        _lowp_matmuls(sae, lowp)
+        sae.use_lowp(lowp)
     batch = cfg.batch_size // world
     p = _param_bytes(sae)
     est = MemoryEstimate(resident=set(resident))

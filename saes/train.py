@@ -162,7 +162,7 @@ class Trainer:
             self.memory().check()
         self.sae: SparseDictionary = create_sae(cfg.sae, seed=cfg.seed).to(self.device)
         self.opt = _adam(self.sae, cfg)
-        self._autocast = self.lowp is not None and not _lowp_matmuls(self.sae, self.lowp)
+        self._autocast = self.lowp is not None and not self.sae.use_lowp(self.lowp)
         self._scaler = (torch.amp.GradScaler(self.device.type) if self.lowp == torch.float16
                         else None)
         self.step = 0
@@ -460,14 +460,3 @@ def _adam(module: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                             fused=fused or None)
-
-
-def _lowp_matmuls(sae: SparseDictionary, dtype: torch.dtype) -> bool:
-    """Switch an architecture's own low-precision matmuls on (standard: every dense matmul;
-    top-k family: the selecting matmul, values recomputed exactly); False if it has none,
-    and the trainer autocasts its step instead."""
-    for attr in ("matmul_dtype", "select_dtype"):
-        if hasattr(sae, attr):
-            setattr(sae, attr, dtype)
-            return True
-    return False

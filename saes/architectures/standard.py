@@ -202,8 +202,8 @@ class StandardSAE(SparseDictionary):
     options = ("l1_coefficient",)  # the SAEConfig fields it reads
 
     unit_norm_decoder = False  # the penalty weights by ||W_dec_j||: the trainer must not renormalise
-    #: dtype of the dense matmuls in training (None: full precision; the trainer's `bf16=True`
-    #: sets bfloat16, worth it where the hardware multiplies bf16 natively)
+    #: dtype of the dense matmuls in training (None: full precision; the trainer's `autocast`
+    #: sets its dtype (`use_lowp`), worth it where the hardware multiplies it natively)
     matmul_dtype: torch.dtype | None = None
 
     @property
@@ -219,6 +219,10 @@ class StandardSAE(SparseDictionary):
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         return F.relu(self.pre_acts(x))
+
+    def use_lowp(self, dtype):
+        self.matmul_dtype = dtype
+        return True
 
     def step_memory(self, batch, device):
         """`StandardStep`'s two reused [batch, d_sae] buffers (the code and its gradient), and

@@ -43,8 +43,12 @@ class _TopKFamily(SparseDictionary):
         return state
 
     #: dtype of the selecting matmul; the selected values are then recomputed exactly (None:
-    #: full precision; the trainer's `bf16=True` sets bfloat16)
+    #: full precision; the trainer's `autocast` sets its dtype, `use_lowp`)
     select_dtype: torch.dtype | str | None = None
+
+    def use_lowp(self, dtype):
+        self.select_dtype = dtype
+        return True
 
     def _select(self, x_c: Tensor) -> tuple[SparseCode, Tensor]:
         """The code of this batch and its exact pre-activation values (called without grad)."""
