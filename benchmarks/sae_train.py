@@ -30,10 +30,11 @@ timed with a device synchronisation at each step boundary, and the roofline frac
 against the GPU's measured bf16 matmul peak. sparsify then needs its venv made beforehand with a
 CUDA build of torch (the benchmark reports it as failed otherwise and goes on).
 
-Run: `.venv/bin/python benchmarks/sae_train.py [--quick] [--device cuda]` (full: 122 steps = 500k tokens per
-run, 2.5 epochs of the training rows; about 30 minutes on 2 idle AVX2 cores, where SAELens runs
-at 1-2k tokens/s, plus ~5 minutes to cache the activations once and ~4 minutes to make the
-sparsify venv once; --quick: a 40k-row tensor, 4 steps, no pilot, about a minute once cached).
+Run: `.venv/bin/python benchmarks/sae_train.py [--quick] [--device D]` (full: 122 steps = 500k
+tokens per run, 2.5 epochs of the training rows; about 30 minutes on 2 idle AVX2 cores, where
+SAELens runs at 1-2k tokens/s, plus ~5 minutes to cache the activations once and ~4 minutes to
+make the sparsify venv once; --quick: a 40k-row tensor, 4 steps, no pilot, about a minute once
+cached).
 `--libs`, `--only`, `--steps` and `--ours FIELD=VALUE` narrow or vary a run. The last stdout
 line is the JSON result: `ratios` are ours / theirs in tokens/s, `fvu` the held-out FVU by run.
 """

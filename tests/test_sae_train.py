@@ -194,6 +194,22 @@ def test_ctrl_c_on_the_cli_leaves_a_usable_checkpoint(store_dir, tmp_path):
     _assert_usable_checkpoint(out, run["config"])
 
 
+def test_sigterm_with_a_prefetching_reader_leaves_a_usable_checkpoint(store_dir, tmp_path):
+    """The reader's thread (--prefetch 2) is stopped and joined before the checkpoint is
+    written, and the process exits without aborting (no thread outlives the interpreter)."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(store_dir, out, "--tokens", ENDLESS, "--prefetch", "2"),
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode not in (0, -signal.SIGABRT) and "terminate called" not in err, err
+    assert "checkpoint" in err
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["data"]["prefetch"] == 2
+    _assert_usable_checkpoint(out, run["config"])
+
+
 @pytest.mark.dist
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(store_dir, tmp_path):
     """torchrun forwards SIGTERM to both ranks; they stop after the same step (the stop is
