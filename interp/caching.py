@@ -34,7 +34,9 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
     One forward pass per batch caches every hook and stops after the deepest one. Rows are
     filtered (BOS position, high-norm outliers; a row is dropped if any hook's vector is an
     outlier, so all hooks keep the same rows). Outlier thresholds come from the first batch
-    unless given (a resumed run passes the original ones).
+    unless given (a resumed run passes the original ones). The rows and kept positions stay on
+    the model's device (a writer moves them to the host; a streaming trainer on that device
+    takes them as they are); the token ids are on the host.
     """
     hooks = model.validate_hooks(list(config.hooks))
     stop = model.stop_layer_for(hooks)
@@ -44,8 +46,8 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
                                   n_tokens=config.n_tokens, prepend_bos=config.prepend_bos,
                                   skip_windows=skip_windows):
         _, cache = model.run_with_cache(ids, hooks=hooks, stop_at_layer=stop)
-        acts = {h: _flat(cache[h]).cpu() for h in hooks}  # filtered and stored on the host
-        keep = torch.ones(ids.numel(), dtype=torch.bool)
+        acts = {h: _flat(cache[h]) for h in hooks}
+        keep = torch.ones(ids.numel(), dtype=torch.bool, device=acts[hooks[0]].device)
         if config.drop_bos:
             keep.view(ids.shape)[:, 0] = False
         if config.outlier_ratio is not None:
@@ -136,9 +138,9 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
         tokens = torch.cat([p[0] for p in pending]).to(torch.int32)
         offsets, pos = 0, []
         for ids, positions, _ in pending:
-            pos.append(positions + offsets)
+            pos.append(positions.cpu() + offsets)
             offsets += ids.numel()
-        tensors = {h: torch.cat([p[2][h] for p in pending]) for h in hooks}
+        tensors = {h: torch.cat([p[2][h].cpu() for p in pending]) for h in hooks}
         tensors["tokens"] = tokens
         tensors["positions"] = torch.cat(pos).to(torch.int32)
         from safetensors.torch import save
@@ -205,7 +207,8 @@ def stream_activations(model, config: StoreConfig, batch_size: int = 4096, *, se
                        buffer_rows: int = 1 << 16) -> Iterator[dict[str, Tensor]]:
     """Activations straight from the model without touching disk, shuffled in a buffer.
 
-    Yields dicts {hook: [batch_size, d]} (float32) until the corpus or `config.n_tokens` runs out.
+    Yields dicts {hook: [batch_size, d]} (float32, on the model's device) until the corpus or
+    `config.n_tokens` runs out.
     """
     gen = torch.Generator().manual_seed(seed)
     buf: dict[str, list[Tensor]] = {h: [] for h in config.hooks}
@@ -225,7 +228,7 @@ def _drain(buf: dict[str, list[Tensor]], gen, batch_size: int, keep_partial: boo
     if not full:
         return
     n = next(iter(full.values())).shape[0]
-    perm = torch.randperm(n, generator=gen)
+    perm = torch.randperm(n, generator=gen).to(next(iter(full.values())).device)
     n_batches = n // batch_size
     for b in range(n_batches):
         idx = perm[b * batch_size:(b + 1) * batch_size]

@@ -90,7 +90,7 @@ def collect_activations(model, cfg: AtomsConfig, progress: bool = True) -> dict[
                desc="activations", disable=not progress)
     for ids, _, rows, _ in capture_batches(model, scfg):
         for h in cfg.hooks:
-            parts[h].append(rows[h].float())
+            parts[h].append(rows[h].float().cpu())  # the analysis runs on the host
         bar.update(ids.numel())
     bar.close()
     return {h: torch.cat(v) for h, v in parts.items()}
