@@ -96,8 +96,7 @@ def train_sae_cmd(
             lowp = resolve_dtype(cfg.autocast, resolve_device(device))
             est = estimate_training(cfg, source, resolve_device(device), resident=("model",),
                                     lowp=None if lowp == torch.float32 else lowp)
-            typer.echo(est.describe(), err=True)
-            est.check()
+            typer.echo(est.check().describe(), err=True)  # (the error says it too)
         if len(cfgs) == 1:
             runs = [train_run(cfgs[0], data, out, source=source)]
         else:

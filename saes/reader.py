@@ -7,8 +7,9 @@ thread and put on the training device.
   one process's batch, so data-parallel training sees the same data as one process.
 - Prefetching (`prefetch=n`): a background thread reads up to n batches ahead and, for a CUDA
   target, copies them into page-locked memory, so the step only issues a non-blocking copy.
-  The thread is joined in `close()` (the trainer calls it in a `finally`, so an error, Ctrl-C
-  or SIGTERM stops it before the checkpoint is written): no thread outlives its reader.
+  The thread is joined in `close()`, which the trainer calls in a `finally`: on success, on an
+  error, and on Ctrl-C / SIGTERM (after the step's checkpoint is written); no thread outlives
+  its reader, none is left running when the interpreter shuts down.
 - On the device: `interp.devices.to_device` (pinned memory, `non_blocking=True` for CUDA, the
   conversion to float32 done on the device after the copy).
 """
