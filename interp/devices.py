@@ -2,7 +2,8 @@
 
 Devices: `auto` | `cpu` | `cuda` | `cuda:N` | `mps` (and `meta` from Python, for shape and
 memory logic). `auto` is CUDA if this machine has it, then MPS, then the CPU. Under `torchrun`,
-`cuda` (and `auto` on a CUDA machine) is `cuda:LOCAL_RANK`: one GPU per process.
+`cuda` (and `auto` on a CUDA machine) is `cuda:LOCAL_RANK` (modulo the visible GPUs, for
+schedulers that show each process only its own): one GPU per process.
 
 Dtypes: `float32` | `bfloat16` | `float16`, and `auto` where a command allows it: the low
 precision the hardware multiplies natively (`native_lowp_dtype`: bf16 on Ampere or newer GPUs
@@ -100,8 +101,10 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
                "and CUDA_VISIBLE_DEVICES)")
         raise DeviceError(f"Device {s!r} asked for, but {why}; this machine has: {have}. "
                           "Use --device auto (or cpu).")
-    index = int(s.split(":")[1]) if ":" in s else _local_rank()
-    index = 0 if index is None else index
+    if ":" in s:
+        index = int(s.split(":")[1])
+    else:  # under torchrun the local rank's GPU (modulo what is visible: a scheduler may show
+        index = (_local_rank() or 0) % n  # each rank only its own)
     if index >= n:
         raise DeviceError(f"Device cuda:{index} asked for, but there are {n} CUDA device(s); "
                           f"this machine has: {have}.")
