@@ -84,6 +84,6 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
         if isinstance(batches, Prefetcher):
             batches.close()
         bar.close()
-        for t in trainers:
+        for t in reversed(trainers):  # each restores the handlers it found: last in, first out
             t.close()
     return [t.finish() for t in trainers]

@@ -288,6 +288,9 @@ def test_train_many_matches_separate_runs(store_dir, tmp_path):
                   "transcoder": True, "d_sae": 128})
     together = train_many([a, b], [tmp_path / "a", tmp_path / "b"], data(store_dir),
                           progress=False)
+    # each trainer put back the handlers it found (in reverse): none of theirs is left behind
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     for cfg, sae, name in ((a, together[0], "sa"), (b, together[1], "sb")):
         alone = Trainer(cfg, tmp_path / name, data(store_dir), progress=False).train()
         for k, v in alone.state_dict().items():
