@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
 from interp.cli_errors import fail
 
 app = typer.Typer(add_completion=False, help="Transcoders and attribution graphs.")
@@ -32,6 +33,9 @@ def transcoders_cmd(
     activations: Optional[Path] = typer.Option(None, help="A store with both hooks per layer "
                                                           "(default: stream from the model)."),
     seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the transcoders train."),
+    model_device: str = device_option("Where the streamed model runs.", flag="--model-device"),
+    model_dtype: str = dtype_option("The model's compute dtype:", flag="--model-dtype"),
 ) -> None:
     """Train one transcoder per layer (ln2.hook_normalized -> hook_mlp_out) in one run."""
     from circuits.transcoders import parse_layers, train_transcoders
@@ -39,11 +43,13 @@ def transcoders_cmd(
     from interp.models.loading import load_model
 
     try:
-        m = load_model(model)
+        m = load_model(model, device=model_device, dtype=model_dtype)
         run = train_transcoders(model or "", parse_layers(layers, m.cfg.n_layers), out,
                                 tokens=tokens, width=width, k=k, architecture=arch, skip=skip,
                                 batch_size=batch_size, lr=lr, seed=seed,
-                                activations=str(activations or ""), d_model=m.cfg.d_model)
+                                activations=str(activations or ""), d_model=m.cfg.d_model,
+                                device=device, model_device=model_device,
+                                model_dtype=model_dtype, loaded=m)
     except InterpError as e:
         fail(e)
     typer.echo(json.dumps(run.metrics))

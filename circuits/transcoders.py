@@ -150,11 +150,14 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
                       width: int = 2048, k: int | None = None, architecture: str = "topk",
                       batch_size: int = 1024, lr: float = 4e-3, activations: str = "",
                       seed: int = 0, d_model: int | None = None, skip: bool = False,
-                      progress: bool = True):
+                      progress: bool = True, device: str = "auto", model_device: str = "auto",
+                      model_dtype: str = "float32", loaded=None):
     """Train one transcoder per layer in `layers` from one data source; returns the run.
 
     Streams from `model` (one forward pass feeds every layer) unless `activations` names a
     store holding both hooks of each layer. The run (kind "transcoders") holds `layer_LL/`.
+    The transcoders train on `device`, the streamed model runs on `model_device` in
+    `model_dtype` (interp.devices); `loaded` is that model if it is already loaded.
     """
     from interp.workspace import run_context
     from saes.architectures import architecture_class
@@ -169,7 +172,8 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
     if d_model is None:
         from interp.models.loading import load_model
 
-        d_model = load_model(model or None).cfg.d_model
+        loaded = loaded or load_model(model or None, device=model_device, dtype=model_dtype)
+        d_model = loaded.cfg.d_model
     out = Path(out)
     # k (16 unless given) for the top-k family; given to another architecture it is an error
     own = ({"k": 16 if k is None else k} if "k" in architecture_class(architecture).options
@@ -180,15 +184,18 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
                         transcoder=True, skip=skip, hook_name=HOOK_IN.format(layer=layer),
                         hook_name_out=HOOK_OUT.format(layer=layer), model_name=model)
         cfgs.append(TrainConfig(sae=sae, total_tokens=tokens, batch_size=batch_size, lr=lr,
-                                seed=seed, checkpoint_every=0))
+                                seed=seed, checkpoint_every=0, device=device))
         dirs.append(out / f"layer_{layer:02d}")
     config = {"model": model, "layers": layers, "tokens": tokens, "width": width,
               "k": own.get("k"),
               "architecture": architecture, "batch_size": batch_size, "lr": lr,
-              "activations": activations, "seed": seed, "skip": skip}
+              "activations": activations, "seed": seed, "skip": skip, "device": device,
+              "model_device": model_device, "model_dtype": model_dtype}
+    data = DataConfig(activations=activations, model=model, seed=seed,
+                      model_device=model_device, model_dtype=model_dtype)
     with run_context(KIND, out.name, config, path=out) as run:
-        train_many(cfgs, dirs, DataConfig(activations=activations, model=model, seed=seed),
-                   progress=progress)
+        source = data.source(model=loaded) if loaded is not None and not activations else None
+        train_many(cfgs, dirs, data, progress=progress, source=source)
         run.finish(metrics={"layers": len(layers), "tokens": tokens},
                    artefacts={f"layer_{layer:02d}": f"layer_{layer:02d}/sae" for layer in layers})
     return run

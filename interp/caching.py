@@ -35,7 +35,9 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
     One forward pass per batch caches every hook and stops after the deepest one. Rows are
     filtered (BOS position, high-norm outliers; a row is dropped if any hook's vector is an
     outlier, so all hooks keep the same rows). Outlier thresholds come from the first batch
-    unless given (a resumed run passes the original ones).
+    unless given (a resumed run passes the original ones). The rows and kept positions stay on
+    the model's device (a writer moves them to the host; a streaming trainer on that device
+    takes them as they are); the token ids are on the host.
     """
     hooks = model.validate_hooks(list(config.hooks))
     stop = model.stop_layer_for(hooks)
@@ -46,7 +48,7 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
                                   skip_windows=skip_windows):
         _, cache = model.run_with_cache(ids, hooks=hooks, stop_at_layer=stop)
         acts = {h: _flat(cache[h]) for h in hooks}
-        keep = torch.ones(ids.numel(), dtype=torch.bool)
+        keep = torch.ones(ids.numel(), dtype=torch.bool, device=acts[hooks[0]].device)
         if config.drop_bos:
             keep.view(ids.shape)[:, 0] = False
         if config.outlier_ratio is not None:
@@ -70,8 +72,13 @@ def check_store(out_dir: str | Path, config: StoreConfig) -> dict | None:
     if not (out / "manifest.json").is_file():
         return None
     manifest = read_manifest(out / "manifest.json")
-    if manifest.get("config") != config.to_dict():
-        old, new = manifest.get("config", {}), config.to_dict()
+    old = manifest.get("config", {})
+    try:  # a manifest written before newer settings existed reads with their defaults
+        old = StoreConfig.from_dict(old).identity()
+    except InterpError:
+        old = old if isinstance(old, dict) else {}
+    new = config.identity()
+    if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise StoreMismatch(f"{out} already holds a store made with other settings "
                             f"(differing: {diff}). Use another --out directory, or delete it.")
@@ -102,7 +109,8 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
     if model is None:
         from interp.models.loading import load_model
 
-        model = load_model(config.model, backend=config.backend)
+        model = load_model(config.model, backend=config.backend, device=config.device,
+                           dtype=config.model_dtype)
     hooks = model.validate_hooks(list(config.hooks))
     if manifest is None:
         manifest = {
@@ -131,9 +139,9 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
         tokens = torch.cat([p[0] for p in pending]).to(torch.int32)
         offsets, pos = 0, []
         for ids, positions, _ in pending:
-            pos.append(positions + offsets)
+            pos.append(positions.cpu() + offsets)
             offsets += ids.numel()
-        tensors = {h: torch.cat([p[2][h] for p in pending]) for h in hooks}
+        tensors = {h: torch.cat([p[2][h].cpu() for p in pending]) for h in hooks}
         tensors["tokens"] = tokens
         tensors["positions"] = torch.cat(pos).to(torch.int32)
         from safetensors.torch import save
@@ -200,7 +208,8 @@ def stream_activations(model, config: StoreConfig, batch_size: int = 4096, *, se
                        buffer_rows: int = 1 << 16) -> Iterator[dict[str, Tensor]]:
     """Activations straight from the model without touching disk, shuffled in a buffer.
 
-    Yields dicts {hook: [batch_size, d]} (float32) until the corpus or `config.n_tokens` runs out.
+    Yields dicts {hook: [batch_size, d]} (float32, on the model's device) until the corpus or
+    `config.n_tokens` runs out.
     """
     gen = torch.Generator().manual_seed(seed)
     buf: dict[str, list[Tensor]] = {h: [] for h in config.hooks}
@@ -220,7 +229,7 @@ def _drain(buf: dict[str, list[Tensor]], gen, batch_size: int, keep_partial: boo
     if not full:
         return
     n = next(iter(full.values())).shape[0]
-    perm = torch.randperm(n, generator=gen)
+    perm = torch.randperm(n, generator=gen).to(next(iter(full.values())).device)
     n_batches = n // batch_size
     for b in range(n_batches):
         idx = perm[b * batch_size:(b + 1) * batch_size]

@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
 from interp.cli_errors import ErrorExitGroup, fail, user_errors
 
 app = typer.Typer(cls=ErrorExitGroup, add_completion=False, no_args_is_help=True,
@@ -71,7 +72,9 @@ def cache(
     batch_size: int = typer.Option(16, min=1, help="Windows per forward pass."),
     shard_windows: int = typer.Option(128, min=1,
                                       help="Windows per shard (multiple of batch-size)."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    dtype: str = typer.Option("float32", help="Stored dtype: float32 | bfloat16 | float16"),
+    device: str = device_option("Where the model runs."),
+    model_dtype: str = dtype_option("The model's compute dtype:", flag="--model-dtype"),
     corpus: str = typer.Option("cpython", help="cpython | python-docs | python-stdlib | a path "
                                                "(.txt/.jsonl/.parquet/dir) | hf:<dataset>"),
     text_field: str = typer.Option("text", help="Text field of jsonl/parquet/HF data."),
@@ -96,6 +99,7 @@ def cache(
             shard_windows=shard_windows, dtype=dtype,
             corpus=CorpusSpec(source=corpus, text_field=text_field), prepend_bos=prepend_bos,
             drop_bos=drop_bos, outlier_ratio=outlier_ratio or None, backend=backend,
+            device=device, model_dtype=model_dtype,
         )
         run = cache_run(config, name, out, workspace)
     typer.echo(json.dumps(run.metrics, indent=2))
@@ -146,11 +150,12 @@ def demo(
     tokens: int = typer.Option(131_072, min=1, help="Tokens to cache."),
     sae_tokens: int = typer.Option(1_048_576, min=1,
                                    help="Activation vectors to train the SAE on."),
+    device: str = device_option("Where the steps compute (those that take a device)."),
 ) -> None:
     """The main job on the default model and corpus; a second run reuses finished work."""
     from interp.demo import run_demo
 
-    run_demo(workspace, tokens=tokens, sae_tokens=sae_tokens)
+    run_demo(workspace, tokens=tokens, sae_tokens=sae_tokens, device=device)
 
 
 def _compose(root: typer.Typer) -> None:

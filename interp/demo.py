@@ -36,11 +36,11 @@ def resolve_step(step: DemoStep):
     return getattr(importlib.import_module(module), func)
 
 
-def cache_step(workspace: Path, echo=print, tokens: int = 131_072) -> Path:
+def cache_step(workspace: Path, echo=print, tokens: int = 131_072, device: str = "auto") -> Path:
     """Cache `tokens` tokens of the default model's layer-15 residual stream."""
     from interp.caching import cache_run
 
-    config = StoreConfig(hooks=(DEMO_HOOK,), n_tokens=tokens)
+    config = StoreConfig(hooks=(DEMO_HOOK,), n_tokens=tokens, device=device)
     path = demo_store_path(workspace)
     if is_done(path):
         echo(f"activations: already cached in {path}")
@@ -52,12 +52,15 @@ def cache_step(workspace: Path, echo=print, tokens: int = 131_072) -> Path:
 
 
 def run_demo(workspace: Path, tokens: int = 131_072, sae_tokens: int = 1_048_576,
-             echo=print, steps: list[DemoStep] | None = None) -> dict:
+             echo=print, steps: list[DemoStep] | None = None, device: str = "auto") -> dict:
     """Run every step of `DEMO_STEPS` (or `steps`) in order; return {step: run path}.
 
     A required step that fails stops the demo (its error propagates); any other failing step is
     reported and the demo goes on. The last line printed is the command that opens the explorer.
+    `device` (interp.devices) goes to every step whose function takes a `device`.
     """
+    import inspect
+
     workspace = Path(workspace)
     options = {"activations": {"tokens": tokens}, "sae": {"sae_tokens": sae_tokens}}
     done: dict[str, Path] = {}
@@ -66,8 +69,11 @@ def run_demo(workspace: Path, tokens: int = 131_072, sae_tokens: int = 1_048_576
     for step in steps if steps is not None else DEMO_STEPS:
         t0 = time.perf_counter()
         try:
-            done[step.name] = Path(resolve_step(step)(workspace, echo,
-                                                      **options.get(step.name, {})))
+            fn = resolve_step(step)
+            kw = dict(options.get(step.name, {}))
+            if "device" in inspect.signature(fn).parameters:
+                kw["device"] = device
+            done[step.name] = Path(fn(workspace, echo, **kw))
         except Exception as e:
             if step.required:
                 raise

@@ -83,6 +83,14 @@ class WrongRunKind(WorkspaceError):
     `eval-sae`)."""
 
 
+class DeviceError(InterpError, ValueError):
+    """A device or dtype that is malformed or not available on this machine."""
+
+
+class DeviceMemoryError(InterpError):
+    """A run whose estimated memory does not fit the device it is asked to run on."""
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """The valid names closest to `name`, best first (for 'did you mean' messages)."""
     candidates = list(candidates)

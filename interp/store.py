@@ -59,8 +59,14 @@ class StoreConfig(Config):
     drop_bos: bool = True  # drop position 0 of every window (the attention sink)
     outlier_ratio: float | None = 10.0  # drop vectors with norm > ratio * median norm
     backend: str = "torch"
+    device: str = "auto"  # where the model runs (interp.devices); not part of the store's identity
+    model_dtype: str = "float32"  # the model's compute dtype (`dtype` is the stored one)
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "model_dtype", check_dtype(self.model_dtype))
         object.__setattr__(self, "hooks", tuple(self.hooks))
         if isinstance(self.corpus, dict):
             object.__setattr__(self, "corpus", CorpusSpec.from_dict(self.corpus))
@@ -80,6 +86,13 @@ class StoreConfig(Config):
     @property
     def n_windows(self) -> int:
         return math.ceil(self.n_tokens / self.context_size)
+
+    def identity(self) -> dict:
+        """What makes a store the same store: every setting but where the model ran (a store
+        begun on a GPU may be finished on a CPU)."""
+        d = self.to_dict()
+        d.pop("device")
+        return d
 
 
 # --------------------------------------------------------------------------- reading
@@ -273,7 +286,8 @@ class ActivationStore:
     def batches(self, hooks: str | Sequence[str] | None = None, batch_size: int = 4096, *,
                 shuffle: bool = True, seed: int = 0, split: str = "train", holdout_every: int = 50,
                 buffer_rows: int = 1 << 18, epochs: int | None = 1, start_batch: int = 0,
-                dtype: torch.dtype | None = torch.float32) -> Iterator[Tensor | dict[str, Tensor]]:
+                dtype: torch.dtype | None = torch.float32, part: tuple[int, int] | None = None
+                ) -> Iterator[Tensor | dict[str, Tensor]]:
         """Batches of rows: a tensor for one hook, a dict for several (same rows in each).
 
         Shuffling: per epoch the shard order is permuted, shards are gathered into a buffer of
@@ -281,64 +295,87 @@ class ActivationStore:
         Rows left over from one buffer carry into the next; the last partial batch of an epoch is
         dropped. `start_batch` resumes a reader at that global batch index without reading the
         data it skips. `epochs=None` cycles forever.
+
+        The buffer holds references (shard, row), not rows: a batch reads only its own rows from
+        the memory-mapped shards. `part=(rank, world)` (data-parallel training) yields only rows
+        [rank * b / world, (rank + 1) * b / world) of each global batch, so each rank reads and
+        converts only its share, and checks the checksums of only every world-th shard.
         """
         names = [self._hook(hooks)] if hooks is None or isinstance(hooks, str) else [
             self._hook(h) for h in hooks]
         single = hooks is None or isinstance(hooks, str)
+        rank, world = part or (0, 1)
+        if not 0 <= rank < world:
+            raise InterpError(f"part={part!r}: need 0 <= rank < world.")
+        lo, hi = rank * batch_size // world, (rank + 1) * batch_size // world
+        if world > 1:  # every shard is checked by one rank
+            self._verified.update(i for i in range(self.n_shards) if i % world != rank)
         per_shard = max(1, math.ceil(buffer_rows / max(1, len(self) // max(1, self.n_shards))))
-        counts = [int(m.sum()) if (m := self._split_mask(i, split, holdout_every)) is not None
-                  else self.manifest["shards"][i]["rows"] for i in range(self.n_shards)]
-        per_epoch = sum(counts) // batch_size
+        rows = [self._split_rows(i, split, holdout_every) for i in range(self.n_shards)]
+        per_epoch = sum(r.numel() for r in rows) // batch_size
         if per_epoch == 0:
-            raise InterpError(f"The {split!r} split has {sum(counts)} rows, fewer than one batch "
-                              f"of {batch_size}; use a smaller batch or a larger store.")
+            raise InterpError(f"The {split!r} split has {sum(r.numel() for r in rows)} rows, "
+                              f"fewer than one batch of {batch_size}; use a smaller batch or a "
+                              "larger store.")
         epoch = start_batch // per_epoch
         skip = start_batch - epoch * per_epoch
         while epochs is None or epoch < epochs:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             order = torch.randperm(self.n_shards, generator=gen).tolist() if shuffle else list(
                 range(self.n_shards))
-            carry: dict[str, Tensor] | None = None
-            carry_n = 0
+            carry = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
             for c in range(0, len(order), per_shard):
                 chunk = order[c: c + per_shard]
-                n_chunk = carry_n + sum(counts[i] for i in chunk)
-                n_batches = n_chunk // batch_size
-                if skip >= n_batches:  # resume: skip this buffer without reading it ...
-                    skip -= n_batches  # ... unless its leftover rows are needed next
-                    left = n_chunk - n_batches * batch_size
-                    if left and c + per_shard < len(order):
-                        buf = self._gather(chunk, names, split, holdout_every, carry)
-                        perm = self._perm(buf, shuffle, seed, epoch, c)
-                        carry = {h: v[perm[n_batches * batch_size:]] for h, v in buf.items()}
-                    else:
-                        carry = None
-                    carry_n = left
-                    continue
-                buf = self._gather(chunk, names, split, holdout_every, carry)
-                perm = self._perm(buf, shuffle, seed, epoch, c)
-                for b in range(skip, n_batches):
-                    idx = perm[b * batch_size:(b + 1) * batch_size]
-                    out = {h: v[idx].to(dtype) if dtype else v[idx] for h, v in buf.items()}
-                    yield out[names[0]] if single else out
-                skip = 0
-                carry = {h: v[perm[n_batches * batch_size:]] for h, v in buf.items()}
-                carry_n = n_chunk - n_batches * batch_size
+                sid = torch.cat([carry[0], *(torch.full((rows[i].numel(),), i, dtype=torch.long)
+                                             for i in chunk)])
+                row = torch.cat([carry[1], *(rows[i] for i in chunk)])
+                n_batches = sid.numel() // batch_size
+                perm = None
+                if skip >= n_batches:  # resume: skip this buffer without reading it
+                    skip -= n_batches
+                else:
+                    perm = self._perm(sid.numel(), shuffle, seed, epoch, c)
+                    shards = {i: self.shard(i) for i in sid.unique().tolist()}
+                    for b in range(skip, n_batches):
+                        idx = perm[b * batch_size:(b + 1) * batch_size][lo:hi]
+                        out = self._read(shards, names, sid[idx], row[idx], dtype)
+                        yield out[names[0]] if single else out
+                    skip = 0
+                if c + per_shard < len(order):  # the leftover rows carry into the next buffer
+                    if perm is None:
+                        perm = self._perm(sid.numel(), shuffle, seed, epoch, c)
+                    rest = perm[n_batches * batch_size:]
+                    carry = (sid[rest], row[rest])
             epoch += 1
 
-    def _gather(self, chunk, names, split, holdout_every, carry) -> dict[str, Tensor]:
-        parts: dict[str, list[Tensor]] = {h: ([carry[h]] if carry else []) for h in names}
-        for i in chunk:
-            s = self.shard(i)
-            m = self._split_mask(i, split, holdout_every)
-            for h in names:
-                parts[h].append(s[h][m] if m is not None else s[h])
-        return {h: torch.cat(p) for h, p in parts.items()}
+    def _split_rows(self, i: int, split: str, holdout_every: int) -> Tensor:
+        """The rows of shard `i` in `split`, in order (int64)."""
+        m = self._split_mask(i, split, holdout_every)
+        if m is None:
+            return torch.arange(self.manifest["shards"][i]["rows"])
+        return m.nonzero().squeeze(1)
 
     @staticmethod
-    def _perm(buf, shuffle, seed, epoch, chunk) -> Tensor:
-        """The permutation of one buffer: a function of (seed, epoch, chunk) alone."""
-        n = next(iter(buf.values())).shape[0]
+    def _read(shards: dict[int, dict[str, Tensor]], names: list[str], sid: Tensor, row: Tensor,
+              dtype: torch.dtype | None) -> dict[str, Tensor]:
+        """Rows `row[j]` of shards `sid[j]`, in order, for each hook."""
+        ids = sid.unique().tolist()
+        out = {}
+        for h in names:
+            if len(ids) == 1:
+                v = shards[ids[0]][h][row]
+            else:
+                first = shards[ids[0]][h]
+                v = first.new_empty((sid.numel(), first.shape[1]))
+                for i in ids:
+                    sel = (sid == i).nonzero().squeeze(1)
+                    v[sel] = shards[i][h][row[sel]]
+            out[h] = v.to(dtype) if dtype else v
+        return out
+
+    @staticmethod
+    def _perm(n: int, shuffle, seed, epoch, chunk) -> Tensor:
+        """The permutation of one buffer of n rows: a function of (seed, epoch, chunk) alone."""
         if not shuffle:
             return torch.arange(n)
         key = hashlib.sha256(f"{seed}/{epoch}/{chunk}".encode()).digest()

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
 from interp.cli_errors import fail
 
 app = typer.Typer(add_completion=False, help="Probes, lenses and layer geometry.")
@@ -27,6 +28,8 @@ _BATCH = typer.Option(8, min=1, help="Chunks per forward pass.")
 _SEED = typer.Option(0, min=0, help="Seed (document shuffle, splits, control task).")
 _WS = typer.Option(None, envvar="INTERP_WORKSPACE", help="Workspace root.")
 _OUT = typer.Option(None, help="Run directory (default: <workspace>/runs/<kind>/<name>).")
+_DEVICE = device_option("Where the model runs (the analysis runs on the host).")
+_DTYPE = dtype_option("The model's compute dtype:")
 
 
 
@@ -52,6 +55,7 @@ def probe(
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
+    device: str = _DEVICE, dtype: str = _DTYPE,
 ) -> None:
     """Linear probes per layer for a token-labelling task, with a control task beside them."""
     from interp.errors import InterpError
@@ -64,7 +68,7 @@ def probe(
                           batch_size=batch_size, seed=seed, task=task, layers=layers, hook=hook,
                           kind=kind, control=control, val_frac=val_frac,
                           l2_grid=tuple(float(v) for v in l2.split(",") if v.strip()),
-                          max_iter=max_iter)
+                          max_iter=max_iter, device=device, dtype=dtype)
         run = probe_run(cfg, workspace, name, path=out)
     except (InterpError, ValueError) as e:
         fail(e)
@@ -88,6 +92,7 @@ def lens(
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("lens", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
+    device: str = _DEVICE, dtype: str = _DTYPE,
 ) -> None:
     """Logit lens (with and without the final norm) and tuned lens per layer."""
     from interp.errors import InterpError
@@ -100,7 +105,7 @@ def lens(
                          batch_size=batch_size, seed=seed, val_frac=val_frac,
                          tuned_steps=tuned_steps, tuned_lr=tuned_lr, ridge=ridge,
                          eval_tokens=eval_tokens, example=example,
-                         activations=str(activations or ""))
+                         activations=str(activations or ""), device=device, dtype=dtype)
         run = lens_run(cfg, workspace, name, path=out)
     except InterpError as e:
         fail(e)
@@ -117,6 +122,7 @@ def geometry(
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("geometry", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
+    device: str = _DEVICE, dtype: str = _DTYPE,
 ) -> None:
     """Linearity, token nonlinearity, intrinsic dimension and anisotropy per layer."""
     from interp.errors import InterpError
@@ -127,7 +133,7 @@ def geometry(
                              max_tokens=tokens, context_size=context_size, max_docs=max_docs,
                              chunks_per_doc=chunks_per_doc,
                              batch_size=batch_size, seed=seed, max_points_twonn=max_points_twonn,
-                             activations=str(activations or ""))
+                             activations=str(activations or ""), device=device, dtype=dtype)
         run = geometry_run(cfg, workspace, name, path=out)
     except InterpError as e:
         fail(e)

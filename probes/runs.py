@@ -43,6 +43,14 @@ class DataConfig(Config):
     activations: str = ""  # lens/geometry: read an activation store holding every residual
     #                        hook (`interp cache --hooks ...`) instead of running the model
     seed: int = 0
+    device: str = "auto"  # where the model runs (interp.devices); probes fit on the host
+    dtype: str = "float32"  # the model's compute dtype
+
+    def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ def _load(model, cfg: DataConfig):
         return model
     from interp.models.loading import load_model
 
-    return load_model(cfg.model)
+    return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
 
 
 def _states(model, cfg: DataConfig, task=None, source="python-docs", progress=False):

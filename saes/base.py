@@ -87,6 +87,9 @@ class SparseDictionary(nn.Module):
     #: trained with unit-norm decoder rows (the trainer renormalises after each step);
     #: an architecture may make it a property of its config
     unit_norm_decoder: bool = True
+    #: [batch, d_sae] float tensors an autograd training step holds at its peak (saved
+    #: activations and the backward's temporaries), for the memory estimate (`step_memory`)
+    step_dense_tensors: ClassVar[float] = 6.0
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -180,6 +183,21 @@ class SparseDictionary(nn.Module):
         architecture's sparsity terms times `sparsity_scale` (the trainer's warm-up, in [0, 1]).
         `dead` is a [d_sae] bool mask of dead latents (used by AuxK)."""
         raise NotImplementedError
+
+    def use_lowp(self, dtype: torch.dtype) -> bool:
+        """Switch the architecture's own low-precision kernels to `dtype` for training, if it
+        has any (standard: every dense matmul; top-k family: the selecting matmul, the values
+        recomputed exactly); False if it has none, and the trainer autocasts its step."""
+        return False
+
+    def step_memory(self, batch: int, device: torch.device) -> dict[str, int]:
+        """Bytes a training step on `batch` rows needs beyond the weights, gradients and Adam
+        state: {"buffers": kept from one step to the next, "step": alive only at the step's
+        peak} (`saes.memory`). The default counts `step_dense_tensors` float32 [batch, d_sae]
+        tensors and the reconstruction, its error and their gradient."""
+        c = self.cfg
+        return {"buffers": 0, "step": int(self.step_dense_tensors * batch * c.d_sae * 4
+                                           + 3 * batch * c.out_dim * 4)}
 
     def _skip(self, x: Tensor) -> Tensor | float:
         return x @ self.W_skip.T if self.W_skip is not None else 0.0

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
 from interp.cli_errors import fail, user_errors
 
 app = typer.Typer(add_completion=False, help="Sparse dictionaries: training, evaluation, "
@@ -49,12 +50,25 @@ def train_sae_cmd(
                                                   "Adam step (0: off; SAELens clips at 1.0)."),
     seed: int = typer.Option(0, min=0, help="Seed."),
     checkpoint_every: int = typer.Option(500, min=0, help="Steps between checkpoints."),
+    device: str = device_option("Where the dictionary trains."),
+    autocast: str = dtype_option("The step's compute dtype (master weights and Adam stay "
+                                 "float32; float16 adds loss scaling):", flag="--dtype",
+                                 aliases=("--autocast",)),
+    model_device: str = device_option("Where a streamed model (--model) runs.",
+                                      flag="--model-device"),
+    model_dtype: str = dtype_option("A streamed model's compute dtype:", flag="--model-dtype"),
+    prefetch: Optional[int] = typer.Option(None, min=0, help="Batches read ahead by a background "
+                                                             "thread (default: 2 on a GPU, else 0)."),
 ) -> None:
     """Train an SAE or transcoder; Ctrl-C writes a checkpoint, re-running resumes."""
+    import torch
+
+    from interp.devices import resolve_device, resolve_dtype
     from interp.errors import ConfigError
     from saes.architectures import check_options
     from saes.base import SAEConfig
     from saes.data import DataConfig
+    from saes.memory import estimate_training
     from saes.runs import train_many_runs, train_run
     from saes.train import TrainConfig
 
@@ -62,7 +76,8 @@ def train_sae_cmd(
         if hook_out and len(hook_out) != len(hook):
             raise ConfigError(f"Got {len(hook)} --hook and {len(hook_out)} --hook-out options; "
                               "give one --hook-out per --hook (transcoders) or none (SAEs).")
-        data = DataConfig(activations=str(activations or ""), model=model or "", seed=seed)
+        data = DataConfig(activations=str(activations or ""), model=model or "", seed=seed,
+                          model_device=model_device, model_dtype=model_dtype, prefetch=prefetch)
         source = data.source()
         own = {name: v for name, v in (("k", k), ("l1_coefficient", l1), ("l0_coefficient", l0))
                if v is not None}  # only what was given: another architecture's flag is an error
@@ -77,11 +92,17 @@ def train_sae_cmd(
                                     lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay,
                                     sparsity_warmup_steps=sparsity_warmup_steps, seed=seed,
                                     checkpoint_every=checkpoint_every,
-                                    max_grad_norm=max_grad_norm))
+                                    max_grad_norm=max_grad_norm, device=device,
+                                    autocast=autocast))
+        for cfg in cfgs:  # before a long run: what it will hold, where, and whether it fits
+            lowp = resolve_dtype(cfg.autocast, resolve_device(device))
+            est = estimate_training(cfg, source, resolve_device(device), resident=("model",),
+                                    lowp=None if lowp == torch.float32 else lowp)
+            typer.echo(est.check().describe(), err=True)  # (the error says it too)
         if len(cfgs) == 1:
-            runs = [train_run(cfgs[0], data, out)]
+            runs = [train_run(cfgs[0], data, out, source=source)]
         else:
-            runs = train_many_runs(cfgs, data, [out / h for h in hook])
+            runs = train_many_runs(cfgs, data, [out / h for h in hook], source=source)
     for run in runs:
         if run is None:  # a non-zero rank under torchrun
             continue
@@ -97,6 +118,8 @@ def eval_sae_cmd(
                                                           "run's own)."),
     windows: int = typer.Option(16, min=0,
                                 help="Held-out windows for the spliced CE/KL loss (0: skip)."),
+    device: str = device_option("Where the SAE and the model run."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Evaluate a trained SAE: FVU, L0, dead/dense, CE/KL loss recovered when spliced in."""
     from interp.errors import InterpError
@@ -109,7 +132,8 @@ def eval_sae_cmd(
         store = activations or store_of(r)
         if not store:
             raise InterpError(f"{run} was trained without a store; pass --activations DIR.")
-        report = evaluate_run_sae(load_saelens(run / "sae"), store, run, windows)
+        report = evaluate_run_sae(load_saelens(run / "sae"), store, run, windows, device=device,
+                                  dtype=dtype)
         r.finish(metrics=report_metrics(report), artefacts={"eval": "eval.json"}, status=r.status)
     except InterpError as e:
         fail(e)
@@ -121,13 +145,15 @@ def eval_sae_cmd(
 
 
 @app.command()
-def resume(run: Path = typer.Argument(..., help="A run directory with a checkpoint.")) -> None:
-    """Continue an interrupted training run from its checkpoint."""
+def resume(run: Path = typer.Argument(..., help="A run directory with a checkpoint."),
+           device: Optional[str] = device_option("Move the run to this device (default: the "
+                                                 "run's own).", default=None)) -> None:
+    """Continue an interrupted training run from its checkpoint (on any device)."""
     from interp.errors import InterpError
     from saes.runs import resume_run
 
     try:
-        r = resume_run(run)
+        r = resume_run(run, device=device)
     except InterpError as e:
         fail(e)
     typer.echo(json.dumps(r.metrics, indent=2))
@@ -149,6 +175,8 @@ def features(
     context_right: int = typer.Option(4, min=0, help="Context tokens after it."),
     batch_windows: int = typer.Option(16, min=1, help="Windows encoded at once (bounds memory)."),
     logit_k: int = typer.Option(10, min=0, help="Top/bottom tokens of each logit effect."),
+    device: str = device_option("Where the SAE and the model run."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Feature statistics of a trained SAE/transcoder: density, mean/max, histogram/quantiles,
     top contexts with per-token activations and logit effects, as Parquet tables."""
@@ -159,7 +187,7 @@ def features(
     try:
         cfg = FeatureStatsConfig(n_tokens=tokens, top_n=top_n, context_left=context_left,
                                  context_right=context_right, batch_windows=batch_windows,
-                                 logit_k=logit_k, source=source)
+                                 logit_k=logit_k, source=source, device=device, dtype=dtype)
         r = features_run(run, tokens, name=name, workspace=workspace, out=out, cfg=cfg)
     except InterpError as e:
         fail(e)
@@ -193,6 +221,8 @@ def atoms(
     batch_size: int = typer.Option(1024, min=1, help="Training batch size."),
     seed: int = typer.Option(0, min=0, help="Seed."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    device: str = device_option("Where the model runs and the SAEs train."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Neurons vs features vs atoms (Hu et al. 2025): AIP, coherence, q*, R^2 per hook."""
     from interp.errors import InterpError
@@ -205,7 +235,7 @@ def atoms(
                           width_mult=width_mult, feature_k=feature_k,
                           atoms_l0_coefficient=l0_coefficient, train_tokens=train_tokens,
                           batch_size=batch_size, seed=seed,
-                          sae_runs=tuple(str(p) for p in sae))
+                          sae_runs=tuple(str(p) for p in sae), device=device, dtype=dtype)
         r = atoms_run(cfg, name, workspace=workspace, out=out)
     except InterpError as e:
         fail(e)

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
+from interp.devices import to_device
 from interp.errors import ConfigError
 from saes.base import SparseDictionary
 from saes.data import BatchSource, DataConfig, as_source
+from saes.reader import Prefetcher, rank_batches
 from saes.train import TrainConfig, Trainer
 
 _SHARED = ("total_tokens", "batch_size")
@@ -26,11 +29,12 @@ def _hooks(cfg: TrainConfig) -> list[str]:
 
 def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
                data: DataConfig | BatchSource | Tensor | dict, progress: bool = True,
-               trainers: list[Trainer] | None = None) -> list[SparseDictionary | None]:
+               trainers: list[Trainer] | None = None, source: BatchSource | None = None
+               ) -> list[SparseDictionary | None]:
     """Train every config into its run directory from one shared data source.
 
     The configs must agree on tokens and batch size; they may differ in hook, architecture,
-    width and optimiser settings. Resumes together from their checkpoints (which must be at the
+    width, optimiser settings and device (each batch is read once and copied to each). Resumes together from their checkpoints (which must be at the
     same step). `trainers`, if given, receives the Trainers.
     """
     if len(cfgs) != len(run_dirs) or not cfgs:
@@ -40,7 +44,7 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
         if len(values) > 1:
             raise ConfigError(f"train_many: the configs differ in {key!r} ({sorted(map(str, values))}); "
                               "dictionaries trained together share their data settings.")
-    source = as_source(data)
+    source = source if source is not None else as_source(data)
     made = [Trainer(c, d, data, progress=False) for c, d in zip(cfgs, run_dirs)]
     for t in made:
         t.source = source  # one reader for all (the DataConfig goes into their checkpoints)
@@ -58,18 +62,28 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
         t.begin()
     bar = tqdm(total=cfgs[0].total_steps, initial=step, unit="step", disable=not progress,
                desc=f"{len(trainers)} dictionaries")
+    batches = None
     try:
         hooks = list(dict.fromkeys(h for c in cfgs for h in _hooks(c)))
-        batches = source.batches(hooks, cfgs[0].batch_size, step, n_batches=cfgs[0].total_steps)
+        first = trainers[0]
+
+        def make():
+            return rank_batches(source, hooks, cfgs[0].batch_size, step, cfgs[0].total_steps,
+                                first.rank, first.world)
+
+        batches = Prefetcher(make, first.prefetch) if first.prefetch else make()
         while step < cfgs[0].total_steps:
             batch = next(batches)
             for t, c in zip(trainers, cfgs):
                 hin, hout = _hooks(c)[0], _hooks(c)[-1]
-                t.step_on(batch[hin].float(), batch[hout].float())
+                t.step_on(to_device(batch[hin], t.device, torch.float32),
+                          to_device(batch[hout], t.device, torch.float32))
             step += 1
             bar.update(1)
     finally:
+        if isinstance(batches, Prefetcher):
+            batches.close()
         bar.close()
-        for t in reversed(trainers):  # each restores the handler it found: last in, first out
+        for t in reversed(trainers):  # each restores the handlers it found: last in, first out
             t.close()
     return [t.finish() for t in trainers]

@@ -195,6 +195,22 @@ def test_ctrl_c_on_the_cli_leaves_a_usable_checkpoint(store_dir, tmp_path):
     _assert_usable_checkpoint(out, run["config"])
 
 
+def test_sigterm_with_a_prefetching_reader_leaves_a_usable_checkpoint(store_dir, tmp_path):
+    """The reader's thread (--prefetch 2) is stopped and joined before the checkpoint is
+    written, and the process exits without aborting (no thread outlives the interpreter)."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(store_dir, out, "--tokens", ENDLESS, "--prefetch", "2"),
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode not in (0, -signal.SIGABRT) and "terminate called" not in err, err
+    assert "checkpoint" in err
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["data"]["prefetch"] == 2
+    _assert_usable_checkpoint(out, run["config"])
+
+
 @pytest.mark.dist
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(store_dir, tmp_path):
     """torchrun forwards SIGTERM to both ranks; they stop after the same step (the stop is
@@ -274,7 +290,8 @@ def test_train_many_matches_separate_runs(store_dir, tmp_path):
     before = signal.getsignal(signal.SIGINT)
     together = train_many([a, b], [tmp_path / "a", tmp_path / "b"], data(store_dir),
                           progress=False)
-    assert signal.getsignal(signal.SIGINT) is before  # no trainer's handler left behind
+    # each trainer put back the handlers it found (in reverse): none of theirs is left behind
+    assert signal.getsignal(signal.SIGINT) is before
     for cfg, sae, name in ((a, together[0], "sa"), (b, together[1], "sb")):
         alone = Trainer(cfg, tmp_path / name, data(store_dir), progress=False).train()
         for k, v in alone.state_dict().items():
@@ -323,24 +340,27 @@ def test_cli_trains_one_dictionary_per_hook(store_dir, tmp_path):
     assert bad.exit_code == 2 and "--hook-out" in bad.output
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("arch", ["standard", "topk", "batchtopk", "jumprelu"])
-def test_bf16_training_learns(arch, tmp_path):
-    """`bf16=True` (the architecture's own bf16 matmuls, or an autocast step) still trains:
-    the loss falls and the first step's loss is the fp32 one to bf16 precision."""
+def test_low_precision_training_learns(arch, dtype, tmp_path):
+    """`autocast` bfloat16 / float16 (the architecture's own low-precision matmuls, or an
+    autocast step; fp16 with loss scaling) still trains: the loss falls and the first step's
+    loss is the fp32 one to low precision."""
     g = torch.Generator().manual_seed(0)
     source = TensorSource(torch.randn(256 * 4, 32, generator=g) @ torch.randn(32, 32, generator=g))
 
     runs = {}
-    for bf16 in (False, True):
+    for autocast in ("float32", dtype):
         own = {"standard": {"l1_coefficient": 0.5}, "jumprelu": {}}.get(arch, {"k": 4})
         cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=32, d_sae=128, **own),
-                          total_tokens=256 * 30,
-                          batch_size=256, checkpoint_every=0, log_every=1, bf16=bf16)
-        Trainer(cfg, tmp_path / f"{arch}-{bf16}", source, progress=False).train()
-        runs[bf16] = [json.loads(line)["loss"] for line in
-                      (tmp_path / f"{arch}-{bf16}" / "metrics.jsonl").read_text().splitlines()]
-    assert runs[True][-1] < 0.7 * runs[True][0]
-    assert runs[True][0] == pytest.approx(runs[False][0], rel=0.05)
+                          total_tokens=256 * 30, batch_size=256, checkpoint_every=0,
+                          log_every=1, autocast=autocast)
+        Trainer(cfg, tmp_path / f"{arch}-{autocast}", source, progress=False).train()
+        runs[autocast] = [json.loads(line)["loss"] for line in
+                          (tmp_path / f"{arch}-{autocast}" / "metrics.jsonl").read_text()
+                          .splitlines()]
+    assert runs[dtype][-1] < 0.7 * runs[dtype][0]
+    assert runs[dtype][0] == pytest.approx(runs["float32"][0], rel=0.05)
 
 
 def test_max_grad_norm_clips_the_gradient_adam_sees(tmp_path):

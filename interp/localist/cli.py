@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
 from interp.cli_errors import fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -67,6 +68,7 @@ def sweep(
                                               "inference (no retraining)."),
     threads: int = typer.Option(1, min=1, help="Torch threads (a tiny model runs fastest on one)."),
     workspace: Optional[Path] = _WS,
+    device: str = device_option("Where the models train."),
 ) -> None:
     """Train a small transformer from scratch per lambda; write the AILA-style table and figures.
 
@@ -86,7 +88,8 @@ def sweep(
         cfg = LocalistConfig(penalty=penalty, bias_strength=bias_strength,
                              blocks=BlockSpec(kind=blocks, target=target), n_layers=layers,
                              d_model=d_model, n_heads=heads, context_size=context_size,
-                             steps=steps, batch_size=batch_size, lr=lr, seed=seed, corpus=corpus)
+                             steps=steps, batch_size=batch_size, lr=lr, seed=seed, corpus=corpus,
+                             device=device)
         run = run_sweep(parse_floats(lambdas), cfg, name=name, out=out, workspace=workspace,
                         inference=inference, progress=True)
     except InterpError as e:
@@ -116,6 +119,8 @@ def schedules(
     eval_windows: int = typer.Option(8, min=1, help="Held-out windows."),
     seed: int = typer.Option(0, min=0, help="Seed."),
     workspace: Optional[Path] = _WS,
+    device: str = device_option("Where the model runs and is fine-tuned."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Compare uniform and progressive per-layer dials on a pretrained model (last-layers
     fine-tune through the HookedModel hooks). INTERP_QUICK=1: 4 steps, context 64, 4 windows."""
@@ -134,7 +139,7 @@ def schedules(
                              blocks=BlockSpec(kind=blocks, target=target),
                              train_layers=train_layers, steps=steps, batch_size=batch_size,
                              context_size=context_size, lr=lr, corpus=corpus,
-                             eval_windows=eval_windows, seed=seed)
+                             eval_windows=eval_windows, seed=seed, device=device, dtype=dtype)
         run = run_schedules(cfg, name=name, out=out, workspace=workspace, progress=True)
     except InterpError as e:
         fail(e)

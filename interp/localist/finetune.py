@@ -46,8 +46,14 @@ class ScheduleConfig(Config):
     corpus: str = "python-docs"
     eval_windows: int = 8
     seed: int = 0
+    device: str = "auto"  # where the model runs and is fine-tuned (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self) -> None:
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         if isinstance(self.blocks, dict):
             object.__setattr__(self, "blocks", BlockSpec.from_dict(self.blocks))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -116,7 +122,7 @@ def finetune_schedule(model, dials: list[float], train: torch.Tensor, cfg: Sched
     try:
         for step in tqdm(range(cfg.steps), desc=desc or "fine-tune", unit="step",
                          disable=not progress):
-            ids = train[order[step * cfg.batch_size: (step + 1) * cfg.batch_size]]
+            ids = train[order[step * cfg.batch_size: (step + 1) * cfg.batch_size]].to(model.device)
             ce, pen = locality_step(model, ids, dials, cfg.blocks, cfg.penalty,
                                     cfg.bias_strength, layers=layers)
             loss = ce + pen if pen.requires_grad else ce

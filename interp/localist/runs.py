@@ -225,7 +225,7 @@ def run_schedules(cfg: ScheduleConfig | None = None, *, model=None, name: str | 
     name = name or (Path(out).name if out else "schedules")
     config = {"mode": "schedules", **cfg.to_dict()}
     with run_context(KIND, name, config, root=workspace, path=out) as run:
-        model = model or load_model(cfg.model)
+        model = model or load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
         item_cfg = cfg.to_dict()
 
         def done(s: str):

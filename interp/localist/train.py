@@ -55,8 +55,12 @@ class LocalistConfig(Config):
     n_tokens: int = 400_000  # corpus tokens to read (train + eval)
     eval_windows: int = 32  # the last windows, never trained on
     log_every: int = 25
+    device: str = "auto"  # where the model trains (interp.devices)
 
     def __post_init__(self) -> None:
+        from interp.devices import check_device
+
+        object.__setattr__(self, "device", check_device(self.device))
         if isinstance(self.blocks, dict):
             object.__setattr__(self, "blocks", BlockSpec.from_dict(self.blocks))
         if self.dials is not None:
@@ -141,7 +145,7 @@ def make_optimizer(model, cfg: LocalistConfig) -> torch.optim.Optimizer:
 
 
 def lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten().to(logits.device))
 
 
 # ----------------------------------------------------------------------------- training
@@ -171,8 +175,12 @@ def train_localist(cfg: LocalistConfig, model=None, progress: bool = False
 
     History records every `log_every` steps: step, lr, ce, penalty.
     """
+    from interp.devices import resolve_device
+
     torch.manual_seed(cfg.seed)
-    model = model or build_char_model(cfg)
+    if model is None:
+        model = build_char_model(cfg)
+        model.hf_model.to(resolve_device(cfg.device))
     train, _ = split_windows(cfg)
     order = batch_indices(cfg, len(train))
     opt = make_optimizer(model, cfg)
@@ -183,7 +191,7 @@ def train_localist(cfg: LocalistConfig, model=None, progress: bool = False
                      disable=not progress):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        ids = train[order[step]]
+        ids = train[order[step]].to(model.device)
         ce, pen = locality_step(model, ids, dials, cfg.blocks, cfg.penalty, cfg.bias_strength,
                                 cfg.bias_in_training)
         loss = ce + pen if pen.requires_grad else ce

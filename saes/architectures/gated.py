@@ -35,6 +35,9 @@ class GatedSAE(SparseDictionary):
     options = ("l1_coefficient",)  # the SAEConfig fields it reads
 
     unit_norm_decoder = False  # the L1 penalty weights by ||W_dec_j||
+    # the shared product, gate and magnitude paths, their masks, acts and the aux path
+    # (measured: 8.1 at the peak on the CPU)
+    step_dense_tensors = 8.5
 
     def __init__(self, cfg):
         super().__init__(cfg)

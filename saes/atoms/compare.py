@@ -59,8 +59,14 @@ class AtomsConfig(Config):
     atoms_init_threshold: float = 2.0  # in units of the whitened, normalised pre-activations
     sae_runs: tuple[str, ...] = ()  # SAE runs used as "features" for their hooks
     seed: int = 0
+    device: str = "auto"  # where the model runs and the SAEs train (the analysis: float64, CPU)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         object.__setattr__(self, "hooks", tuple(self.hooks))
         object.__setattr__(self, "sae_runs", tuple(self.sae_runs))
         if not self.hooks:
@@ -85,7 +91,7 @@ def collect_activations(model, cfg: AtomsConfig, progress: bool = True) -> dict[
                desc="activations", disable=not progress)
     for ids, _, rows, _ in capture_batches(model, scfg):
         for h in cfg.hooks:
-            parts[h].append(rows[h].float())
+            parts[h].append(rows[h].float().cpu())  # the analysis runs on the host
         bar.update(ids.numel())
     bar.close()
     return {h: torch.cat(v) for h, v in parts.items()}
@@ -155,14 +161,15 @@ def compare_bases(acts: dict[str, Tensor], cfg: AtomsConfig, work_dir: str | Pat
                              k=cfg.feature_k, hook_name=hook, model_name=cfg.model)
             sae = train_whitened_sae(train, None, work / f"{_slug(hook)}-features", fcfg,
                                      cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed,
-                                     progress)
+                                     progress, device=cfg.device)
         results["features"] = _measure_sae(sae, held, S, cfg)
         # atoms: a JumpReLU SAE on AIP-whitened activations, mapped back to raw space
         acfg = dataclasses.replace(atom_sae_config(H, cfg.width_mult * H, cfg.atoms_l0_coefficient,
                                                    hook, cfg.atoms_init_threshold),
                                    model_name=cfg.model)
         atoms = train_whitened_sae(train, S, work / f"{_slug(hook)}-atoms-whitened", acfg,
-                                   cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed, progress)
+                                   cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed, progress,
+                                   device=cfg.device)
         save_saelens(atoms, work / f"{_slug(hook)}-atoms")
         results["atoms"] = _measure_sae(atoms, held, S, cfg)
         for basis in BASES:

@@ -99,9 +99,11 @@ def unwhiten_sae(sae, S_half: Tensor, S_half_inv: Tensor):
 
 def train_whitened_sae(x: Float[Tensor, "n H"], S: Tensor | None, run_dir: str | Path,
                        sae: SAEConfig, total_tokens: int, batch_size: int = 1024,
-                       lr: float = 4e-3, seed: int = 0, progress: bool = False):
+                       lr: float = 4e-3, seed: int = 0, progress: bool = False,
+                       device: str = "auto"):
     """Train `sae` with the repo's trainer on rows x (whitened by S~^{1/2} first when S is
-    given), reading an in-memory tensor; returns the trained dictionary acting on raw rows."""
+    given), reading an in-memory tensor, on `device`; returns the trained dictionary (on the
+    host) acting on raw rows."""
     from saes.atoms.aip import metric_roots
     from saes.data import TensorSource
     from saes.train import TrainConfig, Trainer
@@ -115,7 +117,8 @@ def train_whitened_sae(x: Float[Tensor, "n H"], S: Tensor | None, run_dir: str |
         xw = x.float()
     cfg = TrainConfig(sae=sae, total_tokens=total_tokens, batch_size=batch_size, lr=lr,
                       seed=seed, checkpoint_every=0, log_every=max(1, total_tokens // batch_size // 20),
-                      lr_decay="linear", dead_tokens=max(batch_size * 50, total_tokens // 4))
+                      lr_decay="linear", dead_tokens=max(batch_size * 50, total_tokens // 4),
+                      device=device)
     trained = Trainer(cfg, run_dir, TensorSource(xw, shuffle=seed), progress=progress).train()
     if S is None:
         return trained

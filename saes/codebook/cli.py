@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
 from interp.cli_errors import fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -45,6 +46,8 @@ def train_cmd(
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     name: str = typer.Option("train", help="Run name."),
     seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the model and its codebooks run."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Insert codebooks into a model, train them, report ΔCE and code statistics."""
     from interp.errors import InterpError
@@ -60,7 +63,7 @@ def train_cmd(
                                       train_model=train_model, seed=seed,
                                       log_every=max(1, steps // 10)),
             corpus=corpus, context_size=context_size, batch_size=batch_size,
-            kmeans_windows=kmeans_windows)
+            kmeans_windows=kmeans_windows, device=device, dtype=dtype)
         run, _ = train_run(cfg, workspace, name)
     except InterpError as e:
         fail(e)
@@ -91,6 +94,7 @@ def fsm_cmd(
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     name: str = typer.Option("tokfsm", help="Run name."),
     seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the model trains."),
 ) -> None:
     """Train a TokFSM transformer with codebooks; transition accuracy, purity, patching."""
     from interp.errors import InterpError
@@ -103,7 +107,8 @@ def fsm_cmd(
                         n_codes=codes, k=k, codebooks_at=codebooks_at, layer_norm=layer_norm,
                         train_model=train_model, pretrain_steps=pretrain_steps, steps=steps,
                         batch_size=batch_size, lr=lr, finetune_lr=finetune_lr,
-                        warmup_steps=min(100, max(steps, pretrain_steps) // 10), seed=seed)
+                        warmup_steps=min(100, max(steps, pretrain_steps) // 10), seed=seed,
+                        device=device)
         run, _ = fsm_run(cfg, workspace, name, n_samples=samples)
     except InterpError as e:
         fail(e)
@@ -137,6 +142,8 @@ def steer_cmd(
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     name: str = typer.Option("steer", help="Run name."),
     seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the model runs."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Activate codes during generation; share of continuations matching the pattern.
 
@@ -156,7 +163,7 @@ def steer_cmd(
                                    windows=windows, pattern=pattern,
                                    prompts=tuple(prompt) or DEFAULT_PROMPTS, n=samples,
                                    max_new_tokens=tokens, top_codes=top_codes, slots=slots,
-                                   seed=seed)
+                                   seed=seed, device=device, dtype=dtype)
             r, res = topic_steer_run(cfg, workspace, name)
             typer.echo(f"ΔCE with the codebook {r.metrics['delta_ce']:+.3f} nats; model alone "
                        f"{res['model_share']:.2f}")
@@ -172,7 +179,7 @@ def steer_cmd(
                     refs.append((parts[0], int(parts[1]), int(parts[2])))
             r, res = steer_run(run, pattern, tuple(prompt) or ("The",), refs, workspace, name,
                                n=samples, max_new_tokens=tokens, seed=seed, top_codes=top_codes,
-                               slots=slots)
+                               slots=slots, device=device, dtype=dtype)
     except InterpError as e:
         fail(e)
     typer.echo(f"baseline share {res['baseline_share']:.2f} -> steered {res['steered_share']:.2f}"

@@ -54,8 +54,12 @@ class FSMConfig(Config):
     kmeans_iters: int = 10
     replace_every: int = 0
     seed: int = 0
+    device: str = "auto"  # where the model trains (interp.devices)
 
     def __post_init__(self):
+        from interp.devices import check_device
+
+        object.__setattr__(self, "device", check_device(self.device))
         if self.codebooks_at not in PLACEMENTS:
             raise ConfigError(f"codebooks_at must be one of {PLACEMENTS}, not "
                               f"{self.codebooks_at!r}.")
@@ -130,8 +134,12 @@ def fsm_batches(cfg: FSMConfig, start: int = 0) -> Iterator[torch.Tensor]:
 
 def train_fsm_model(cfg: FSMConfig, callback=None, progress: bool = True
                     ) -> tuple[CodebookModel, list[dict]]:
-    """Train the TokFSM transformer from scratch with its codebooks in place."""
+    """Train the TokFSM transformer from scratch with its codebooks in place (on
+    `cfg.device`)."""
+    from interp.devices import resolve_device
+
     model = build_fsm_model(cfg)
+    model.hf_model.to(resolve_device(cfg.device))
     cb = insert_codebooks(model, cfg.hooks(), cfg.codebook_config())
     batches = fsm_batches(cfg)
     records = []

@@ -50,6 +50,14 @@ class TrainRunConfig(Config):
     kmeans_windows: int = 64  # windows for the k-means initialisation (0: random codes)
     kmeans_iters: int = 10
     eval_windows: int = 8
+    device: str = "auto"  # where the model and its codebooks run (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
+
+    def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
 
 
 def corpus_windows(model, cfg: TrainRunConfig, n: int) -> torch.Tensor:
@@ -103,7 +111,8 @@ def train_run(cfg: TrainRunConfig, workspace=None, name: str = "train", path=Non
     with run_context(KIND, name, {"mode": "train", **cfg.to_dict()}, root=workspace,
                      path=path) as run:
         t0 = time.perf_counter()
-        model = model if model is not None else load_model(cfg.model)
+        model = model if model is not None else load_model(cfg.model, device=cfg.device,
+                                                           dtype=cfg.dtype)
         n_train = cfg.train.steps * cfg.batch_size
         windows = corpus_windows(model, cfg, n_train + max(cfg.kmeans_windows, 0) + cfg.eval_windows)
         held_out = windows[: cfg.eval_windows]
@@ -196,9 +205,10 @@ def fsm_headline(analysis: dict) -> dict:
 def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, workspace=None,
               name: str = "steer", path=None, n: int = 10, max_new_tokens: int = 20,
               seed: int = 0, model=None, search_windows: int = 32, top_codes: int = 1,
-              cb=None, slots: int = 1):
+              cb=None, slots: int = 1, device: str = "auto", dtype: str = "float32"):
     """Steer a model with codes of a codebook run: `codes` [(hook, group, code)] or, when
-    None, the `top_codes` best codes found by searching `pattern` on corpus windows."""
+    None, the `top_codes` best codes found by searching `pattern` on corpus windows. The
+    model runs on `device` in `dtype` (interp.devices)."""
     from interp.models.loading import load_model
     from saes.codebook.insert import load_codebooks
     from saes.codebook.stats import code_search, collect_codes
@@ -215,10 +225,12 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
                           "`interp codebook train`).")
     config = {"mode": "steer", "source": str(source), "pattern": pattern,
               "prompts": list(prompts), "codes": codes, "n": n,
-              "max_new_tokens": max_new_tokens, "seed": seed, "slots": slots}
+              "max_new_tokens": max_new_tokens, "seed": seed, "slots": slots,
+              "device": device, "dtype": dtype}
     with run_context(KIND, name, config, root=workspace, path=path) as run:
         if cb is None:
-            model = model if model is not None else load_model(src.config.get("model"))
+            model = model if model is not None else load_model(src.config.get("model"),
+                                                               device=device, dtype=dtype)
             cb = load_codebooks(model, source)
         found = []
         if codes is None:

@@ -59,8 +59,14 @@ class TopicSteerConfig(Config):
     min_precision: float = 0.5  # code search thresholds (paper: precision > 0.5,
     min_recall: float = 0.01  # recall > 0.01)
     seed: int = 0
+    device: str = "auto"  # where the model and its codebook run (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         if self.windows < 1 or self.eval_windows < 1 or self.n < 1 or self.max_new_tokens < 1:
             raise ConfigError("windows, eval_windows, n and max_new_tokens must be >= 1.")
         if self.top_codes < 1 or self.slots < 1 or self.top_codes * self.slots > self.k:
@@ -144,7 +150,8 @@ def topic_steer_run(cfg: TopicSteerConfig, workspace=None, name: str = "steer-de
     with run_context(KIND, name, {"mode": "topic-steer", **cfg.to_dict()}, root=workspace,
                      path=path) as run:
         t0 = time.perf_counter()
-        model = model if model is not None else load_model(cfg.model)
+        model = model if model is not None else load_model(cfg.model, device=cfg.device,
+                                                           dtype=cfg.dtype)
         model.validate_hooks([cfg.hook])
         windows = corpus_windows(model, TrainRunConfig(corpus=cfg.corpus,
                                                  context_size=cfg.context_size),
@@ -186,7 +193,7 @@ def demo_config():
     return TopicSteerConfig(hook=DEMO_HOOK, n_codes=2048, windows=192, n=8, max_new_tokens=16)
 
 
-def demo_step(workspace: Path, echo=print) -> Path:
+def demo_step(workspace: Path, echo=print, device: str = "auto") -> Path:
     """The demo: one codebook (2048 codes, k=8) on the default model's layer-12 residual stream,
     fitted by k-means; the paper's code search picks the code of "object(s)", activated in the
     last slot at every position while sampling (share of continuations mentioning it, against
@@ -199,8 +206,10 @@ def demo_step(workspace: Path, echo=print) -> Path:
     if is_done(path):
         echo(f"codebook: already done in {path}")
         return path
+    import dataclasses
+
     t0 = time.perf_counter()
-    cfg = demo_config()
+    cfg = dataclasses.replace(demo_config(), device=device)
     echo(f"codebook: fitting {cfg.n_codes} codes (k={cfg.k}) at {cfg.hook} of the default "
          f"model, then steering towards '{cfg.pattern}'")
     run, res = topic_steer_run(cfg, workspace, "demo-steer", progress=False)

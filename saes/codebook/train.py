@@ -68,10 +68,10 @@ class CodebookTrainConfig(Config):
 def lm_loss(logits: Tensor, ids: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean next-token cross-entropy (positions whose target is masked out are skipped)."""
     lp = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    tgt = ids[:, 1:].reshape(-1)
+    tgt = ids[:, 1:].reshape(-1).to(lp.device)
     if mask is None:
         return F.cross_entropy(lp, tgt)
-    m = mask[:, 1:].reshape(-1).bool()
+    m = mask[:, 1:].reshape(-1).bool().to(lp.device)
     return F.cross_entropy(lp[m], tgt[m])
 
 

@@ -48,8 +48,14 @@ class FeatureStatsConfig(Config):
     drop_bos: bool = True  # ignore position 0 of each window (the attention sink)
     logit_k: int = 10  # top / bottom tokens of each latent's logit effect
     source: str = "auto"  # auto (the SAE's store if it has the tokens, else model) | store | model
+    device: str = "auto"  # where the dictionary encodes and the model runs (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         if self.n_tokens < 1 or self.top_n < 1 or self.batch_windows < 1:
             raise ConfigError("n_tokens, top_n and batch_windows must be >= 1, got "
                               f"{self.n_tokens}, {self.top_n}, {self.batch_windows}.")
@@ -238,19 +244,20 @@ def model_batches(model, hook: str, cfg: FeatureStatsConfig, corpus=None, contex
 def feature_stats(sae, batches, cfg: FeatureStatsConfig = FeatureStatsConfig(),
                   progress: bool = True, total: int | None = None) -> dict[str, np.ndarray]:
     """Run `sae.encode` over `batches` (from `store_batches` / `model_batches`) and return the
-    accumulated per-latent arrays (`FeatureAccumulator.result`) plus `n_tokens`."""
+    accumulated per-latent arrays (`FeatureAccumulator.result`) plus `n_tokens`. The encoding
+    runs on the dictionary's device; the statistics accumulate on the host."""
     from tqdm.auto import tqdm
 
     acc = FeatureAccumulator(sae.cfg.d_sae, cfg)
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc="features", disable=not progress)
-    dt = sae.W_dec.dtype
+    dt, where = sae.W_dec.dtype, sae.W_dec.device
     with torch.no_grad():
         for tokens, x, valid, first in batches:
             W, T, d = x.shape
             if d != sae.cfg.d_in:
                 raise ConfigError(f"The data has width {d}, the dictionary expects d_in="
                                   f"{sae.cfg.d_in}: is it the right hook?")
-            acts = sae.encode(x.reshape(W * T, d).to(dt)).reshape(W, T, -1)
+            acts = sae.encode(x.reshape(W * T, d).to(where, dt)).reshape(W, T, -1).cpu()
             if cfg.drop_bos:
                 valid = valid.clone()
                 valid[:, 0] = False
