@@ -1,0 +1,80 @@
+"""Induction: "... A B ... A" -> B, in a 2-layer attention-only transformer.
+
+The circuit planted by training (Olsson et al. 2022, arXiv 2209.11895; the ACDC induction task,
+arXiv 2304.14997): a previous-token head in layer 0 writes each position's predecessor into
+its residual stream; an induction head in layer 1 matches the current token against those
+predecessors (its key input reads the previous-token head) and copies the token that followed
+(its value input reads the embedding). Prompts are 16 distinct random tokens whose last L
+(2..6) repeat an earlier segment, so only induction predicts the next token; the
+counterfactual is a fresh prompt of distinct tokens (nothing repeats). Metric: the answer's
+logit minus the mean logit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from circuits.tasks.base import Task, TaskBatch, TrainSettings
+from circuits.tasks.model import TinyConfig
+
+PROMPT_LEN = 16
+BOS = 0
+
+
+@dataclass
+class Induction(Task):
+    name: str = "induction"
+    description: str = "repeated random tokens: ... A B ... A -> B"
+    model_cfg: TinyConfig = field(default_factory=lambda: TinyConfig(
+        n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=0, d_vocab=64, n_ctx=PROMPT_LEN + 1))
+    train_settings: TrainSettings = field(default_factory=lambda: TrainSettings(
+        steps=1000, batch_size=128, lr=3e-3))
+    accuracy_target: float = 0.9
+    planted: tuple[str, ...] = ("a0.h2", "a1.h1")
+
+    def sequences(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """[n, PROMPT_LEN + 1] tokens (the last is the answer) and the positions whose next
+        token the repeat determines."""
+        g = torch.Generator().manual_seed(seed)
+        V, P = self.model_cfg.d_vocab, PROMPT_LEN
+        toks = torch.zeros(n, P + 1, dtype=torch.long)
+        predictable = torch.zeros(n, P + 1, dtype=torch.bool)
+        for i in range(n):
+            L = int(torch.randint(2, 7, (1,), generator=g))
+            copy = P + 1 - L  # the repeat occupies [copy, P]
+            a = int(torch.randint(1, copy - L + 1, (1,), generator=g))  # original at [a, a+L)
+            fresh = (torch.randperm(V - 1, generator=g)[:copy] + 1)
+            row = torch.cat([fresh, torch.zeros(L, dtype=torch.long)])
+            row[0] = BOS
+            row[copy:] = row[a:a + L]
+            toks[i] = row
+            predictable[i, copy:P] = True  # predicting positions copy+1..P
+        return toks, predictable
+
+    def batch(self, n: int, seed: int) -> TaskBatch:
+        toks, _ = self.sequences(n, seed)
+        g = torch.Generator().manual_seed(seed + 7_777_777)
+        V = self.model_cfg.d_vocab
+        corrupt = torch.stack([torch.randperm(V - 1, generator=g)[:PROMPT_LEN] + 1
+                               for _ in range(n)])
+        corrupt[:, 0] = BOS
+        return TaskBatch(clean=toks[:, :PROMPT_LEN], corrupt=corrupt, answer=toks[:, PROMPT_LEN])
+
+    def train_batch(self, n: int, seed: int):
+        toks, pred = self.sequences(n, seed)
+        return toks, TaskBatch(clean=toks, corrupt=toks, answer=toks[:, -1], good=pred)
+
+    def train_loss(self, logits: Tensor, tokens: Tensor, batch: TaskBatch) -> Tensor:
+        """Next-token loss at every position the repeat makes predictable."""
+        mask = batch.good[:, :-1]
+        return F.cross_entropy(logits[:, :-1][mask], tokens[:, 1:][mask])
+
+    def token_names(self) -> list[str]:
+        return ["<bos>"] + [f"t{i}" for i in range(1, self.model_cfg.d_vocab)]
+
+
+TASK = Induction()
