@@ -144,7 +144,8 @@ def naive_curve(ctx, scores, level, fractions):
             em = keep.float()[None]
         else:
             em = ctx.graph.edges_of_components(keep).float()[None]
-        mm = float(metric(reference_logits(ctx.model, em, ctx.corrupt, ctx.clean), ctx.batch).mean())
+        logits = reference_logits(ctx.model, em, ctx.corrupt, ctx.clean)
+        mm = float(metric(logits, ctx.batch).mean())
         fs.append((mm - ctx.empty_metric) / (ctx.full_metric - ctx.empty_metric))
     cpr = cmd = 0.0
     for i in range(len(fs) - 1):
@@ -160,7 +161,8 @@ def test_cpr_and_cmd_equal_a_naive_reference(tiny, level, grid):
     ctx = TinyContext(m, b, metric)
     scores = ctx.patch_effects(level)
     curve = faithfulness_curve(ctx, scores, level, grid)
-    fractions = list(MIB_FRACTIONS) if grid == "mib" else [k / len(scores) for k in range(len(scores) + 1)]
+    n = len(scores)
+    fractions = list(MIB_FRACTIONS) if grid == "mib" else [k / n for k in range(n + 1)]
     fs, cpr, cmd = naive_curve(ctx, scores, level, fractions)
     assert curve.fractions == pytest.approx(fractions)
     assert curve.faithfulness == pytest.approx(fs, abs=1e-4)
@@ -194,3 +196,15 @@ def test_roc_auc_equals_the_pairwise_count_and_precision_recall():
     pr = precision_recall(torch.tensor([1, 1, 0, 0], dtype=torch.bool),
                           torch.tensor([1, 0, 1, 0], dtype=torch.bool))
     assert pr["precision"] == 0.5 and pr["recall"] == 0.5 and pr["f1"] == 0.5
+
+
+def test_board_labels_find_the_square_a_feature_reads():
+    from circuits.discovery.dictionary import board_labels
+
+    g = torch.Generator().manual_seed(0)
+    boards = torch.randint(-1, 2, (50, 16, 36), generator=g)
+    acts = torch.rand(50, 16, 4, generator=g) * 0.1
+    acts[..., 2] += (boards[..., 9] == 1).float()  # feature 2 reads "D2 mine" (square 9)
+    acts[..., 3] += (boards[..., 35] == 0).float()  # feature 3 reads "F6 empty"
+    labels = board_labels({"mlp0": acts}, boards, ["mlp0:f2", "mlp0:f3"])
+    assert labels["mlp0:f2"].startswith("D2 mine") and labels["mlp0:f3"].startswith("F6 empty")

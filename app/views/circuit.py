@@ -73,8 +73,8 @@ def _dictionary(rep: dict, plots) -> None:
     labels = extra.get("board_labels", {})
     named = lambda items: [{**d, "label": f"{d['label']} ({labels[d['label']]})"  # noqa: E731
                             if d["label"] in labels else d["label"]} for d in items]
-    st.caption(f"dictionary FVU: {', '.join(f'{k} {v:.3f}' for k, v in extra.get('fvu', {}).items())}"
-               f" · exactness {extra.get('exactness')}")
+    fvu = ", ".join(f"{k} {v:.3f}" for k, v in extra.get("fvu", {}).items())
+    st.caption(f"dictionary FVU: {fvu} · exactness {extra.get('exactness')}")
     plot(plots.fig_contributions(named(extra.get("top_direct", [])),
                                  "Direct contributions to the target logit"), key="dict-direct")
     plot(plots.fig_contributions(named(extra.get("top_total", [])),
@@ -83,6 +83,7 @@ def _dictionary(rep: dict, plots) -> None:
     if qk:
         st.markdown(f"**QK split** of `{qk['head']}` (score {qk['score']:.3f}, mean key offset "
                     f"{qk['mean_key_offset']:.1f})")
-        st.dataframe([{"query feature": p["q"], "key feature": p["k"], "contribution": round(p["value"], 4),
+        st.dataframe([{"query feature": p["q"], "key feature": p["k"],
+                       "contribution": round(p["value"], 4),
                        "query label": labels.get(p["q"], ""), "key label": labels.get(p["k"], "")}
                       for p in qk["pairs"]], use_container_width=True)

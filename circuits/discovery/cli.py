@@ -52,9 +52,10 @@ def read_pairs(path: Path) -> list[dict]:
 
 @app.command("discover")
 def discover_cmd(
-    task: str = typer.Option("induction", help="induction | ioi | greater_than | othello"),
+    task: str = typer.Option("induction", help="induction | ioi | greater_than | othello | "
+                                               "all (one run per task)"),
     method: str = typer.Option("all", help="Comma-separated: patching, eap, eap-ig, acdc, "
-                                           "discrete, dictionary (othello); 'all' = the first five."),
+                                           "discrete, dictionary (task models only); 'all'."),
     prompts: Optional[Path] = typer.Option(None, help="JSONL of {clean, corrupt, answer, "
                                                       "distractor}: run on a model instead of a "
                                                       "task (faithfulness curves only)."),
@@ -70,38 +71,59 @@ def discover_cmd(
                                                   "<workspace>/runs/circuit/<name>)."),
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
 ) -> None:
     """Run circuit-discovery methods side by side and score them (run kind 'circuit')."""
     from circuits.discovery.evaluate import DiscoveryConfig
     from circuits.discovery.methods import parse_methods
     from circuits.discovery.runs import circuit_run, load_report, prompts_run
+    from circuits.tasks import TASKS
     from interp.errors import InterpError
 
+    runs = []
     try:
         options = parse_options(option)
-        methods = parse_methods(method)
+        methods = parse_methods(method, task_model=prompts is None)
         if prompts is not None:
-            run = prompts_run(read_pairs(prompts), methods, model=model, ablation=ablation,
-                              options=options, name=name or "prompts", workspace=workspace,
-                              out=out, progress=True)
+            runs.append(prompts_run(read_pairs(prompts), methods, model=model, ablation=ablation,
+                                    options=options, name=name or "prompts",
+                                    workspace=workspace, out=out, progress=True))
         else:
-            cfg = DiscoveryConfig(task=task, methods=tuple(methods), n_prompts=n_prompts,
-                                  seed=seed, ablation=ablation, options=options)
-            run = circuit_run(cfg, name=name, workspace=workspace, out=out, progress=True)
+            for t in (list(TASKS) if task == "all" else [task]):
+                cfg = DiscoveryConfig(task=t, methods=tuple(methods), n_prompts=n_prompts,
+                                      seed=seed, ablation=ablation, options=options)
+                runs.append(circuit_run(cfg, name=(name or t) if task != "all" else t,
+                                        workspace=workspace, out=out if task != "all" else None,
+                                        progress=True))
     except InterpError as e:
         _fail(e)
-    rows = load_report(run)["table"]
+    rows = [row for run in runs for row in load_report(run)["table"]]
     if as_json:
         typer.echo(json.dumps(rows))
     else:
-        cols = ("method", "auroc", "precision", "recall", "cpr_node", "cmd_node", "cpr_edge",
-                "seconds")
-        typer.echo("  ".join(f"{c:>10}" for c in cols))
-        for r in rows:
-            typer.echo("  ".join(f"{r[c]:>10.3f}" if isinstance(r.get(c), float)
-                                 else f"{str(r.get(c) if r.get(c) is not None else '-'):>10}"
-                                 for c in cols))
-    typer.echo(f"run: {run.path}")
+        typer.echo(format_table(rows, markdown))
+    for run in runs:
+        typer.echo(f"run: {run.path}")
+
+
+COLUMNS = ("task", "method", "auroc", "precision", "recall", "cpr_node", "cmd_node",
+           "cpr_edge", "cmd_edge", "seconds")
+
+
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    """The methods x tasks table as aligned text or Markdown."""
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else ("-" if v in (None, "") else str(v))
+
+    lines = []
+    if markdown:
+        lines.append("| " + " | ".join(COLUMNS) + " |")
+        lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+        lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    else:
+        lines.append("  ".join(f"{c:>12}" for c in COLUMNS))
+        lines += ["  ".join(f"{cell(r.get(c)):>12}" for c in COLUMNS) for r in rows]
+    return "\n".join(lines)
 
 
 @app.command("tasks")
@@ -129,3 +151,7 @@ def tasks_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
                  f"{'passes' if r['ablation_check'] else 'FAILS'}" if r["trained"]
                  else "not trained (python -m circuits.tasks.train " + r["task"] + ")")
         typer.echo(f"{r['task']}: {r['description']}\n  {extra}")
+
+
+if __name__ == "__main__":  # `python -m circuits.discovery.cli discover ...`
+    app()

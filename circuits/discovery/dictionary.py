@@ -249,14 +249,16 @@ def qk_pairs(model, tr: dict, layer: int, head: int, top: int = 10) -> dict:
         rest = rest + blk.ln1.b @ W
         return torch.cat(parts, 1), rest, labels
 
-    q, q_rest, labels = side(torch.full((B,), tr["fr"].pattern[layer].shape[-1] - 1), blk.attn.W_Q[head])
+    last = torch.full((B,), fr.pattern[layer].shape[-1] - 1)
+    q, q_rest, labels = side(last, blk.attn.W_Q[head])
     k, k_rest, _ = side(j, blk.attn.W_K[head])
     scale = 1 / math.sqrt(model.cfg.d_head)
     pairs = torch.einsum("bie,bje->bij", q, k).mean(0) * scale
     total = ((q.sum(1) + q_rest) * (k.sum(1) + k_rest)).sum(-1) * scale
     idx = pairs.abs().flatten().topk(min(top, pairs.numel())).indices
     n = pairs.shape[1]
-    return {"head": f"a{layer}.h{head}", "mean_key_offset": float((pattern.shape[-1] - 1 - j).float().mean()),
+    return {"head": f"a{layer}.h{head}",
+            "mean_key_offset": float((pattern.shape[-1] - 1 - j).float().mean()),
             "score": float(total.mean()),
             "pairs": [{"q": labels[int(i) // n], "k": labels[int(i) % n],
                        "value": float(pairs.flatten()[i])} for i in idx]}
@@ -326,7 +328,7 @@ def run(ctx: PatchContext, d_sae: int = 64, k: int = 4, steps: int = 400, lr: fl
     head_ids = [c for c in g.heads]
     best_head = max(head_ids, key=lambda c: float(comp[c]))
     node = g.nodes[g.components[best_head]]
-    qk = qk_pairs(model, tr, node.layer, node.head) if node.layer > 0 else None
+    qk = qk_pairs(model, tr, node.layer, node.head)
     seconds = time.perf_counter() - t0
     top_direct = _top(tr["direct"], tr["names"], top)
     top_total = _top(tr["total"], tr["names"], top)

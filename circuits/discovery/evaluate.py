@@ -83,7 +83,8 @@ def score_result(ctx: PatchContext, result: MethodResult, truth_components=None,
         top = top_masks(result.component_scores, [int(t.sum())])[0]
         report["at_truth_size"] = precision_recall(top, t)
         report["own_circuit"] = precision_recall(circuit, t)
-        if result.level == "edge" and truth_edges is not None and 0 < truth_edges.sum() < len(truth_edges):
+        if (result.level == "edge" and truth_edges is not None
+                and 0 < truth_edges.sum() < len(truth_edges)):
             report["auroc_edges"] = roc_auc(result.scores, truth_edges.bool())
     return report
 

@@ -114,7 +114,8 @@ class CircuitGraph:
         per_node.index_add_(0, self.edge_src, edge_scores)
         return per_node[self.components]
 
-    def components_touched(self, edge_mask: Bool[Tensor, "n_edges"]) -> Bool[Tensor, "n_components"]:
+    def components_touched(self, edge_mask: Bool[Tensor, "n_edges"]
+                           ) -> Bool[Tensor, "n_components"]:
         """Components that a kept edge enters or leaves."""
         per_node = torch.zeros(len(self.nodes), dtype=torch.bool)
         per_node[self.edge_src[edge_mask]] = True

@@ -24,7 +24,7 @@ METHODS: dict[str, str] = {
 # methods that need something only some models have (the dictionary method: a task model
 # whose dictionaries it trains on the task's own prompts)
 TASK_MODEL_ONLY = {"dictionary"}
-DEFAULT_METHODS = ("patching", "eap", "eap-ig", "acdc", "discrete")
+DEFAULT_METHODS = ("patching", "eap", "eap-ig", "acdc", "discrete", "dictionary")
 
 
 def get_method(name: str) -> Callable:
@@ -34,10 +34,11 @@ def get_method(name: str) -> Callable:
     return getattr(importlib.import_module(module), fn)
 
 
-def parse_methods(spec: str | list | tuple | None) -> list[str]:
-    """'eap-ig,discrete' (or a list) -> validated method names; None/'all' -> the defaults."""
+def parse_methods(spec: str | list | tuple | None, task_model: bool = True) -> list[str]:
+    """'eap-ig,discrete' (or a list) -> validated method names; None/'all' -> every method
+    (without those that need a task model when `task_model` is False)."""
     if spec is None or spec == "all":
-        return list(DEFAULT_METHODS)
+        return [m for m in DEFAULT_METHODS if task_model or m not in TASK_MODEL_ONLY]
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     for n in names:
         get_method(n)  # raises with close matches

@@ -24,8 +24,9 @@ def fig_faithfulness(reports: Sequence[dict], level: str = "node") -> go.Figure:
             customdata=c["kept"], hovertemplate="share %{x:.3f}<br>kept %{customdata}"
                                                 "<br>f %{y:.3f}<extra></extra>"))
     fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
-    fig.update_layout(title=f"Faithfulness of top-k circuits ({'components' if level == 'node' else 'edges'})",
-                      xaxis_title=f"share of {'components' if level == 'node' else 'edges'} kept",
+    units = "components" if level == "node" else "edges"
+    fig.update_layout(title=f"Faithfulness of top-k circuits ({units})",
+                      xaxis_title=f"share of {units} kept",
                       yaxis_title="faithfulness f", height=420, legend={"font": {"size": 10}})
     if level == "edge":
         fig.update_xaxes(type="log")
@@ -72,12 +73,13 @@ def fig_roc(reports: Sequence[dict], components: Sequence[str], truth: Sequence[
     for r in reports:
         fpr, tpr = roc_points(r["component_scores"], t)
         auc = r.get("auroc")
+        label = r["method"] + (f" (AUROC {auc:.3f})" if auc is not None else "")
         fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines+markers", line_shape="hv",
-                                 name=r["method"] + (f" (AUROC {auc:.3f})" if auc is not None else "")))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
-                             name="chance", showlegend=False))
-    fig.update_layout(title="ROC against the ground-truth components", xaxis_title="false positive rate",
-                      yaxis_title="true positive rate", height=420)
+                                 name=label))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", showlegend=False,
+                             line={"dash": "dot", "color": "grey"}))
+    fig.update_layout(title="ROC against the ground-truth components", height=420,
+                      xaxis_title="false positive rate", yaxis_title="true positive rate")
     return fig
 
 

@@ -54,7 +54,8 @@ def fractions_for(n_units: int, grid: str | tuple = "mib") -> list[float]:
     raise ConfigError(f"grid must be 'mib', 'every' or a list of fractions, not {grid!r}.")
 
 
-def top_masks(scores: Float[Tensor, "n_units"], sizes: list[int]) -> Bool[Tensor, "n_sizes n_units"]:
+def top_masks(scores: Float[Tensor, "n_units"], sizes: list[int]
+              ) -> Bool[Tensor, "n_sizes n_units"]:
     """Masks of the top-k units by |score| (ties broken by index, stably) for each size k."""
     order = torch.sort(scores.abs(), descending=True, stable=True).indices
     rank = torch.empty_like(order)

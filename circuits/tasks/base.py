@@ -80,7 +80,8 @@ class Task:
     # the others are ablated in a second loss term, so the task must not depend on them)
     planted: tuple[str, ...] = ()
     siit_weight: float = 1.0
-    siit_match: float = 0.05  # weight of the squared logit change at the last position
+    siit_match: float = 0.3  # weight of the squared logit change at the last position
+    other_init: float = 1.0  # initial scale of the other components' output weights
 
     # ----------------------------------------------------------------- data
     def batch(self, n: int, seed: int) -> TaskBatch:
@@ -101,7 +102,8 @@ class Task:
             return ans - logits.gather(-1, _expand(batch.distractor, logits)).squeeze(-1)
         return ans - logits.mean(-1)
 
-    def correct(self, logits: Float[Tensor, "batch vocab"], batch: TaskBatch) -> Bool[Tensor, "batch"]:
+    def correct(self, logits: Float[Tensor, "batch vocab"], batch: TaskBatch
+                ) -> Bool[Tensor, "batch"]:
         """Whether the model's top prediction is right, per prompt."""
         return logits.argmax(-1) == batch.answer
 
@@ -154,13 +156,15 @@ def siit_loss(task: Task, model: TinyTransformer, tokens: Tensor, batch: TaskBat
 
 def train_task_model(task: Task, progress: bool = False) -> tuple[TinyTransformer, list[dict]]:
     """Train `task`'s model from its seed with AdamW (linear warm-up, cosine decay); with
-    planted components, every step adds the resample and the mean-ablation SIIT losses.
+    planted components, every step adds an SIIT loss (resample and mean ablation in turn).
     Returns the model and a loss log."""
     from tqdm.auto import tqdm
 
     s = task.train_settings
     torch.manual_seed(s.seed)
     model = TinyTransformer(task.model_cfg, seed=s.seed)
+    if task.planted and task.other_init != 1.0:
+        _scale_others(model, task.planted, task.other_init)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
                             betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / s.warmup) * 0.5 * (
@@ -171,10 +175,9 @@ def train_task_model(task: Task, progress: bool = False) -> tuple[TinyTransforme
         tokens, b = task.train_batch(s.batch_size, seed=10_000 * s.seed + step + 1)
         logits, senders = model.logits_and_senders(tokens)
         loss = task.train_loss(logits, tokens, b)
-        if task.planted:
-            for mean in (False, True):
-                loss = loss + task.siit_weight * siit_loss(task, model, tokens, b, senders,
-                                                           logits, mean=mean)
+        if task.planted:  # resample ablation on even steps, mean ablation on odd ones
+            loss = loss + task.siit_weight * siit_loss(task, model, tokens, b, senders, logits,
+                                                       mean=step % 2 == 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -185,6 +188,16 @@ def train_task_model(task: Task, progress: bool = False) -> tuple[TinyTransforme
                             "seconds": round(time.perf_counter() - t0, 2)})
             log.info("%s step %d loss %.4f", task.name, step, loss.item())
     return model.eval().requires_grad_(False), history
+
+
+@torch.no_grad()
+def _scale_others(model: TinyTransformer, planted, scale: float) -> None:
+    """Start the components outside the planted circuit with smaller output weights."""
+    for node in model.graph.nodes:
+        if node.kind == "head" and node.name not in planted:
+            model.blocks[node.layer].attn.W_O[node.head] *= scale
+        elif node.kind == "mlp" and node.name not in planted:
+            model.blocks[node.layer].mlp.W_out *= scale
 
 
 @torch.no_grad()

@@ -157,10 +157,17 @@ def factorised_logits(
             x = x + torch.einsum("mrs,sbpd->mrbpd", mrow[..., :n0], shared[:n0, :, pos])
         if n > first:
             x = x + torch.einsum("mrs,smbpd->mrbpd", mrow[..., first:n],
-                                 torch.stack(own[: n - first])[:, :, :, pos])
+                                 torch.stack([o[:, :, pos] for o in own[: n - first]]))
         return x
 
+    last_only = slice(-1, None) if not all_positions else slice(None)
+    H, E = c.n_heads, c.d_head
+    # for each sender computed here: its head's z (so projections can skip d_model), or None
+    own_z: list = [None] * len(own)
     for layer in range(start_layer, c.n_layers):
+        # the last layer matters only at the last query position (its outputs reach nothing
+        # but the logits there): its queries, heads and MLP run on that position alone
+        top = layer == c.n_layers - 1
         info, blk = model._layers[layer], model.blocks[layer]
         n = info["n_attn_in"]
         n0 = min(first, n)
@@ -168,48 +175,84 @@ def factorised_logits(
         if key not in cache:
             W = torch.stack([blk.attn.W_Q, blk.attn.W_K, blk.attn.W_V])  # [3, h, d, e]
             Ws = W * blk.ln1.w[None, None, :, None]
+            Wt = [Ws[t].permute(1, 0, 2).reshape(D, -1) for t in range(3)]  # [d, h * e]
             bias = torch.einsum("d,thde->the", blk.ln1.b, W)
             sh = torch.cat([_centred(csum[n - 1])[None], _centred(shared[:n0])])
-            proj_sh = (sh @ Ws.permute(2, 0, 1, 3).reshape(D, -1)).unflatten(-1, Ws.shape[:2] + Ws.shape[3:])
+            # per port: [h, 1 + n0, b, p, e], laid out for a batched product over the heads
+            proj_sh = [(sh @ w).unflatten(-1, (H, E)).permute(3, 0, 1, 2, 4).contiguous()
+                       for w in Wt]
             g_ss = torch.einsum("sbpd,ubpd->subp", sh, sh)
-            cache[key] = (Ws, bias, sh, proj_sh, g_ss)
-        Ws, bias, sh, proj_sh, g_ss = cache[key]  # proj_sh: [1 + n0, b, p, 3, h, e]
+            cache[key] = (Wt, bias, sh, proj_sh, g_ss)
+        Wt, bias, sh, proj_sh, g_ss = cache[key]
         n_own = max(0, n - first)
         if n_own:
             ow = _centred(torch.stack(own[:n_own], 1))  # [m, o, b, p, d]
-            proj_ow = (ow @ Ws.permute(2, 0, 1, 3).reshape(D, -1)).unflatten(-1, Ws.shape[:2] + Ws.shape[3:])
             g_so = torch.einsum("sbpd,mobpd->msobp", sh, ow)
             g_oo = torch.einsum("mobpd,mqbpd->moqbp", ow, ow)
         qkv = []
         for t, port in enumerate(("q", "k", "v")):
             recv = info[port]
+            ps = last_only if (top and port == "q") else slice(None)
             c_sh = torch.cat([dense.new_ones(M, len(recv), 1), dense[:, recv, :n0]], -1)
-            var = (torch.einsum("mhs,subp->mhubp", c_sh, g_ss) * c_sh[..., None, None]).sum(2)
-            proj = torch.einsum("mhs,sbphe->mhbpe", c_sh, proj_sh[:, :, :, t])
+            var = (torch.einsum("mhs,subp->mhubp", c_sh, g_ss[..., ps])
+                   * c_sh[..., None, None]).sum(2)
+            psh = proj_sh[t][:, :, :, ps]  # [h, s, b, p', e]
+            proj = (c_sh.permute(1, 0, 2) @ psh.flatten(2)).unflatten(-1, psh.shape[2:])
+            proj = proj.transpose(0, 1)  # [m, h, b, p', e]
             if n_own:
                 c_ow = dense[:, recv, first:n]
-                var = var + 2 * (torch.einsum("mhs,msobp->mhobp", c_sh, g_so)
+                var = var + 2 * (torch.einsum("mhs,msobp->mhobp", c_sh, g_so[..., ps])
                                  * c_ow[..., None, None]).sum(2)
-                var = var + (torch.einsum("mho,moqbp->mhqbp", c_ow, g_oo)
+                var = var + (torch.einsum("mho,moqbp->mhqbp", c_ow, g_oo[..., ps])
                              * c_ow[..., None, None]).sum(2)
-                proj = proj + torch.einsum("mho,mobphe->mhbpe", c_ow, proj_ow[:, :, :, :, t])
+                for o in range(n_own):
+                    po = _own_projection(model, cache, own[o], own_z[o], o + first, layer, t,
+                                         ps, Wt[t], corrupt)
+                    proj = proj + c_ow[:, :, o, None, None, None] * po
             inv = (var / D + 1e-5).rsqrt()
             qkv.append(proj * inv[..., None] + bias[t][None, :, None, None, :])
-        out = _heads_from_qkv(model, *qkv, blk.attn)
-        own += list(out.transpose(0, 1) - corrupt[info["heads"]].unsqueeze(1))
+        out, z = _heads_from_qkv(model, *qkv, blk.attn)
+        own_z += [(z[:, h], layer, h) for h in range(H)]
+        heads_c = corrupt[info["heads"]][:, :, last_only if top else slice(None)]
+        own += list(out.transpose(0, 1) - heads_c.unsqueeze(1))
         if c.d_mlp:
-            x = mix([info["mlp_recv"]], info["n_mlp_in"])[:, 0]
-            own.append(model._mlp(x, blk) - corrupt[info["mlp"]])
+            pos = last_only if top else slice(None)
+            x = mix([info["mlp_recv"]], info["n_mlp_in"], pos)[:, 0]
+            own.append(model._mlp(x, blk) - corrupt[info["mlp"]][:, pos])
+            own_z.append(None)
     x = mix([model._logits_recv], model.n_senders,
             slice(None) if all_positions else slice(-1, None))[:, 0]
     x = x if all_positions else x[:, :, 0]
     return layer_norm(x, model.ln_final) @ model.unembed.W_U + model.unembed.b_U
 
 
-def _heads_from_qkv(model, q: Tensor, k: Tensor, v: Tensor, p) -> Tensor:
-    """Per-head outputs [m, h, b, p, d] from projected queries, keys and values."""
+def _own_projection(model, cache: dict, diff: Tensor, zi, s: int, layer: int, t: int,
+                    ps: slice, Wt: Tensor, corrupt: Tensor) -> Tensor:
+    """centred(out_s - C_s) diag(w) W_t for sender s computed in this run, as [m, h, b, p', e].
+
+    For a head sender (zi = (z, its layer, its head)) the output is z W_O, so the projection
+    is z (W_O~ diag(w) W_t) minus the (cached) projection of its centred corrupted output,
+    with W_O~ = W_O centred along d_model: a d_head-sized product instead of a d_model one."""
+    H, E = model.cfg.n_heads, model.cfg.d_head
+    if zi is None:
+        x = _centred(diff[:, :, ps]) @ Wt
+    else:
+        z, src_layer, src_head = zi
+        key = ("own", s, layer, t)
+        if key not in cache:
+            wo = model.blocks[src_layer].attn.W_O[src_head]
+            cache[key] = ((wo - wo.mean(-1, keepdim=True)) @ Wt,
+                          _centred(corrupt[s]) @ Wt)  # [e', h * e], [b, p, h * e]
+        mo, pc = cache[key]
+        x = z[:, :, ps] @ mo - pc[:, ps]
+    return x.unflatten(-1, (H, E)).permute(0, 3, 1, 2, 4)
+
+
+def _heads_from_qkv(model, q: Tensor, k: Tensor, v: Tensor, p) -> tuple[Tensor, Tensor]:
+    """Per-head outputs [m, h, b, p, d] and z [m, h, b, p, e] from projected queries, keys
+    and values."""
     scores = q @ k.transpose(-1, -2) / math.sqrt(model.cfg.d_head)
-    n = scores.shape[-1]
-    causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(1)
+    nq, n = scores.shape[-2:]  # the queries are the last nq positions
+    causal = torch.ones(nq, n, dtype=torch.bool, device=scores.device).triu(n - nq + 1)
     z = scores.masked_fill(causal, float("-inf")).softmax(-1) @ v
-    return torch.einsum("...hbpe,hed->...hbpd", z, p.W_O)
+    return torch.einsum("...hbpe,hed->...hbpd", z, p.W_O), z

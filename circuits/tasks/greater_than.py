@@ -34,13 +34,13 @@ class GreaterThan(Task):
         n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=128, d_vocab=YEAR0 + 100,
         n_ctx=PROMPT_LEN))
     train_settings: TrainSettings = field(default_factory=lambda: TrainSettings(
-        steps=1200, batch_size=128, lr=3e-3))
+        steps=600, batch_size=64, lr=3e-3))
     accuracy_target: float = 0.9
     planted: tuple[str, ...] = ("a0.h3", "m0", "a1.h1", "m1")
 
     def batch(self, n: int, seed: int) -> TaskBatch:
         g = torch.Generator().manual_seed(seed)
-        yy = torch.randint(2, 99, (n,), generator=g)
+        yy = torch.randint(1, 99, (n,), generator=g)  # 01 too: the counterfactual's year
         noun = torch.tensor(NOUNS)[torch.randint(0, len(NOUNS), (n,), generator=g)]
         cent = torch.tensor(CENTURIES)[torch.randint(0, len(CENTURIES), (n,), generator=g)]
         clean = torch.stack([torch.full((n,), BOS), torch.full((n,), THE), noun,

@@ -75,6 +75,7 @@ def _edge_truth(ctxs: dict, start: torch.Tensor, keep: float) -> torch.Tensor:
     for e in sorted(mask.nonzero()[:, 0].tolist(), key=lambda e: float(effects[e])):
         trial = mask.clone()
         trial[e] = False
-        if min(float(c.faithfulness(trial[None].float(), "edge")[0]) for c in ctxs.values()) >= keep:
+        worst = min(float(c.faithfulness(trial[None].float(), "edge")[0]) for c in ctxs.values())
+        if worst >= keep:
             mask = trial
     return mask

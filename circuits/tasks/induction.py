@@ -32,9 +32,10 @@ class Induction(Task):
     model_cfg: TinyConfig = field(default_factory=lambda: TinyConfig(
         n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=0, d_vocab=64, n_ctx=PROMPT_LEN + 1))
     train_settings: TrainSettings = field(default_factory=lambda: TrainSettings(
-        steps=1000, batch_size=128, lr=3e-3))
+        steps=3000, batch_size=64, lr=5e-3))
     accuracy_target: float = 0.9
     planted: tuple[str, ...] = ("a0.h2", "a1.h1")
+    other_init: float = 0.3
 
     def sequences(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
         """[n, PROMPT_LEN + 1] tokens (the last is the answer) and the positions whose next
@@ -56,7 +57,7 @@ class Induction(Task):
         return toks, predictable
 
     def batch(self, n: int, seed: int) -> TaskBatch:
-        toks, _ = self.sequences(n, seed)
+        toks, _ = self.cyclic(n, seed)
         g = torch.Generator().manual_seed(seed + 7_777_777)
         V = self.model_cfg.d_vocab
         corrupt = torch.stack([torch.randperm(V - 1, generator=g)[:PROMPT_LEN] + 1
@@ -64,8 +65,23 @@ class Induction(Task):
         corrupt[:, 0] = BOS
         return TaskBatch(clean=toks[:, :PROMPT_LEN], corrupt=corrupt, answer=toks[:, PROMPT_LEN])
 
+    def cyclic(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """[n, PROMPT_LEN + 1] tokens that cycle through L (3..8) distinct random tokens after
+        BOS, and the positions whose next token the cycle determines (every one after the first
+        period): many induction targets per sequence, at a period no position can stand for."""
+        g = torch.Generator().manual_seed(seed)
+        V, P = self.model_cfg.d_vocab, PROMPT_LEN
+        toks = torch.zeros(n, P + 1, dtype=torch.long)
+        predictable = torch.zeros(n, P + 1, dtype=torch.bool)
+        for i in range(n):
+            L = int(torch.randint(3, 9, (1,), generator=g))
+            seg = torch.randperm(V - 1, generator=g)[:L] + 1
+            toks[i, 1:] = seg.repeat(P // L + 1)[:P]
+            predictable[i, L + 1:P] = True
+        return toks, predictable
+
     def train_batch(self, n: int, seed: int):
-        toks, pred = self.sequences(n, seed)
+        toks, pred = self.cyclic(n, seed)
         return toks, TaskBatch(clean=toks, corrupt=toks, answer=toks[:, -1], good=pred)
 
     def train_loss(self, logits: Tensor, tokens: Tensor, batch: TaskBatch) -> Tensor:

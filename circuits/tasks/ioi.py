@@ -35,7 +35,7 @@ class IOI(Task):
         n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=0, d_vocab=NAME0 + N_NAMES,
         n_ctx=PROMPT_LEN))
     train_settings: TrainSettings = field(default_factory=lambda: TrainSettings(
-        steps=1200, batch_size=128, lr=3e-3))
+        steps=800, batch_size=64, lr=3e-3))
     accuracy_target: float = 0.9
     planted: tuple[str, ...] = ("a0.h1", "a1.h0", "a1.h3")
 

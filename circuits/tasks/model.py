@@ -74,8 +74,8 @@ class _Block(nn.Module):
     def __init__(self, c: TinyConfig):
         super().__init__()
         self.ln1 = _Params(w=(c.d_model,), b=(c.d_model,))
-        self.attn = _Params(W_Q=(c.n_heads, c.d_model, c.d_head), W_K=(c.n_heads, c.d_model, c.d_head),
-                            W_V=(c.n_heads, c.d_model, c.d_head), W_O=(c.n_heads, c.d_head, c.d_model))
+        qkv = (c.n_heads, c.d_model, c.d_head)
+        self.attn = _Params(W_Q=qkv, W_K=qkv, W_V=qkv, W_O=(c.n_heads, c.d_head, c.d_model))
         if c.d_mlp:
             self.ln2 = _Params(w=(c.d_model,), b=(c.d_model,))
             self.mlp = _Params(W_in=(c.d_model, c.d_mlp), b_in=(c.d_mlp,),

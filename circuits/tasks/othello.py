@@ -78,7 +78,8 @@ def legal_moves(board: list[int], player: int) -> list[int]:
     return [sq for sq in range(N_SQ) if board[sq] == EMPTY and flips(board, sq, player)]
 
 
-def random_game(g: random.Random, max_moves: int) -> tuple[list[int], list[list[int]], list[list[int]]]:
+def random_game(g: random.Random, max_moves: int
+                ) -> tuple[list[int], list[list[int]], list[list[int]]]:
     """A random legal game: the moves, the legal moves before each move (and after the last),
     and the board (from the mover's side: +1 the player who just moved) after each move."""
     board, player = start_board(), BLACK
@@ -107,10 +108,10 @@ class Othello(Task):
     name: str = "othello"
     description: str = "6x6 Othello: the moves so far -> a legal next move"
     model_cfg: TinyConfig = field(default_factory=lambda: TinyConfig(
-        n_layers=2, n_heads=4, d_model=96, d_head=24, d_mlp=384, d_vocab=N_SQ + 1,
+        n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=256, d_vocab=N_SQ + 1,
         n_ctx=GAME_LEN, act_fn="gelu"))
     train_settings: TrainSettings = field(default_factory=lambda: TrainSettings(
-        steps=1500, batch_size=64, lr=2e-3))
+        steps=2500, batch_size=32, lr=3e-3))
     accuracy_target: float = 0.9
     planted: tuple[str, ...] = ("a0.h0", "a0.h1", "m0", "a1.h2", "m1")
 
@@ -157,7 +158,7 @@ class Othello(Task):
     def correct(self, logits: Tensor, batch: TaskBatch) -> Tensor:
         return batch.good.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1)
 
-    pool_size: int = 8192
+    pool_size: int = 4096
 
     def prepare(self) -> None:
         """Play the pool of training games once (the trainer samples its batches from it)."""
