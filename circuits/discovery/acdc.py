@@ -93,8 +93,9 @@ def run(ctx: PatchContext, thresholds: tuple = THRESHOLDS, default: float = 0.01
     g = ctx.graph
     if level == "edge":
         per_node = torch.zeros(len(g.nodes))
-        per_node.index_reduce_(0, g.edge_src, scores, "amax", include_self=True)
-        per_node.index_reduce_(0, g.edge_dst, scores, "amax", include_self=True)
+        for e, sc in enumerate(scores.tolist()):  # a node scores its best edge, in or out
+            for node in (int(g.edge_src[e]), int(g.edge_dst[e])):
+                per_node[node] = max(float(per_node[node]), sc)
         comp = per_node[g.components]
         selected = g.components_touched(selected_units)
     else:

@@ -126,7 +126,7 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-@app.command("tasks")
+@app.command("circuit-tasks")
 def tasks_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The planted-circuit tasks: accuracy of the committed model and its ground truth."""
     from circuits.tasks import TASKS, get_task

@@ -166,7 +166,7 @@ def trace(model, tokens: Tensor, dicts: dict, w: Tensor) -> dict:
     target = (fr.unembed(x[:, -1]) * w).sum(-1)
     grads = torch.autograd.grad(target.sum(), [lv[s] for s in names])
     direct = {s: (lv[s] * g).detach() for s, g in zip(names, grads)}
-    exact_direct = float((target - (fr.logits * w).sum(-1)).abs().max())
+    exact_direct = float((target.detach() - (fr.logits * w).sum(-1)).abs().max())
     # total effects through the frozen network, and each component's g = dT/d(out)
     lv = leaves()
     resid = lv["embed"] @ dicts["embed"].W_dec.detach() + const["embed"]
@@ -188,7 +188,7 @@ def trace(model, tokens: Tensor, dicts: dict, w: Tensor) -> dict:
     total = {s: (lv[s] * lv[s].grad).detach() for s in names}
     g_heads = [h.grad.detach() for h in head_outs]
     g_mlps = [m.grad.detach() for m in mlp_outs]
-    exact_frozen = float((target2 - (fr.logits * w).sum(-1)).abs().max())
+    exact_frozen = float((target2.detach() - (fr.logits * w).sum(-1)).abs().max())
     # OV / ADC tracing into each component
     comp_scores, comp_total, comp_traces = [], [], []
     for layer in range(c.n_layers):
@@ -196,14 +196,14 @@ def trace(model, tokens: Tensor, dicts: dict, w: Tensor) -> dict:
             lv = leaves()
             x = rebuilt(lv, (layer, 0))
             out = fr.heads(layer, x)[:, :, hd]
-            comp_total.append(float((out * g_heads[layer][:, :, hd]).sum((1, 2)).mean()))
+            comp_total.append(float((out * g_heads[layer][:, :, hd]).sum((1, 2)).mean().detach()))
             comp_scores.append(_traced(lv, (out * g_heads[layer][:, :, hd]).sum(), names,
                                        (layer, 0), comp_traces))
         if c.d_mlp:
             lv = leaves()
             x = rebuilt(lv, (layer, 1))
             out = fr.mlp(layer, x)
-            comp_total.append(float((out * g_mlps[layer]).sum((1, 2)).mean()))
+            comp_total.append(float((out * g_mlps[layer]).sum((1, 2)).mean().detach()))
             comp_scores.append(_traced(lv, (out * g_mlps[layer]).sum(), names, (layer, 1),
                                        comp_traces))
     return {"fr": fr, "a": a, "const": const, "direct": direct, "total": total,

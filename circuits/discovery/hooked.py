@@ -154,8 +154,9 @@ class HookedContext(PatchContext):
             def embed_hook(x, hook, a=a):
                 return (e0 + a * (e1 - e0)).detach().requires_grad_(True)
 
-            def keep(x, hook):
+            def keep(x, hook):  # returned, so the value autograd sees is this very tensor
                 seen[hook.name] = x
+                return x
 
             hooks = [("hook_embed", embed_hook)] + [(n, keep) for n in self.hook_names]
             with torch.enable_grad(), m.hooks(hooks):

@@ -29,8 +29,8 @@ class MethodResult:
     extra: dict = field(default_factory=dict)
 
     def tensors(self, prefix: str = "") -> dict[str, Tensor]:
-        out = {f"{prefix}scores": self.scores.float().contiguous(),
-               f"{prefix}component_scores": self.component_scores.float().contiguous()}
+        out = {f"{prefix}scores": self.scores.float().clone(),  # (node methods: one tensor)
+               f"{prefix}component_scores": self.component_scores.float().clone()}
         if self.selected is not None:
             out[f"{prefix}selected"] = self.selected.to(torch.uint8).contiguous()
         return out

@@ -133,9 +133,10 @@ def _expand(tok: Tensor, logits: Tensor) -> Tensor:
 
 def siit_loss(task: Task, model: TinyTransformer, tokens: Tensor, batch: TaskBatch,
               clean: Tensor, clean_logits: Tensor, mean: bool) -> Tensor:
-    """The task loss with every component outside `task.planted` ablated (resampled from
-    other prompts of the batch, a rotation of it, or replaced by its batch mean), plus the
-    squared change of the last position's (centred) logits under that ablation.
+    """The task loss with every component outside `task.planted` ablated (resampled: its
+    output on the batch's counterfactual prompts, or on other prompts of the batch (a rotation)
+    where the batch has none; or replaced by its batch mean), plus the squared change of the
+    last position's (centred) logits under that ablation.
 
     A simplified strict interchange-intervention training (SIIT, Gupta et al. 2024, InterpBench,
     arXiv 2407.14494): the non-circuit components may compute anything, but the output must
@@ -146,8 +147,12 @@ def siit_loss(task: Task, model: TinyTransformer, tokens: Tensor, batch: TaskBat
     mask = g.edges_of_components(keep)[None].float()
     with torch.no_grad():
         other = clean.detach()
-        corrupt = (other.mean(1, keepdim=True).expand_as(other) if mean
-                   else other.roll(1, dims=1))
+        if mean:
+            corrupt = other.mean(1, keepdim=True).expand_as(other)
+        elif batch.corrupt is not None and batch.corrupt is not batch.clean:
+            corrupt = model.sender_outputs(batch.corrupt)
+        else:
+            corrupt = other.roll(1, dims=1)
     logits = model.masked_logits(mask, corrupt.contiguous(), clean, all_positions=True)[0]
     change = logits[:, -1] - clean_logits[:, -1].detach()
     change = change - change.mean(-1, keepdim=True)

@@ -4,10 +4,12 @@ The circuit planted by training (Olsson et al. 2022, arXiv 2209.11895; the ACDC 
 arXiv 2304.14997): a previous-token head in layer 0 writes each position's predecessor into
 its residual stream; an induction head in layer 1 matches the current token against those
 predecessors (its key input reads the previous-token head) and copies the token that followed
-(its value input reads the embedding). Prompts are 16 distinct random tokens whose last L
-(2..6) repeat an earlier segment, so only induction predicts the next token; the
-counterfactual is a fresh prompt of distinct tokens (nothing repeats). Metric: the answer's
-logit minus the mean logit.
+(its value input reads the embedding). Prompts are BOS then L (3..8) distinct random tokens
+repeated cyclically to 16 tokens (repeated random tokens, as in ACDC's induction task), so only
+induction predicts the next token, at a period no position can stand for; the counterfactual
+is a fresh prompt of distinct tokens (nothing repeats). Metric: the answer's logit minus the
+mean logit. Training uses the same sequences, with the loss at every position after the first
+period.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ BOS = 0
 @dataclass
 class Induction(Task):
     name: str = "induction"
-    description: str = "repeated random tokens: ... A B ... A -> B"
+    description: str = "repeated random tokens: A B C ... A B -> C"
     model_cfg: TinyConfig = field(default_factory=lambda: TinyConfig(
         n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=0, d_vocab=64, n_ctx=PROMPT_LEN + 1))
     train_settings: TrainSettings = field(default_factory=lambda: TrainSettings(
@@ -37,33 +39,18 @@ class Induction(Task):
     planted: tuple[str, ...] = ("a0.h2", "a1.h1")
     other_init: float = 0.3
 
-    def sequences(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
-        """[n, PROMPT_LEN + 1] tokens (the last is the answer) and the positions whose next
-        token the repeat determines."""
-        g = torch.Generator().manual_seed(seed)
-        V, P = self.model_cfg.d_vocab, PROMPT_LEN
-        toks = torch.zeros(n, P + 1, dtype=torch.long)
-        predictable = torch.zeros(n, P + 1, dtype=torch.bool)
-        for i in range(n):
-            L = int(torch.randint(2, 7, (1,), generator=g))
-            copy = P + 1 - L  # the repeat occupies [copy, P]
-            a = int(torch.randint(1, copy - L + 1, (1,), generator=g))  # original at [a, a+L)
-            fresh = (torch.randperm(V - 1, generator=g)[:copy] + 1)
-            row = torch.cat([fresh, torch.zeros(L, dtype=torch.long)])
-            row[0] = BOS
-            row[copy:] = row[a:a + L]
-            toks[i] = row
-            predictable[i, copy:P] = True  # predicting positions copy+1..P
-        return toks, predictable
-
     def batch(self, n: int, seed: int) -> TaskBatch:
         toks, _ = self.cyclic(n, seed)
+        return TaskBatch(clean=toks[:, :PROMPT_LEN], corrupt=self.distinct(n, seed, PROMPT_LEN),
+                         answer=toks[:, PROMPT_LEN])
+
+    def distinct(self, n: int, seed: int, length: int) -> Tensor:
+        """Counterfactuals: BOS then distinct random tokens (nothing to copy)."""
         g = torch.Generator().manual_seed(seed + 7_777_777)
         V = self.model_cfg.d_vocab
-        corrupt = torch.stack([torch.randperm(V - 1, generator=g)[:PROMPT_LEN] + 1
-                               for _ in range(n)])
-        corrupt[:, 0] = BOS
-        return TaskBatch(clean=toks[:, :PROMPT_LEN], corrupt=corrupt, answer=toks[:, PROMPT_LEN])
+        out = torch.stack([torch.randperm(V - 1, generator=g)[:length] + 1 for _ in range(n)])
+        out[:, 0] = BOS
+        return out
 
     def cyclic(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
         """[n, PROMPT_LEN + 1] tokens that cycle through L (3..8) distinct random tokens after
@@ -82,7 +69,8 @@ class Induction(Task):
 
     def train_batch(self, n: int, seed: int):
         toks, pred = self.cyclic(n, seed)
-        return toks, TaskBatch(clean=toks, corrupt=toks, answer=toks[:, -1], good=pred)
+        return toks, TaskBatch(clean=toks, corrupt=self.distinct(n, seed, PROMPT_LEN + 1),
+                               answer=toks[:, -1], good=pred)
 
     def train_loss(self, logits: Tensor, tokens: Tensor, batch: TaskBatch) -> Tensor:
         """Next-token loss at every position the repeat makes predictable."""
