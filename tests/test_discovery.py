@@ -118,7 +118,7 @@ def test_circuit_run_cli_and_view(tmp_path, monkeypatch):
                                  "--n-prompts", "16", "--option", "eap-ig.steps=3",
                                  "--workspace", str(ws), "--name", "ind", "--json"])
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.output.splitlines()[0])
+    rows = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("[")))
     assert [row["method"] for row in rows] == ["eap", "eap-ig"]
     run = load_run(ws / "runs" / "circuit" / "ind")
     assert run.kind == "circuit" and run.status == "done"
@@ -154,7 +154,7 @@ def test_circuit_run_cli_and_view(tmp_path, monkeypatch):
     assert any(t.startswith("ROC") for t in titles) and any(t.startswith("Methods") for t in titles)
 
 
-def test_hook_level_context_on_a_hugging_face_model(tiny_llama, tmp_path):
+def test_hook_level_context_on_a_hugging_face_model(tiny_llama, tiny_llama_dir, tmp_path):
     """Component patching through canonical hooks: a head's effect equals replacing its slice
     of hook_z by hand; EAP, the curves and a prompts run work on any HookedModel."""
     from circuits.discovery.hooked import HookedContext, prompt_batch
@@ -193,6 +193,21 @@ def test_hook_level_context_on_a_hugging_face_model(tiny_llama, tmp_path):
     assert report["truth"] is None and [r["method"] for r in report["reports"]] == [
         "patching", "eap", "discrete"]
     assert "auroc" not in report["reports"][0]
+
+    # the same from the command line, pairs from a JSONL file; 'all' leaves out task-only methods
+    from typer.testing import CliRunner
+
+    from circuits.discovery.cli import app
+
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    r = CliRunner().invoke(app, ["discover", "--prompts", str(tmp_path / "pairs.jsonl"),
+                                 "--model", str(tiny_llama_dir), "--method", "all",
+                                 "--option", "discrete.epochs=20", "--option",
+                                 "acdc.thresholds=[0.01]", "--workspace", str(tmp_path / "ws"),
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("[")))
+    assert [row["method"] for row in rows] == ["patching", "eap", "eap-ig", "acdc", "discrete"]
 
 
 @pytest.mark.slow

@@ -92,14 +92,16 @@ def score_result(ctx: PatchContext, result: MethodResult, truth_components=None,
 def run_methods(ctx: PatchContext, methods, options: dict | None = None, progress: bool = False
                 ) -> list[MethodResult]:
     """Run each method on the context (in order), with its options."""
+    from tqdm.auto import tqdm
+
     results = []
-    for name in methods:
+    bar = tqdm(list(methods), desc="methods", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
         opts = method_options(name, (options or {}).get(name))
-        log.info("running %s %s", name, opts)
         results.append(get_method(name)(ctx, **{k: tuple(v) if isinstance(v, list) else v
                                                for k, v in opts.items()}))
-        if progress:
-            log.warning("%s: %.2f s", name, results[-1].seconds)
+        log.info("%s %s: %.2f s", name, opts, results[-1].seconds)
     return results
 
 

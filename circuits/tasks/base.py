@@ -48,12 +48,6 @@ class TaskBatch:
     def __len__(self) -> int:
         return self.clean.shape[0]
 
-    def select(self, idx) -> TaskBatch:
-        pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        return TaskBatch(self.clean[idx], self.corrupt[idx], pick(self.answer),
-                         pick(self.distractor), pick(self.good), self.tokens_of_interest,
-                         {k: v[idx] for k, v in self.extra.items()})
-
 
 @dataclass(frozen=True)
 class TrainSettings:
