@@ -64,7 +64,9 @@ KINDS: dict[str, KindView] = _registry(
              ("atoms_q_star_quantile", "features_q_star_quantile", "atoms_r2_aip")),
     KindView("codebook", "Codebooks",
              ("transition_accuracy", "state_purity", "delta_ce", "steered_share")),
-    # one entry per further kind, e.g. KindView("circuit", "Circuit discovery", ("faithfulness",))
+    KindView("circuit", "Circuit discovery",
+             ("best_auroc", "best_auroc_method", "best_cpr_node", "best_cpr_method")),
+    # one entry per further kind
 )
 
 # the "All runs" page: any run, through its kind's view or this one

@@ -16,6 +16,7 @@ SUBCOMMANDS: list[tuple[str, str | None]] = [
     ("saes.codebook.cli", "codebook"),  # codebook train / fsm / steer
     ("saes.pretrained_cli", "pretrained"),  # pretrained list / get
     ("circuits.cli", None),  # transcoders, attribute
+    ("circuits.discovery.cli", None),  # discover, circuit-tasks
     ("probes.cli", None),  # probe, lens, geometry
     ("interp.linearise.cli", None),  # linearise
     ("interp.localist.cli", "localist"),  # localist sweep / schedules

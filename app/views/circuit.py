@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import artefact, guard, plot, read_json
+from app.data import artefact, read_json
+from app.ui import guard, plot
 from interp.workspace import Run
 
 
@@ -24,7 +25,7 @@ def render(run: Run) -> None:
     if path is None:
         st.info("This run has no report yet.")
         return
-    report = read_json(path)
+    report = read_json(path, expect=dict)
     info, reports, truth = report.get("info", {}), report.get("reports", []), report.get("truth")
     if info.get("mode") == "task":
         st.markdown(f"**Task** `{info.get('task')}`: {info.get('description', '')} · model "

@@ -9,12 +9,9 @@ from typing import List, Optional
 
 import typer
 
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, help="Circuit discovery against planted circuits.")
-
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def parse_options(items: list[str]) -> dict:
@@ -36,18 +33,27 @@ def parse_options(items: list[str]) -> dict:
     return out
 
 
-def read_pairs(path: Path) -> list[dict]:
+def read_pairs(path: Path, max_bytes: int = 64 << 20) -> list[dict]:
     """Prompt pairs from a JSONL (one {clean, corrupt, answer, distractor} per line) or JSON
     list file."""
     from interp.errors import DataError
+    from interp.io import regular_file_size
 
-    text = Path(path).read_text(encoding="utf-8")
+    if regular_file_size(path, "prompt file", DataError) > max_bytes:
+        raise DataError(f"prompt file {path} is over {max_bytes >> 20} MiB; give fewer pairs.")
     try:
-        if text.lstrip().startswith("["):
-            return list(json.loads(text))
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except ValueError as e:
-        raise DataError(f"{path} is not JSON lines of {{clean, corrupt, answer, distractor}}: {e}")
+        text = Path(path).read_text(encoding="utf-8")
+        pairs = (json.loads(text) if text.lstrip().startswith("[")
+                 else [json.loads(line) for line in text.splitlines() if line.strip()])
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"{path} is not JSON lines of {{clean, corrupt, answer, distractor}}: "
+                        f"{e}") from None
+    keys = ("clean", "corrupt", "answer", "distractor")
+    if not isinstance(pairs, list) or not pairs or not all(
+            isinstance(p, dict) and all(isinstance(p.get(k), str) for k in keys) for p in pairs):
+        raise DataError(f"{path}: every pair must be an object with the strings "
+                        f"{', '.join(keys)} (and there must be at least one).")
+    return pairs
 
 
 @app.command("discover")
@@ -61,15 +67,16 @@ def discover_cmd(
                                                       "task (faithfulness curves only)."),
     model: Optional[str] = typer.Option(None, help="With --prompts: model name or directory "
                                                    "(default model)."),
-    n_prompts: int = typer.Option(64, help="Prompt pairs drawn from the task."),
-    seed: int = typer.Option(0, help="Seed of the task's prompts."),
+    n_prompts: int = typer.Option(64, min=1, help="Prompt pairs drawn from the task."),
+    seed: int = typer.Option(0, min=0, help="Seed of the task's prompts."),
     ablation: str = typer.Option("resample", help="resample | mean"),
     option: List[str] = typer.Option([], "--option", help="METHOD.KEY=VALUE, e.g. "
                                                           "eap-ig.steps=10 (repeatable)."),
     name: Optional[str] = typer.Option(None, help="Run name (default: the task, or 'prompts')."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: "
                                                   "<workspace>/runs/circuit/<name>)."),
-    workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
+    workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
+                                             help="Workspace root."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
 ) -> None:
@@ -96,7 +103,7 @@ def discover_cmd(
                                         workspace=workspace, out=out if task != "all" else None,
                                         progress=True))
     except InterpError as e:
-        _fail(e)
+        fail(e)
     rows = [row for run in runs for row in load_report(run)["table"]]
     if as_json:
         typer.echo(json.dumps(rows))

@@ -44,6 +44,7 @@ def train_dictionary(x: Tensor, d_sae: int, k: int, steps: int, lr: float, seed:
                      batch_size: int = 512):
     """A top-k SAE on the rows of `x` (`saes.train.Trainer` on an in-memory source)."""
     from saes.base import SAEConfig
+    from saes.data import TensorSource
     from saes.train import TrainConfig, Trainer
 
     n, d = x.shape
@@ -54,19 +55,9 @@ def train_dictionary(x: Tensor, d_sae: int, k: int, steps: int, lr: float, seed:
                       checkpoint_every=0, log_every=max(1, steps // 10), dead_tokens=bs * 25)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
-    rows = x[perm].float().contiguous()
-
-    def source(start):
-        i = start
-        per_epoch = max(1, n // bs)
-        while True:
-            j = i % per_epoch
-            b = rows[j * bs:(j + 1) * bs]
-            yield b, b
-            i += 1
-
+    rows = x[perm].float().contiguous()  # shuffled once, then cycled batch by batch
     with tempfile.TemporaryDirectory() as tmp:
-        return Trainer(cfg, tmp, progress=False, batches=source).train().eval()
+        return Trainer(cfg, tmp, TensorSource(rows), progress=False).train().eval()
 
 
 class _Frozen:

@@ -35,6 +35,7 @@ def train_code_sae(x: torch.Tensor, d_sae: int, k: int, epochs: int, lr: float, 
                    run_dir: str | Path | None = None):
     """One discrete SAE on the rows of `x`, full batch for `epochs` steps."""
     from saes.base import SAEConfig
+    from saes.data import TensorSource
     from saes.train import TrainConfig, Trainer
 
     n, d = x.shape
@@ -42,14 +43,9 @@ def train_code_sae(x: torch.Tensor, d_sae: int, k: int, epochs: int, lr: float, 
                                     aux_k=min(512, d_sae // 2)),
                       total_tokens=n * epochs, batch_size=n, lr=lr, seed=seed,
                       checkpoint_every=0, log_every=max(1, epochs // 10), dead_tokens=n * 20)
-    x = x.float().contiguous()
-
-    def source(start):
-        while True:
-            yield x, x
-
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, run_dir or tmp, progress=False, batches=source)
+    with tempfile.TemporaryDirectory() as tmp:  # every batch is all of x
+        trainer = Trainer(cfg, run_dir or tmp, TensorSource(x.float().contiguous()),
+                          progress=False)
         return trainer.train()
 
 
