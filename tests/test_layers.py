@@ -36,7 +36,9 @@ def _imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
-            names += [base] + [f"{base}.{a.name}" for a in node.names]
+            # `from pkg import mod` imports the module pkg.mod; `from mod import name`, mod
+            names += [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
+                      for a in node.names]
     out = set()
     for name in names:
         while name and name not in known:
