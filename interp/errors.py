@@ -25,6 +25,11 @@ class ModelLoadError(InterpError):
     """A model (or its tokenizer) could not be found or loaded."""
 
 
+class UnsupportedModel(ModelLoadError):
+    """A model that a capability cannot serve (no adapter for its family, or a kind of model,
+    such as mixture-of-experts or encoder-only, that the capability does not handle)."""
+
+
 class ConfigError(InterpError, ValueError):
     """A config with an unknown key or an invalid value."""
 

@@ -41,6 +41,7 @@ class NNsightHookedModel(HookedModel):
             stop_module = (f"{self.arch.blocks}.{stop_at_layer}"
                            if stop_at_layer < self.cfg.n_layers else self.arch.final_norm)
         cache: dict[str, Tensor] = {}
+        self._batch_shape = tuple(ids.shape[:2])
         inputs = {"input_ids": ids} if mask is None else {"input_ids": ids, "attention_mask": mask}
         logits = None
         with self.lm.trace(inputs) as tracer:
@@ -53,7 +54,7 @@ class NNsightHookedModel(HookedModel):
                 for fn in hooks_by_name.get(name, []):
                     new = fn(self._view(point, x), point)
                     if new is not None:
-                        x = self._unview(point, new)
+                        x = self._unview(point, new, x)
                         if point.io == "in":
                             env.input = x
                         else:

@@ -1,0 +1,130 @@
+"""Every registered model family, on a tiny random-weight model built from its `transformers`
+config (no download): the canonical hooks on the three backends and against Hugging Face's own
+hidden states, and refusals that name what is supported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.errors import HookNotWritable, UnsupportedModel
+from interp.models.families import FAMILIES, family_for, read_net
+from interp.models.loading import BACKENDS, load_model
+from interp.models.tiny import build_tiny_model, save_tiny_model
+
+TEXTS = ["hello world, this is a test", "def f(x): return x"]
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory):
+    """{model_type: directory} of a 2-layer tiny model per family (biases perturbed too)."""
+    root = tmp_path_factory.mktemp("families")
+    return {f: save_tiny_model(root / f, model=build_tiny_model(f, seed=0, perturb_biases=True))
+            for f in FAMILIES}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, family_dirs):
+    """(model_type, {backend: HookedModel})."""
+    f = request.param
+    return f, {b: load_model(family_dirs[f], backend=b) for b in BACKENDS}
+
+
+def test_every_hook_is_readable_and_backends_agree(family):
+    name, models = family
+    ref = models["torch"]
+    names = ref.hook_names()
+    assert {"hook_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_pattern",
+            "blocks.0.hook_attn_out", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out",
+            "blocks.1.hook_resid_post", "ln_final.hook_normalized"} <= set(names), name
+    logits_ref, cache_ref = ref.run_with_cache(TEXTS, hooks=names)
+    c, P = ref.cfg, ref.to_tokens(TEXTS)[0].shape[1]
+    assert cache_ref["blocks.0.attn.hook_pattern"].shape == (2, c.n_heads, P, P)
+    assert cache_ref["blocks.0.attn.hook_k"].shape == (2, P, c.n_kv_heads, c.d_head)
+    assert cache_ref["blocks.0.attn.hook_z"].shape == (2, P, c.n_heads, c.d_head)
+    for n in names:
+        assert cache_ref[n].shape[:2] == (2, P) or n.endswith("hook_pattern"), (name, n)
+    for backend in ("transformer_lens", "nnsight"):
+        model = models[backend]
+        assert model.hook_names() == names, (name, backend)
+        logits, cache = model.run_with_cache(TEXTS, hooks=names)
+        torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)
+        for n in names:
+            torch.testing.assert_close(cache[n], cache_ref[n], atol=1e-5, rtol=1e-5,
+                                       msg=f"{name} {backend} {n}")
+
+
+def test_residual_stream_equals_hf_hidden_states(family):
+    name, models = family
+    ref = models["torch"]
+    L = ref.cfg.n_layers
+    ids, _ = ref.to_tokens("a tiny test prompt")
+    hidden = ref.hf_model(ids, output_hidden_states=True).hidden_states
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + ["ln_final.hook_normalized"]
+    _, cache = ref.run_with_cache(ids, hooks=hooks)
+    for i in range(L):
+        torch.testing.assert_close(cache[f"blocks.{i}.hook_resid_pre"], hidden[i])
+    torch.testing.assert_close(cache["ln_final.hook_normalized"], hidden[L])  # HF's last is normed
+
+
+def test_writable_hooks_reach_the_output_and_read_only_ones_refuse(family):
+    """Every hook of block 0 and outside the blocks: a writable one changes the logits when
+    its value is changed (and leaves them alone when it is returned as is); a read-only one
+    refuses the edit."""
+    name, models = family
+    m = models["torch"]
+    base = m.forward(TEXTS[0])
+    for n in [n for n in m.hook_names() if not n.startswith("blocks.") or n.startswith("blocks.0.")]:
+        if not m.hook_points[n].writable:
+            with pytest.raises(HookNotWritable):
+                with m.hooks([(n, lambda x, hook: x * 2)]):
+                    m.forward(TEXTS[0])
+            continue
+        with m.hooks([(n, lambda x, hook: x.clone())]):
+            torch.testing.assert_close(m.forward(TEXTS[0]), base, msg=f"{name} {n}")
+        with m.hooks([(n, lambda x, hook: x * 1.5 + 0.1)]):
+            assert not torch.allclose(m.forward(TEXTS[0]), base), (name, n)
+
+
+def test_edits_agree_across_backends(family):
+    """Edits at fused (sliced) projections, flattened MLP rows and head-split values land in
+    the same place on every backend."""
+    name, models = family
+
+    def zero_head(x, hook):
+        x = x.clone()
+        x[:, :, 1] = 0
+        return x
+
+    def scale(x, hook):
+        return 1.5 * x
+
+    edits = [("blocks.0.attn.hook_v", zero_head), ("blocks.0.mlp.hook_pre", scale),
+             ("blocks.0.mlp.hook_in", scale), ("blocks.1.hook_mlp_out", scale)]
+    edits = [e for e in edits if e[0] in models["torch"].hook_points]
+    assert len(edits) >= 3, name
+    plain = models["torch"].forward(TEXTS[0])
+    outs = {}
+    for b, m in models.items():
+        with m.hooks(edits):
+            outs[b] = m.forward(TEXTS[0])
+    assert not torch.allclose(outs["torch"], plain)
+    for b in ("transformer_lens", "nnsight"):
+        torch.testing.assert_close(outs[b], outs["torch"], atol=1e-5, rtol=1e-5, msg=f"{name} {b}")
+
+
+def test_unsupported_kinds_name_what_is_supported():
+    from transformers import AutoModelForCausalLM, BertConfig, MixtralConfig
+
+    moe = MixtralConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, num_local_experts=2)
+    with pytest.raises(UnsupportedModel, match="mixture-of-experts.*Supported families: gemma"):
+        read_net(AutoModelForCausalLM.from_config(moe))
+    with pytest.raises(UnsupportedModel, match="encoder-only.*Supported families"):
+        family_for(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                              num_attention_heads=2))
+    from interp.models.torch_backend import TorchHookedModel
+    from interp.models.tiny import char_tokenizer
+
+    with pytest.raises(UnsupportedModel, match="backend='transformer_lens'"):
+        TorchHookedModel(AutoModelForCausalLM.from_config(moe), char_tokenizer(), "moe")
