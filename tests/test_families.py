@@ -128,3 +128,92 @@ def test_unsupported_kinds_name_what_is_supported():
 
     with pytest.raises(UnsupportedModel, match="backend='transformer_lens'"):
         TorchHookedModel(AutoModelForCausalLM.from_config(moe), char_tokenizer(), "moe")
+
+
+# ------------------------------------------------------------------ the frozen network
+IDS = torch.tensor([0, 40, 73, 80, 80, 83, 12, 87, 83, 86, 80, 72])  # <bos> + "Hello, world"
+SITES = ["ln_final.hook_normalized", "blocks.0.hook_attn_out", "blocks.1.hook_mlp_out",
+         "blocks.0.hook_resid_post", "blocks.1.mlp.hook_in"]
+
+
+def _check_frozen_network(model, name: str) -> None:
+    """The frozen network reproduces the model's hooks; linearisation (Golden, arXiv
+    2505.24293, eq. 2) is exact in float64; its products equal autograd's at every site."""
+    from interp.linearise.jacobian import (DetachedJacobian, autograd_jacobian,
+                                           reconstruction_error)
+    from interp.models.frozen import Frozen, run
+
+    net32 = read_net(model, torch.float32)
+    with torch.no_grad():
+        ours = run(net32, net32.embed(IDS), Frozen("detach"), SITES)
+    hf = getattr(model, "hf_model", model)
+    with torch.no_grad():
+        hidden = hf(IDS[None], output_hidden_states=True).hidden_states
+    torch.testing.assert_close(ours[SITES[0]], hidden[-1][0], atol=1e-5, rtol=1e-5, msg=name)
+    if hasattr(model, "run_with_cache"):
+        _, cache = model.run_with_cache(IDS[None], hooks=SITES)
+        for s in SITES:
+            torch.testing.assert_close(ours[s], cache[s][0], atol=1e-5, rtol=1e-5,
+                                       msg=f"{name} {s}")
+    net = read_net(model, torch.float64)
+    x = net.embed(IDS)
+    jac = DetachedJacobian(net, x)
+    dense = autograd_jacobian(net, x)
+    assert reconstruction_error(dense, x, jac.y, jac.bias_term) < 1e-10, name
+    assert jac.rel_error() < 1e-10, name
+    assert reconstruction_error(autograd_jacobian(net, x, mode="ordinary"), x, jac.y,
+                                jac.bias_term) > 1e-3, name  # nothing frozen: not exact
+    gen = torch.Generator().manual_seed(0)
+    for site in SITES:
+        jac = DetachedJacobian(net, x, site=site, position=7)
+        ref = autograd_jacobian(net, jac.x, site=site)
+        v = torch.randn(3, *jac.x.shape, generator=gen, dtype=torch.float64)
+        u = torch.randn(3, jac.y.shape[0], generator=gen, dtype=torch.float64)
+        assert torch.allclose(jac.matvec(v), torch.einsum("opi,bpi->bo", ref, v), atol=1e-10)
+        assert torch.allclose(jac.rmatvec(u), torch.einsum("opi,bo->bpi", ref, u),
+                              atol=1e-10), (name, site)
+        assert jac.rel_error() < 1e-10, (name, site)
+
+
+def test_frozen_network_and_exact_linearisation(family):
+    name, models = family
+    _check_frozen_network(models["torch"], name)
+
+
+@pytest.mark.parametrize("arch,change", [
+    ("gpt_neox", {"use_parallel_residual": False}),  # sequential NeoX
+    ("phi", {"qk_layernorm": True}),  # per-head QK LayerNorm
+    ("gemma2", {"attn_logit_softcapping": None}),
+    ("qwen2", {"use_sliding_window": False}),
+])
+def test_frozen_network_variants(arch, change):
+    from transformers import AutoModelForCausalLM
+
+    from interp.models.tiny import tiny_config
+
+    cfg = tiny_config(arch)
+    for k, v in change.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n or n.endswith(".bias"):
+                p.add_(0.2 * torch.randn_like(p))
+    _check_frozen_network(model, f"{arch} {change}")
+
+
+def test_frozen_network_refuses_what_it_cannot_freeze():
+    from transformers import AutoModelForCausalLM
+
+    from interp.errors import InterpError
+    from interp.models.tiny import tiny_config
+
+    cfg = tiny_config("olmo")
+    cfg.clip_qkv = 8.0
+    with pytest.raises(InterpError, match="clip_qkv"):
+        read_net(AutoModelForCausalLM.from_config(cfg))
+    cfg = tiny_config("opt")
+    cfg.do_layer_norm_before = False
+    with pytest.raises(InterpError, match="pre-norm OPT"):
+        read_net(AutoModelForCausalLM.from_config(cfg))

@@ -22,10 +22,10 @@ from torch import Tensor
 
 from interp.errors import ConfigError, InterpError, check_config_keys
 from interp.linearise.decode import decode_left, decode_right, output_logits
-from interp.linearise.families import read_net
 from interp.linearise.jacobian import DetachedJacobian
-from interp.linearise.network import FINAL
 from interp.linearise.svd import dense_svd, frobenius_outside, stable_rank
+from interp.models.families import read_net
+from interp.models.frozen import FINAL
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("resid_post", "attn_out", "mlp_out")
