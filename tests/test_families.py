@@ -271,3 +271,71 @@ def test_attribution_graph_is_complete_and_edges_match_interventions(family):
         obs_logit = demeaned_change(out, graph.logit_tokens)
         worst = max(worst, float((obs_logit - A[graph.logit_start:, j]).abs().max()))
     assert worst < 1e-5 * max(1.0, top), (name, worst)
+
+
+# ------------------------------------------------------------------ any model on library backends
+@pytest.fixture(scope="module")
+def bloom_dir(tmp_path_factory):
+    """A tiny BLOOM model (ALiBi, no family adapter) saved as an HF directory."""
+    from transformers import AutoModelForCausalLM, BloomConfig
+
+    from interp.models.tiny import char_tokenizer
+
+    torch.manual_seed(0)
+    cfg = BloomConfig(vocab_size=101, hidden_size=64, n_layer=2, n_head=4, bos_token_id=0,
+                      eos_token_id=1, pad_token_id=2)
+    path = tmp_path_factory.mktemp("bloom")
+    AutoModelForCausalLM.from_config(cfg).eval().save_pretrained(str(path))
+    char_tokenizer(path)
+    return path
+
+
+@pytest.mark.parametrize("backend,block", [("transformer_lens", "blocks.{}.hook_resid_post"),
+                                           ("nnsight", "transformer.h.{}")])
+def test_a_model_without_adapter_captures_trains_explains_and_probes(bloom_dir, tmp_path,
+                                                                     backend, block):
+    """No adapter: the torch backend and the frozen network name the supported families; the
+    library backends open it (TransformerLens's names, nnsight's module paths) and capture,
+    SAE training, feature statistics and probes run on it."""
+    from interp.data import CorpusSpec
+    from interp.store import ActivationStore, StoreConfig, cache_activations
+    from probes.activations import collect, token_set
+    from probes.linear import fit_probe
+    from saes.base import SAEConfig
+    from saes.features import FeatureStatsConfig, feature_stats
+    from saes.features.stats import model_batches, unembedding
+    from saes.train import TrainConfig, train_sae
+
+    with pytest.raises(UnsupportedModel, match="Supported families: gemma.*nnsight"):
+        load_model(bloom_dir)
+    model = load_model(bloom_dir, backend=backend)
+    with pytest.raises(UnsupportedModel, match="frozen network.*Supported families"):
+        read_net(model)
+    hook = block.format(1)
+    assert hook in model.hook_names() and model.stop_layer_for([hook]) == 2
+    ids, mask = model.to_tokens(TEXTS)
+    hidden = model.hf_model(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    _, cache = model.run_with_cache(TEXTS, hooks=[block.format(0)], stop_at_layer="auto")
+    torch.testing.assert_close(cache[block.format(0)], hidden[1], atol=1e-5, rtol=1e-5)
+
+    store_cfg = StoreConfig(model=str(bloom_dir), hooks=(hook,), n_tokens=1024, context_size=32,
+                            batch_size=8, shard_windows=8, backend=backend,
+                            corpus=CorpusSpec(source="python-docs"))
+    store = cache_activations(tmp_path / "store", store_cfg, model=model, progress=False)
+    assert isinstance(store, ActivationStore) and store.manifest["complete"]
+    sae_cfg = SAEConfig(architecture="topk", d_in=64, d_sae=32, k=4, hook_name=hook)
+    sae = train_sae(TrainConfig(sae=sae_cfg, activations=str(tmp_path / "store"),
+                                total_tokens=512, batch_size=128, holdout_every=8),
+                    tmp_path / "sae", progress=False)
+    stats = feature_stats(sae, model_batches(model, hook, FeatureStatsConfig(n_tokens=256,
+                                                                             batch_windows=4),
+                                             context_size=32),
+                          FeatureStatsConfig(n_tokens=256), progress=False)
+    assert stats["n_tokens"] > 0 and stats["count"].sum() > 0
+    W_U, gain, centre = unembedding(model)
+    assert W_U.shape == (101, 64) and gain is not None and centre
+    ts = token_set(model.tokenizer, [f"x{i} = 'a{i}'\n" * 3 for i in range(12)], context_size=24)
+    acts = collect(model, ts, [hook], batch_size=4)
+    y = (acts.tokens % 2).long()
+    res = fit_probe(acts.acts[hook], y, acts.doc, kind="ridge", seed=0)
+    assert 0.0 <= res.val_acc <= 1.0

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from collections.abc import Mapping
 
 import torch
 
 from interp.models.base import HookedModel
 from interp.models.hookspec import HookPoint
+from interp.models.layout import module_points
 
 # canonical name suffix -> the bridge's name for the same value
 _BRIDGE_NAMES = {"ln1.hook_normalized": "ln1.hook_out", "ln2.hook_normalized": "ln2.hook_out",
@@ -53,12 +55,15 @@ class TransformerLensHookedModel(HookedModel):
         """The bridge hooks among `names` that fire on one token, in firing order."""
         names = [n for n in names if n in self.bridge.hook_dict]
         bos = self.bos_token_id if self.bos_token_id is not None else 0
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # names gated off in the bridge are expected here
             _, cache = self.bridge.run_with_cache(torch.tensor([[bos]]), names_filter=names)
         return list(cache)
 
     def _hook_points(self) -> dict[str, HookPoint]:
         if self.family is None:  # no adapter: the bridge's own names, in firing order
+            bos = self.bos_token_id if self.bos_token_id is not None else 0
+            self.arch = module_points(self.hf_model, self.cfg.n_layers, bos)[1]
             points, in_blocks = {}, False
             for order, name in enumerate(self._fired(list(self.bridge.hook_dict))):
                 m = _BLOCK.match(name)
