@@ -55,7 +55,7 @@ def test_every_hook_is_readable_and_backends_agree(family):
 
 
 def test_residual_stream_equals_hf_hidden_states(family):
-    name, models = family
+    _, models = family
     ref = models["torch"]
     L = ref.cfg.n_layers
     ids, _ = ref.to_tokens("a tiny test prompt")
@@ -76,9 +76,8 @@ def test_writable_hooks_reach_the_output_and_read_only_ones_refuse(family):
     base = m.forward(TEXTS[0])
     for n in [n for n in m.hook_names() if not n.startswith("blocks.") or n.startswith("blocks.0.")]:
         if not m.hook_points[n].writable:
-            with pytest.raises(HookNotWritable):
-                with m.hooks([(n, lambda x, hook: x * 2)]):
-                    m.forward(TEXTS[0])
+            with pytest.raises(HookNotWritable), m.hooks([(n, lambda x, hook: x * 2)]):
+                m.forward(TEXTS[0])
             continue
         with m.hooks([(n, lambda x, hook: x.clone())]):
             torch.testing.assert_close(m.forward(TEXTS[0]), base, msg=f"{name} {n}")
@@ -176,8 +175,17 @@ def _check_frozen_network(model, name: str) -> None:
 
 
 def test_frozen_network_and_exact_linearisation(family):
+    from interp.linearise.analysis import LineariseConfig, linearise
+
     name, models = family
-    _check_frozen_network(models["torch"], name)
+    model = models["torch"]
+    _check_frozen_network(model, name)
+    res = linearise(model, LineariseConfig(prompt="Hello, world", k=4, layer_k=2, n_decode=2,
+                                           dtype="float64"))
+    assert res.summary["metrics"]["rel_error"] < 1e-10, name
+    assert res.summary["family"] == name and len(res.summary["layers"]) == 3 * 2
+    top = int(model.forward("Hello, world")[0, -1].argmax())
+    assert res.summary["prediction"][0]["token_id"] == top, name
 
 
 @pytest.mark.parametrize("arch,change", [
@@ -339,3 +347,19 @@ def test_a_model_without_adapter_captures_trains_explains_and_probes(bloom_dir, 
     y = (acts.tokens % 2).long()
     res = fit_probe(acts.acts[hook], y, acts.doc, kind="ridge", seed=0)
     assert 0.0 <= res.val_acc <= 1.0
+
+
+def test_cli_prints_the_families_table():
+    import json
+
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    res = CliRunner().invoke(app, ["models", "--families", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["family"]: r for r in json.loads(res.output)}
+    assert set(FAMILIES) < set(rows) and rows["gemma2"]["attribution graphs"] == "yes"
+    assert rows["any other causal LM"]["linearise"] == "no"
+    text = CliRunner().invoke(app, ["models", "--families"]).output
+    assert "| gpt_neox | yes |" in text and "module paths" in text

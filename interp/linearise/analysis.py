@@ -124,7 +124,8 @@ def linearise(model, config: LineariseConfig, tokenizer=None, progress: bool = F
     }
     y = jac.y
     metrics = {"bias_share": float(jac.bias_term.norm() / y.norm()), "y_norm": float(y.norm())}
-    logits = output_logits(net, y, final_applied=site == FINAL)
+    # the model's own output logits (unembedding bias, Gemma 2's soft-cap) at the final site
+    logits = net.cap(net.logits(y)) if site == FINAL else output_logits(net, y, False)
     probs = torch.softmax(logits.double(), -1)
     top = probs.topk(5)
     summary["prediction"] = [{"token_id": int(i), "token": tokenizer.decode([int(i)]),

@@ -36,14 +36,9 @@ FAMILIES: dict[str, Family] = {
     "opt": opt.FAMILY,
 }
 
-#: what each capability needs, for the families table (`interp models --families`)
-CAPABILITIES = {
-    "hooks (torch)": "adapter",
-    "hooks (transformer_lens)": "bridge",
-    "hooks (nnsight)": "any",
-    "linearise": "frozen network",
-    "attribution graphs": "frozen network",
-}
+#: the capabilities of the families table (`interp models --families`), in its column order
+CAPABILITIES = ("hooks: torch", "hooks: transformer_lens", "hooks: nnsight", "linearise",
+                "attribution graphs")
 
 
 def kind_of(config) -> str | None:
@@ -81,6 +76,32 @@ def family_for(config, capability: str = "the torch backend") -> Family:
         "Any causal LM that TransformerLens opens loads with backend='transformer_lens' (its "
         "hook names), and any model with backend='nnsight' (raw module paths as hook names). "
         "A new family is one module in interp/models/families/ and one registry line.")
+
+
+def capability_table() -> list[dict]:
+    """One row per family (and for models without an adapter): what each capability serves."""
+    rows = []
+    for model_type, fam in FAMILIES.items():
+        frozen = "yes" + (f" ({fam.limits})" if fam.limits else "")
+        bridge = "yes" + (f" ({fam.bridge_limits})" if fam.bridge_limits else "")
+        rows.append({"family": model_type, "architecture": fam.summary,
+                     **dict(zip(CAPABILITIES, ["yes", bridge, "yes", frozen, frozen]))})
+    rows.append({"family": "any other causal LM", "architecture": "no adapter",
+                 **dict(zip(CAPABILITIES, ["no", "bridge names (if TransformerLens opens it)",
+                                           "module paths", "no", "no"]))})
+    rows.append({"family": "mixture-of-experts, encoder-only", "architecture": "",
+                 **dict(zip(CAPABILITIES, ["no", "if TransformerLens opens it",
+                                           "module paths", "no", "no"]))})
+    return rows
+
+
+def table_markdown(rows: list[dict] | None = None) -> str:
+    """The families table as Markdown (the CLI prints it; docs/models.md shows it)."""
+    rows = rows or capability_table()
+    cols = ["family", *CAPABILITIES, "architecture"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def hf_model_of(model):

@@ -58,6 +58,8 @@ class Family:
     read: Callable[[Any, torch.dtype], Net]  # (HF model, dtype) -> the frozen network's weights
     tiny_config: Callable[..., Any]  # a small config of this family (tests, examples)
     check: Callable[[Any], None] = _no_check  # raises for configs the frozen network cannot run
+    limits: str = ""  # what `check` refuses, in words (the families table)
+    bridge_limits: str = ""  # configs TransformerLens's bridge does not open, in words
     #: canonical name suffix -> TransformerBridge name, where the bridge names the value otherwise
     bridge_names: Mapping[str, str] = field(default_factory=dict)
 

@@ -44,4 +44,4 @@ FAMILY = Family(
                                 "RoPE, GQA, GeGLU",
     blocks="model.layers", final_norm="model.norm", embed_hooks=decoder.embed_hooks,
     block_hooks=partial(decoder.block_hooks, norms="sandwich"), read=read,
-    tiny_config=tiny_config, check=check)
+    tiny_config=tiny_config, check=check, limits="causal models")

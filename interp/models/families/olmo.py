@@ -35,4 +35,5 @@ def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):
 FAMILY = Family(
     name="olmo", summary="parameter-free LayerNorm, RoPE, GQA, SwiGLU; pre-norm",
     blocks="model.layers", final_norm="model.norm", embed_hooks=decoder.embed_hooks,
-    block_hooks=decoder.block_hooks, read=read, tiny_config=tiny_config, check=check)
+    block_hooks=decoder.block_hooks, read=read, tiny_config=tiny_config, check=check,
+    limits="not with clip_qkv")

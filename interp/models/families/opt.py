@@ -88,4 +88,4 @@ FAMILY = Family(
     name="opt", summary="LayerNorm, learned positions, ReLU MLP, biases; pre-norm",
     blocks="model.decoder.layers", final_norm="model.decoder.final_layer_norm",
     embed_hooks=embed_hooks, block_hooks=block_hooks, read=read, tiny_config=tiny_config,
-    check=check, bridge_names={"mlp.hook_in": "mlp.in.hook_in"})
+    check=check, limits="pre-norm models, not opt-350m", bridge_names={"mlp.hook_in": "mlp.in.hook_in"})

@@ -79,4 +79,5 @@ FAMILY = Family(
     name="phi", summary="LayerNorm shared by parallel attention + MLP, partial RoPE, GELU MLP, "
                         "biases, optional QK LayerNorm",
     blocks="model.layers", final_norm="model.final_layernorm", embed_hooks=embed_hooks,
-    block_hooks=block_hooks, read=read, tiny_config=tiny_config)
+    block_hooks=block_hooks, read=read, tiny_config=tiny_config,
+    bridge_limits="not with qk_layernorm (the bridge does not run the QK norm)")
