@@ -8,7 +8,7 @@ from functools import partial
 import torch
 
 from interp.errors import InterpError
-from interp.models.families import decoder
+import interp.models.families.decoder as decoder
 from interp.models.families.adapter import TINY_IDS, Family
 from interp.models.transformer import rms_norm
 

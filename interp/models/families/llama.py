@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from interp.models.families import decoder
+import interp.models.families.decoder as decoder
 from interp.models.families.adapter import TINY_IDS, Family
 
 

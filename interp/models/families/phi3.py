@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from interp.models.facts import ModelFacts
-from interp.models.families import decoder
+import interp.models.families.decoder as decoder
 from interp.models.families.adapter import TINY_IDS, Family, Spec, at
 from interp.models.transformer import (MLP, Attention, Block, Net, hf_rope, linear, rms_norm,
                                        tensor)
