@@ -175,10 +175,11 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
     L, n = rm.n_layers, rm.n_pos
     feats = rm.features
     nf = len(feats)
-    logit_ids, logit_p = select_logits(rm.logits, cfg.max_n_logits, cfg.desired_logit_prob)
+    logit_ids, logit_p = select_logits(rm.capped_logits, cfg.max_n_logits,
+                                       cfg.desired_logit_prob)
     K = int(logit_ids.numel())
-    W_U = rm.w.W_U
-    logit_vecs = (W_U[:, logit_ids] - W_U.mean(1, keepdim=True)).T  # [K, d]
+    W_U = rm.net.unembed  # [vocab, d]
+    logit_vecs = W_U[logit_ids] - W_U.mean(0, keepdim=True)  # [K, d]
     rows = _Rows(rm, logit_vecs, cfg.batch_size, progress)
     capped = cfg.max_feature_nodes is not None and cfg.max_feature_nodes < nf
     if capped:

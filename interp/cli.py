@@ -35,11 +35,19 @@ def models(
                                                     "omitted)."),
     backend: str = typer.Option("torch", help="torch | transformer_lens | nnsight"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    families: bool = typer.Option(False, "--families", help="Print the model family x "
+                                                            "capability table instead."),
 ) -> None:
     """Show a model's facts and its canonical hook names (the default model if none given)."""
     from interp.errors import InterpError
     from interp.models.loading import DEFAULT_MODEL, load_model
 
+    if families:
+        from interp.models.families import capability_table, table_markdown
+
+        rows = capability_table()
+        typer.echo(json.dumps(rows) if as_json else table_markdown(rows))
+        return
     try:
         m = load_model(model, backend=backend)
     except InterpError as e:

@@ -35,6 +35,11 @@ class ModelMismatch(InterpError, ValueError):
     width, or a hook the model does not have."""
 
 
+class UnsupportedModel(ModelLoadError):
+    """A model that a capability cannot serve (no adapter for its family, or a kind of model,
+    such as mixture-of-experts or encoder-only, that the capability does not handle)."""
+
+
 class ConfigError(InterpError, ValueError):
     """A config with an unknown key or an invalid value."""
 

@@ -478,6 +478,26 @@ def test_model_check_hooks_of_a_tiny_model(tmp_path, tiny_llama, tiny_llama_dir)
 
 
 def test_model_check_on_a_family_without_adapter_uses_layers_and_widths(tmp_path):
+    from transformers import BloomConfig
+
+    d, n = 512, 8
+    p = jumprelu_params(d, n)
+    del p["threshold"]
+    hf_cache(tmp_path, "ctigges/pythia-70m-deduped__res-sm_processed", {
+        "5-res-sm/cfg.json": {"d_in": d, "d_sae": n, "hook_point": "blocks.5.hook_resid_post",
+                              "dtype": "float32"},
+        "5-res-sm/sae_weights.safetensors": p})
+    # BLOOM has no adapter (interp.models.families): checked by layer range and width
+    pythia = BloomConfig(hidden_size=512, n_layer=6, n_head=8, vocab_size=128)
+    load_pretrained("pythia-70m-deduped-res-sm", "blocks.5.hook_resid_post",
+                    cache_dir=tmp_path, model=pythia)
+    shallow = BloomConfig(hidden_size=512, n_layer=4, n_head=8, vocab_size=128)
+    with pytest.raises(ModelMismatch, match="layers 0..3"):
+        load_pretrained("pythia-70m-deduped-res-sm", "blocks.5.hook_resid_post",
+                        cache_dir=tmp_path, model=shallow)
+
+
+def test_model_check_on_a_family_with_adapter_names_its_hooks(tmp_path):
     from transformers import GPTNeoXConfig
 
     d, n = 512, 8
@@ -487,13 +507,9 @@ def test_model_check_on_a_family_without_adapter_uses_layers_and_widths(tmp_path
         "5-res-sm/cfg.json": {"d_in": d, "d_sae": n, "hook_point": "blocks.5.hook_resid_post",
                               "dtype": "float32"},
         "5-res-sm/sae_weights.safetensors": p})
-    pythia = GPTNeoXConfig(hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
-                           intermediate_size=2048, vocab_size=128)
-    load_pretrained("pythia-70m-deduped-res-sm", "blocks.5.hook_resid_post",
-                    cache_dir=tmp_path, model=pythia)
     shallow = GPTNeoXConfig(hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
                             intermediate_size=2048, vocab_size=128)
-    with pytest.raises(ModelMismatch, match="layers 0..3"):
+    with pytest.raises(ModelMismatch, match="does not have.*blocks.3.hook_resid_post"):
         load_pretrained("pythia-70m-deduped-res-sm", "blocks.5.hook_resid_post",
                         cache_dir=tmp_path, model=shallow)
 

@@ -23,10 +23,10 @@ from torch import Tensor
 from interp.config import Config
 from interp.errors import ConfigError, InterpError
 from interp.linearise.decode import decode_left, decode_right, output_logits
-from interp.linearise.families import read_net
 from interp.linearise.jacobian import DetachedJacobian
-from interp.linearise.network import FINAL
 from interp.linearise.svd import dense_svd, frobenius_outside, stable_rank
+from interp.models.families import read_net
+from interp.models.frozen import FINAL
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("resid_post", "attn_out", "mlp_out")
@@ -117,7 +117,8 @@ def linearise(model, config: LineariseConfig, tokenizer=None, progress: bool = F
     }
     y = jac.y
     metrics = {"bias_share": float(jac.bias_term.norm() / y.norm()), "y_norm": float(y.norm())}
-    logits = output_logits(net, y, final_applied=site == FINAL)
+    # the model's own output logits (unembedding bias, Gemma 2's soft-cap) at the final site
+    logits = net.cap(net.logits(y)) if site == FINAL else output_logits(net, y, False)
     probs = torch.softmax(logits.double(), -1)
     top = probs.topk(5)
     summary["prediction"] = [{"token_id": int(i), "token": tokenizer.decode([int(i)]),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp.linearise.families import Net
+from interp.models.transformer import Net
 
 
 def output_logits(net: Net, u: Tensor, final_applied: bool) -> Tensor:

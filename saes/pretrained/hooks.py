@@ -8,7 +8,7 @@ family whose MLP output enters the residual stream unnormalised.
 
 `check_fits` compares a dictionary with a model (a loaded `HookedModel`, a transformers config
 or a model name): its input (and, for transcoders, output) hook must exist and have the
-dictionary's width. A model family without an adapter in `interp.models.hookspec` is checked
+dictionary's width. A model family without an adapter in `interp.models.families` is checked
 by layer range and hook kind.
 """
 
@@ -80,12 +80,11 @@ def model_facts(model):
     else:
         name = getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model")
     facts = ModelFacts.from_config(str(name), config)
-    try:
-        from interp.models.hookspec import architecture_for
+    from interp.models.families import find_family
 
-        points = architecture_for(config).hooks(config)
-    except ModelLoadError:
-        points = None  # no adapter for this family yet: checked by layer range and hook kind
+    family = find_family(config)
+    # no adapter for this family: checked by layer range and hook kind
+    points = family.hooks(config) if family is not None else None
     return facts, points, facts.model_type
 
 
