@@ -218,3 +218,16 @@ def act_factor(name: str) -> Callable[[Tensor], Tensor]:
             "MLP activation", name, ACT_FACTORS,
             hint="Add its factor act(h)/h to ACT_FACTORS in interp/models/transformer.py."))
     return ACT_FACTORS[name]
+
+
+def assemble(hf, family: str, blocks: list[Block], final: Norm, embed, facts,
+             dtype: torch.dtype, **kw) -> Net:
+    """The `Net` of a read model: its blocks and final norm, the token embedding module `embed`,
+    head shapes from `facts`, the unembedding (and its bias) from the HF output embeddings;
+    `kw` adds the family's own fields (positions, RoPE, soft-cap)."""
+    head = hf.get_output_embeddings()
+    kw.setdefault("n_kv_heads", facts.n_kv_heads)
+    return Net(family=family, blocks=blocks, final=final, n_heads=facts.n_heads,
+               d_head=facts.d_head, embed_tokens=embed, unembed=tensor(head.weight, dtype),
+               unembed_bias=tensor(getattr(head, "bias", None), dtype),
+               token_embeddings=tensor(embed.weight, dtype), **kw)

@@ -19,8 +19,8 @@ import torch
 
 from interp.models.facts import ModelFacts
 from interp.models.families.adapter import Spec, at
-from interp.models.transformer import (MLP, Attention, Block, Net, Norm, hf_rope, linear,
-                                       rms_norm, tensor)
+from interp.models.transformer import (Attention, Block, MLP, Net, Norm, assemble, hf_rope, linear,
+                                       rms_norm)
 
 ATTN, MLP_ = "self_attn", "mlp"
 
@@ -104,11 +104,7 @@ def read(hf, dtype: torch.dtype, family: str, norms: str = "pre",
             post_mlp = norm(layer.post_feedforward_layernorm)
         blocks.append(Block(attn=attn, mlp=mlp, ln1=ln1, ln2=ln2, post_attn=post_attn,
                             post_mlp=post_mlp))
-    head = hf.get_output_embeddings()
-    return Net(
-        family=family, blocks=blocks, final=norm(base.norm), n_heads=f.n_heads,
-        n_kv_heads=f.n_kv_heads, d_head=f.d_head, embed_tokens=base.embed_tokens,
-        unembed=tensor(head.weight, dtype), unembed_bias=tensor(getattr(head, "bias", None), dtype),
-        token_embeddings=tensor(base.embed_tokens.weight, dtype),
-        rope_fn=hf_rope(base.rotary_emb),
-        logit_softcap=getattr(cfg, "final_logit_softcapping", None))
+    return assemble(hf, family, blocks, norm(base.norm), base.embed_tokens, f, dtype,
+                    rope_fn=hf_rope(base.rotary_emb),
+                    logit_softcap=getattr(cfg, "final_logit_softcapping", None))
+

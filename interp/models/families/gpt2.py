@@ -7,8 +7,8 @@ import torch
 
 from interp.models.facts import ModelFacts
 from interp.models.families.adapter import TINY_IDS, Family, Spec, at
-from interp.models.transformer import (MLP, Attention, Block, Net, act_factor, layer_norm,
-                                       tensor)
+from interp.models.transformer import (Attention, Block, MLP, Net, act_factor, assemble,
+                                       layer_norm, tensor)
 
 
 def embed_hooks(config) -> dict[str, Spec]:
@@ -58,12 +58,8 @@ def read(hf, dtype: torch.dtype) -> Net:
         blocks.append(Block(attn=attn, mlp=MLP(up=up, down=down, act=act, up_bias=upb,
                                                down_bias=db),
                             ln1=layer_norm(layer.ln_1, dtype), ln2=layer_norm(layer.ln_2, dtype)))
-    head = hf.get_output_embeddings()
-    return Net(family="gpt2", blocks=blocks, final=layer_norm(tr.ln_f, dtype), n_heads=f.n_heads,
-               n_kv_heads=f.n_heads, d_head=f.d_head, embed_tokens=tr.wte,
-               pos_embed=tensor(tr.wpe.weight, dtype), unembed=tensor(head.weight, dtype),
-               unembed_bias=tensor(getattr(head, "bias", None), dtype),
-               token_embeddings=tensor(tr.wte.weight, dtype))
+    return assemble(hf, "gpt2", blocks, layer_norm(tr.ln_f, dtype), tr.wte, f, dtype,
+                    n_kv_heads=f.n_heads, pos_embed=tensor(tr.wpe.weight, dtype))
 
 
 def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):

@@ -7,8 +7,8 @@ import torch
 
 from interp.models.facts import ModelFacts
 from interp.models.families.adapter import TINY_IDS, Family, Spec, at
-from interp.models.transformer import (MLP, Attention, Block, Net, act_factor, hf_rope,
-                                       layer_norm, linear, tensor)
+from interp.models.transformer import (Attention, Block, MLP, Net, act_factor, assemble, hf_rope,
+                                       layer_norm, linear)
 
 
 def embed_hooks(config) -> dict[str, Spec]:
@@ -66,13 +66,9 @@ def read(hf, dtype: torch.dtype) -> Net:
                             ln1=layer_norm(layer.input_layernorm, dtype),
                             ln2=layer_norm(layer.post_attention_layernorm, dtype),
                             parallel=bool(cfg.use_parallel_residual)))
-    head = hf.get_output_embeddings()
-    return Net(family="gpt_neox", blocks=blocks, final=layer_norm(base.final_layer_norm, dtype),
-               n_heads=h, n_kv_heads=h, d_head=dh, embed_tokens=base.embed_in,
-               unembed=tensor(head.weight, dtype),
-               unembed_bias=tensor(getattr(head, "bias", None), dtype),
-               token_embeddings=tensor(base.embed_in.weight, dtype),
-               rope_fn=hf_rope(base.rotary_emb))
+    return assemble(hf, "gpt_neox", blocks, layer_norm(base.final_layer_norm, dtype),
+                    base.embed_in, f, dtype, n_kv_heads=f.n_heads,
+                    rope_fn=hf_rope(base.rotary_emb))
 
 
 def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):

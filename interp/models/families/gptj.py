@@ -7,8 +7,8 @@ import torch
 
 from interp.models.facts import ModelFacts
 from interp.models.families.adapter import TINY_IDS, Family, Spec, at
-from interp.models.transformer import (MLP, Attention, Block, Net, act_factor, layer_norm,
-                                       linear, tensor)
+from interp.models.transformer import (Attention, Block, MLP, Net, act_factor, assemble,
+                                       layer_norm, linear, tensor)
 
 
 def embed_hooks(config) -> dict[str, Spec]:
@@ -63,13 +63,8 @@ def read(hf, dtype: torch.dtype) -> Net:
         blocks.append(Block(attn=attn, mlp=MLP(up=up, down=down, act=act, up_bias=upb,
                                                down_bias=db),
                             ln1=ln, ln2=ln, parallel=True))
-    head = hf.get_output_embeddings()
-    return Net(family="gptj", blocks=blocks, final=layer_norm(tr.ln_f, dtype),
-               n_heads=f.n_heads, n_kv_heads=f.n_heads, d_head=f.d_head, embed_tokens=tr.wte,
-               unembed=tensor(head.weight, dtype),
-               unembed_bias=tensor(getattr(head, "bias", None), dtype),
-               token_embeddings=tensor(tr.wte.weight, dtype), rope_fn=_rope(tr.h[0].attn),
-               rope_interleaved=True)
+    return assemble(hf, "gptj", blocks, layer_norm(tr.ln_f, dtype), tr.wte, f, dtype,
+                    n_kv_heads=f.n_heads, rope_fn=_rope(tr.h[0].attn), rope_interleaved=True)
 
 
 def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):

@@ -8,8 +8,8 @@ import torch
 from interp.errors import InterpError
 from interp.models.facts import ModelFacts
 from interp.models.families.adapter import TINY_IDS, Family, Spec, at
-from interp.models.transformer import (MLP, Attention, Block, Net, act_factor, layer_norm,
-                                       linear, tensor)
+from interp.models.transformer import (Attention, Block, MLP, Net, act_factor, assemble,
+                                       layer_norm, linear, tensor)
 
 
 def embed_hooks(config) -> dict[str, Spec]:
@@ -65,14 +65,10 @@ def read(hf, dtype: torch.dtype) -> Net:
                                                down_bias=db),
                             ln1=layer_norm(layer.self_attn_layer_norm, dtype, d=d),
                             ln2=layer_norm(layer.final_layer_norm, dtype, d=d)))
-    head = hf.get_output_embeddings()
     pos = dec.embed_positions
-    return Net(family="opt", blocks=blocks, final=layer_norm(dec.final_layer_norm, dtype, d=d),
-               n_heads=f.n_heads, n_kv_heads=f.n_heads, d_head=f.d_head,
-               embed_tokens=dec.embed_tokens, pos_embed=tensor(pos.weight[pos.offset:], dtype),
-               unembed=tensor(head.weight, dtype),
-               unembed_bias=tensor(getattr(head, "bias", None), dtype),
-               token_embeddings=tensor(dec.embed_tokens.weight, dtype))
+    return assemble(hf, "opt", blocks, layer_norm(dec.final_layer_norm, dtype, d=d),
+                    dec.embed_tokens, f, dtype, n_kv_heads=f.n_heads,
+                    pos_embed=tensor(pos.weight[pos.offset:], dtype))
 
 
 def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):

@@ -7,8 +7,8 @@ import torch
 
 from interp.models.facts import ModelFacts
 from interp.models.families.adapter import TINY_IDS, Family, Spec, at
-from interp.models.transformer import (MLP, Attention, Block, Net, act_factor, hf_rope,
-                                       layer_norm, linear, tensor)
+from interp.models.transformer import (Attention, Block, MLP, Net, act_factor, assemble, hf_rope,
+                                       layer_norm, linear)
 
 
 def embed_hooks(config) -> dict[str, Spec]:
@@ -56,13 +56,8 @@ def read(hf, dtype: torch.dtype) -> Net:
         blocks.append(Block(attn=attn, mlp=MLP(up=up, down=down, act=act, up_bias=upb,
                                                down_bias=db),
                             ln1=ln, ln2=ln, parallel=True))
-    head = hf.get_output_embeddings()
-    return Net(family="phi", blocks=blocks, final=layer_norm(base.final_layernorm, dtype),
-               n_heads=f.n_heads, n_kv_heads=f.n_kv_heads, d_head=f.d_head,
-               embed_tokens=base.embed_tokens, unembed=tensor(head.weight, dtype),
-               unembed_bias=tensor(getattr(head, "bias", None), dtype),
-               token_embeddings=tensor(base.embed_tokens.weight, dtype),
-               rope_fn=hf_rope(base.rotary_emb))
+    return assemble(hf, "phi", blocks, layer_norm(base.final_layernorm, dtype),
+                    base.embed_tokens, f, dtype, rope_fn=hf_rope(base.rotary_emb))
 
 
 def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):

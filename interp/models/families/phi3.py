@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 
 from interp.models.facts import ModelFacts
-import interp.models.families.decoder as decoder
+from interp.models.families import decoder
 from interp.models.families.adapter import TINY_IDS, Family, Spec, at
-from interp.models.transformer import (MLP, Attention, Block, Net, hf_rope, linear, rms_norm,
-                                       tensor)
+from interp.models.transformer import (Attention, Block, MLP, Net, assemble, hf_rope, linear,
+                                       rms_norm)
 
 
 def block_hooks(config) -> dict[str, Spec]:
@@ -56,13 +56,8 @@ def read(hf, dtype: torch.dtype) -> Net:
                   gate_bias=gub[:F] if gub is not None else None, down_bias=db)
         blocks.append(Block(attn=attn, mlp=mlp, ln1=rms_norm(layer.input_layernorm, dtype),
                             ln2=rms_norm(layer.post_attention_layernorm, dtype)))
-    head = hf.get_output_embeddings()
-    return Net(family="phi3", blocks=blocks, final=rms_norm(base.norm, dtype),
-               n_heads=f.n_heads, n_kv_heads=f.n_kv_heads, d_head=f.d_head,
-               embed_tokens=base.embed_tokens, unembed=tensor(head.weight, dtype),
-               unembed_bias=tensor(getattr(head, "bias", None), dtype),
-               token_embeddings=tensor(base.embed_tokens.weight, dtype),
-               rope_fn=hf_rope(base.rotary_emb))
+    return assemble(hf, "phi3", blocks, rms_norm(base.norm, dtype), base.embed_tokens, f, dtype,
+                    rope_fn=hf_rope(base.rotary_emb))
 
 
 def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):
