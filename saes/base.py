@@ -45,6 +45,11 @@ class SAEConfig(Config):
     matryoshka_widths: tuple[int, ...] = ()  # nested prefix widths; d_sae is added last
     aux_k: int = 512  # topk family: latents used by the AuxK loss on dead latents
     aux_coefficient: float = 1 / 32
+    # cross-layer transcoder ("clt"): the layers with an encoder (contiguous; each writes to
+    # itself and every later one), the activation (topk | batchtopk | jumprelu), and hook_name /
+    # hook_name_out are templates with "{layer}"; d_sae counts the latents of all layers
+    clt_layers: tuple[int, ...] = ()
+    clt_activation: str = "topk"
     hook_name: str = ""
     hook_name_out: str = ""
     model_name: str = ""
@@ -52,6 +57,7 @@ class SAEConfig(Config):
 
     def __post_init__(self):
         object.__setattr__(self, "matryoshka_widths", tuple(self.matryoshka_widths))
+        object.__setattr__(self, "clt_layers", tuple(int(i) for i in self.clt_layers))
         if self.d_in < 1 or self.d_sae < 1:
             raise ConfigError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}.")
         if self.skip and not self.transcoder:
@@ -104,6 +110,12 @@ class SparseDictionary(nn.Module):
             self.W_skip = nn.Parameter(torch.zeros(d_out, d_in, dtype=dt))
         else:
             self.W_skip = None
+
+    @classmethod
+    def data_hooks(cls, cfg: SAEConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(input hooks, target hooks) a training batch is read from; several hooks are
+        concatenated along the feature dimension (a cross-layer transcoder's layers)."""
+        return (cfg.hook_name,), (cfg.hook_name_out if cfg.transcoder else cfg.hook_name,)
 
     # ----------------------------------------------------------------- weights
     @property
@@ -203,6 +215,13 @@ class SparseDictionary(nn.Module):
         return x @ self.W_skip.T if self.W_skip is not None else 0.0
 
     # ----------------------------------------------------------------- export
+    def save_trained(self, path, *, sparsity: Tensor | None = None,
+                     metadata: dict[str, Any] | None = None):
+        """Write the trained dictionary where a run keeps it (SAELens format by default)."""
+        from saes.formats import save_saelens
+
+        return save_saelens(self, path, sparsity=sparsity, metadata=metadata)
+
     def saelens_architecture(self) -> str:
         """The SAELens inference architecture this module is saved as."""
         base = self.architecture
