@@ -232,3 +232,140 @@ def test_circuit_tracer_layout_round_trips_exactly(tmp_path, activation):
         x = torch.randn(7, N_LAYERS, D, generator=torch.Generator().manual_seed(6))
         with torch.no_grad():
             torch.testing.assert_close(ct(x), clt(x), atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- attribution
+PROMPT = "def f(x): return x + 1"
+
+
+@pytest.fixture(scope="module", params=[(0, 1, 2), (1, 2)], ids=["layers0-2", "layers1-2"])
+def graph_setup(request, tiny3, store_dir, tmp_path_factory):
+    """A CLT trained on the tiny model (all layers, or the last two with layer 0 all error)."""
+    from circuits.attribution import AttributionConfig, attribute_replacement
+    from circuits.replacement import ReplacementModel
+    from circuits.transcoders import load_transcoders
+
+    layers = request.param
+    out = tmp_path_factory.mktemp("clt-run")
+    cfg = tcfg(clt_cfg("topk", layers=layers, per_layer=64, k=6), total_tokens=128 * 30)
+    Trainer(cfg, out, DataConfig(activations=str(store_dir)), progress=False).train()
+    tcs = load_transcoders(out)  # a run directory holding a CLT in sae/
+    rm = ReplacementModel.build(tiny3, tcs, PROMPT)
+    graph = attribute_replacement(rm, AttributionConfig(batch_size=48))
+    return tiny3, tcs, rm, graph
+
+
+def test_clt_errors_are_mlp_out_minus_every_write(graph_setup):
+    """Layer m's error node = true MLP output - sum_{l <= m} W_dec^{l->m} a_l - b_dec^m,
+    checked against the CLT module's own forward on the layers' inputs."""
+    _, tcs, rm, _ = graph_setup
+    from circuits.clt import CLTSet
+
+    assert isinstance(tcs, CLTSet) and tcs.kind == "cross-layer transcoder"
+    x = torch.stack([rm.u[i] for i in tcs.layers], 1)  # [pos, n, d]
+    with torch.no_grad():
+        y = tcs.clt(x)
+    for j, m in enumerate(tcs.layers):
+        torch.testing.assert_close(rm.errors[m, 1:], (rm.mlp_out[m] - y[:, j])[1:], atol=1e-5,
+                                   rtol=1e-5)
+    for m in set(range(rm.n_layers)) - set(tcs.layers):
+        assert torch.equal(rm.errors[m, 1:], rm.mlp_out[m, 1:])
+
+
+def test_clt_graph_is_complete_and_equals_brute_force(graph_setup):
+    """Each node's input = its incoming edges + its fixed term; edges equal one autograd pass
+    per target through the frozen forward (a CLT feature's edge sums its writes' effects)."""
+    _, _, rm, graph = graph_setup
+    assert graph.n_features > 30 and graph.metadata["feature_type"] == "cross-layer transcoder"
+    scale = float(graph.node_input[~torch.isnan(graph.node_input)].abs().max())
+    assert graph.completeness_error() < 1e-5 * max(1.0, scale)
+    n, L = rm.n_pos, rm.n_layers
+    s_f = torch.ones(len(rm.features), requires_grad=True)
+    s_e = torch.ones(L, n, requires_grad=True)
+    s_t = torch.ones(n, requires_grad=True)
+    out = rm.forward(mlp=lambda i, u: rm.linear_mlp(i, u, scale=s_f, errors=False)
+                     + s_e[i, :, None] * rm.errors[i], embed=s_t[:, None] * rm.embeddings())
+    targets = [rm.tc.pre_acts(int(graph.feat_layer[j]), out["u"][int(graph.feat_layer[j])]
+                              [int(graph.feat_pos[j])])[int(graph.feat_index[j])]
+               for j in range(graph.n_features)]
+    lg = out["logits"][-1]
+    targets += [lg[int(t)] - lg.mean() for t in graph.logit_tokens]
+    brute = []
+    for y in targets:
+        g = torch.autograd.grad(y, [s_f, s_e, s_t], retain_graph=True, allow_unused=True)
+        brute.append(torch.cat([x.reshape(-1) if x is not None else torch.zeros(s.numel())
+                                for x, s in zip(g, (s_f, s_e, s_t))]))
+    brute = torch.stack(brute)
+    brute[:, graph.error_start:graph.token_start].view(-1, L, n)[:, :, 0] = 0
+    A = graph.dense()
+    rows = torch.cat([torch.arange(graph.n_features),
+                      torch.arange(graph.logit_start, graph.n_nodes)])
+    ours = A[rows][:, :graph.logit_start]
+    assert torch.allclose(ours, brute, atol=2e-5, rtol=1e-4), (ours - brute).abs().max()
+
+
+def test_clt_interventions_agree_with_the_graph(graph_setup):
+    """Constrained (direct effects only): doubling a feature moves every downstream input by
+    exactly its column. Replacement model (each layer re-encoded, the CLT writing to every
+    later layer): a 10% scale of a first-layer feature moves the logits as the graph predicts.
+    Real model: the CLT writes moved at every layer give the predicted sign."""
+    from circuits.interventions import (demeaned_change, intervene, predicted_change,
+                                        real_model_change)
+
+    model, tcs, rm, graph = graph_setup
+    A = graph.dense()
+    first = (graph.feat_layer == tcs.layers[0]).nonzero().flatten()
+    worst = 0.0
+    for j in first[:6].tolist():
+        layer, pos, idx = (int(graph.feat_layer[j]), int(graph.feat_pos[j]),
+                           int(graph.feat_index[j]))
+        out = intervene(rm, [(layer, pos, idx, 2 * float(graph.activation[j]))], "constrained")
+        for t in range(graph.n_features):
+            tl, tp, ti = (int(graph.feat_layer[t]), int(graph.feat_pos[t]),
+                          int(graph.feat_index[t]))
+            obs = out["pre"][tl][tp, ti] - out["pre_base"][tl][tp, ti]
+            worst = max(worst, abs(float(obs) - float(A[t, j])))
+        worst = max(worst, float((demeaned_change(out, graph.logit_tokens)
+                                  - A[graph.logit_start:, j]).abs().max()))
+    assert worst < 1e-5, worst
+    logit_rows = A[graph.logit_start:, :graph.n_features].abs().sum(0)
+    j = int((logit_rows * (graph.feat_layer == tcs.layers[0])).argmax())
+    layer, pos, idx = int(graph.feat_layer[j]), int(graph.feat_pos[j]), int(graph.feat_index[j])
+    out = intervene(rm, [(layer, pos, idx, 1.1 * float(graph.activation[j]))])
+    obs = demeaned_change(out, graph.logit_tokens).double()
+    pred = predicted_change(graph, {j: 1.1})[graph.logit_start:]
+    assert obs.abs().max() > 0
+    assert float((obs - pred).abs().max() / obs.abs().max()) < 1e-2, (obs, pred)
+    real = real_model_change(model, rm, [(layer, pos, idx, 1.01 * float(graph.activation[j]))],
+                             graph.logit_tokens)
+    pred = predicted_change(graph, {j: 1.01})[graph.logit_start:].float()
+    big = int(pred.abs().argmax())
+    assert torch.sign(real[big]) == torch.sign(pred[big])
+
+
+def test_neuronpedia_json_says_cross_layer_transcoder(graph_setup):
+    from circuits.export import to_neuronpedia
+
+    *_, graph = graph_setup
+    js = to_neuronpedia(graph, "clt-test", node_threshold=1.0, edge_threshold=1.0)
+    types = {n["feature_type"] for n in js["nodes"]}
+    assert "cross-layer transcoder" in types and "per-layer transcoder" not in types
+    assert "cross-layer transcoder" in js["metadata"]["info"]["description"]
+
+
+@pytest.mark.slow
+def test_default_model_clt_graph_is_complete(default_model, all_cores):
+    """A small (untrained) TopK CLT over SmolLM2's first three layers: the frozen system
+    reproduces the logits and every node's input is its edges plus its fixed term."""
+    from circuits.attribution import AttributionConfig, attribute
+    from circuits.clt import CLTSet
+
+    cfg = SAEConfig(architecture="clt", d_in=576, d_sae=3 * 256, k=8, transcoder=True,
+                    clt_layers=(0, 1, 2), hook_name=IN, hook_name_out=OUT)
+    clt = create_sae(cfg, seed=0)
+    graph = attribute(default_model, CLTSet(clt, "random-clt"), "The capital of France is",
+                      AttributionConfig(batch_size=128))
+    assert graph.metadata["freeze_error"] < 1e-4
+    assert graph.n_features > 0
+    scale = float(graph.node_input[~torch.isnan(graph.node_input)].abs().max())
+    assert graph.completeness_error() < 1e-4 * max(1.0, scale)
