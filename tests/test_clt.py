@@ -87,7 +87,8 @@ def test_sparse_training_step_equals_the_dense_computation(activation):
     torch.testing.assert_close(out.loss, dense, rtol=1e-6, atol=1e-6)
     for k, p in clt.named_parameters():
         torch.testing.assert_close(sparse[k], p.grad, rtol=1e-5, atol=1e-6, msg=k)
-    assert sparse["W_dec"].abs().sum() > 0 and sparse["enc_weight"].abs().sum() > 0
+    assert all(sparse[f"decoders.{i}"].abs().sum() > 0 and sparse[f"encoders.{i}"].abs().sum() > 0
+               for i in range(N_LAYERS))
     # the loss is summed over the output layers: dropping one layer's target changes it
     y2 = y.clone()
     y2[:, -D:] += 1.0
@@ -207,7 +208,8 @@ def test_circuit_tracer_layout_round_trips_exactly(tmp_path, activation):
     clt = create_sae(clt_cfg(activation), seed=5)
     with torch.no_grad():
         clt.b_dec.normal_(generator=torch.Generator().manual_seed(3))
-        clt.b_enc.normal_(generator=torch.Generator().manual_seed(4))
+        for b in clt.enc_biases:
+            b.normal_(generator=torch.Generator().manual_seed(4))
         if activation == "jumprelu":
             clt.log_threshold.normal_(generator=torch.Generator().manual_seed(5))
         if activation == "batchtopk":

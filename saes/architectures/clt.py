@@ -16,9 +16,11 @@ Bussmann et al., arXiv 2412.06410) or JumpReLU (a threshold per latent, straight
 pseudo-derivatives; Rajamanoharan et al., arXiv 2407.14435), reusing those modules' code.
 
 Shapes: `d_sae` is the number of latents of all layers together (F = d_sae / n per layer), so
-the trainer's per-latent counters work unchanged. `enc_weight` [d_sae, d_in] is the layers'
-encoders stacked; `W_dec` [sum_l F (n - l), d_out] holds layer l's decoder [F, n - l, d_out]
-(circuit-tracer's layout) as rows `dec_start(l) ..`; `b_dec` [n * d_out]. A training batch is
+the trainer's per-latent counters work unchanged. Each layer's weights are their own
+parameters, in circuit-tracer's layout: `encoders[l]` [F, d_in], `enc_biases[l]` [F],
+`decoders[l]` [F, n - l, d_out] (to layers l, l + 1, ..); `b_dec` [n * d_out]. (Separate
+tensors, not slices of one: a slice's gradient would be a zero-filled full-size tensor per
+layer.) `enc_weight` / `b_enc` are the encoders stacked [d_sae, ..], read-only. A training batch is
 every layer's input concatenated [batch, n * d_in] and every layer's output [batch, n * d_out]
 (`data_hooks`). Unit-norm decoders (TopK, BatchTopK, JumpReLU with the L0 penalty) normalise
 each latent's decoder over all the layers it writes to.
@@ -90,10 +92,13 @@ class CrossLayerTranscoder(SparseDictionary):
         n = self.n_layers = len(cfg.clt_layers)
         self.n_latents = cfg.d_sae // n  # F: latents per layer
         self.d_in, self.d_out = cfg.d_in, cfg.out_dim
-        self._starts = [self.n_latents * sum(n - j for j in range(i)) for i in range(n + 1)]
-        self.enc_weight = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, dtype=dt))
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dt))
-        self.W_dec = nn.Parameter(torch.zeros(self._starts[-1], self.d_out, dtype=dt))
+        f = self.n_latents
+        self.encoders = nn.ParameterList(
+            [nn.Parameter(torch.zeros(f, self.d_in, dtype=dt)) for _ in range(n)])
+        self.enc_biases = nn.ParameterList(
+            [nn.Parameter(torch.zeros(f, dtype=dt)) for _ in range(n)])
+        self.decoders = nn.ParameterList(
+            [nn.Parameter(torch.zeros(f, n - i, self.d_out, dtype=dt)) for i in range(n)])
         self.b_dec = nn.Parameter(torch.zeros(n * self.d_out, dtype=dt))
         self.W_skip = None
         if cfg.clt_activation == "jumprelu":
@@ -113,13 +118,19 @@ class CrossLayerTranscoder(SparseDictionary):
         return self.cfg.clt_layers
 
     def decoder(self, i: int) -> Float[Tensor, "F n_out d_out"]:
-        """Layer index i's decoder to layers i, i + 1, .. (indices into `layers`), a view."""
-        a, b = self._starts[i], self._starts[i + 1]
-        return self.W_dec[a:b].view(self.n_latents, self.n_layers - i, self.d_out)
+        """Layer index i's decoder to layers i, i + 1, .. (indices into `layers`)."""
+        return self.decoders[i]
 
     def encoder(self, i: int) -> tuple[Float[Tensor, "F d_in"], Float[Tensor, " F"]]:
-        s = slice(i * self.n_latents, (i + 1) * self.n_latents)
-        return self.enc_weight[s], self.b_enc[s]
+        return self.encoders[i], self.enc_biases[i]
+
+    @property
+    def enc_weight(self) -> Float[Tensor, "d_sae d_in"]:
+        return torch.cat(list(self.encoders))
+
+    @property
+    def b_enc(self) -> Float[Tensor, " d_sae"]:
+        return torch.cat(list(self.enc_biases))
 
     def b_dec_layer(self, i: int) -> Float[Tensor, " d_out"]:
         return self.b_dec[i * self.d_out:(i + 1) * self.d_out]
@@ -151,35 +162,41 @@ class CrossLayerTranscoder(SparseDictionary):
                 enc.copy_(torch.randn(self.n_latents, self.d_in, generator=g) / self.d_in ** 0.5)
         return self
 
-    def _blocks(self, t: Tensor) -> list[Tensor]:
-        """Per-layer [F, (n - i) d_out] views of a W_dec-shaped tensor."""
-        return [t[self._starts[i]:self._starts[i + 1]].view(self.n_latents, -1)
-                for i in range(self.n_layers)]
-
     @property
     def unit_norm_decoder(self) -> bool:
         return self.cfg.clt_activation != "jumprelu" or self.cfg.jumprelu_sparsity == "step"
 
     @torch.no_grad()
     def normalise_decoder(self) -> None:
-        for w in self._blocks(self.W_dec):
-            w.div_(w.norm(dim=1, keepdim=True).clamp_min(1e-8))
+        for w in self.decoders:
+            flat = w.view(self.n_latents, -1)
+            flat.div_(flat.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
-        if self.W_dec.grad is None:
-            return
-        for w, g in zip(self._blocks(self.W_dec), self._blocks(self.W_dec.grad)):
-            g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+        for w in self.decoders:
+            if w.grad is None:
+                continue
+            w_, g = w.view(self.n_latents, -1), w.grad.view(self.n_latents, -1)
+            g.sub_((g * w_).sum(dim=1, keepdim=True) * w_)
+
+    @torch.no_grad()
+    def fold_scaling(self, scale_in: float, scale_out: float) -> None:
+        """Trained on scale_in * x -> scale_out * y: fold both into the weights."""
+        for e in self.encoders:
+            e.mul_(scale_in)
+        for w in self.decoders:
+            w.div_(scale_out)
+        self.b_dec.div_(scale_out)
 
     def decoder_norms(self) -> Float[Tensor, " d_sae"]:
         """||W_dec_j|| over every layer latent j writes to."""
-        return torch.cat([w.norm(dim=1) for w in self._blocks(self.W_dec)])
+        return torch.cat([w.flatten(1).norm(dim=1) for w in self.decoders])
 
     # ----------------------------------------------------------------- inference
     def pre_acts(self, x: Float[Tensor, "... n d_in"]) -> Float[Tensor, "... n F"]:
-        enc = self.enc_weight.view(self.n_layers, self.n_latents, self.d_in)
-        return torch.einsum("...ld,lfd->...lf", x, enc) + self.b_enc.view(self.n_layers, -1)
+        enc, b = torch.stack(list(self.encoders)), torch.stack(list(self.enc_biases))
+        return torch.einsum("...ld,lfd->...lf", x, enc) + b
 
     def layer_pre_acts(self, i: int, u: Float[Tensor, "... d_in"]) -> Float[Tensor, "... F"]:
         """Pre-activations of layer index i's latents from its input alone."""
