@@ -175,7 +175,7 @@ def _cli(store_dir, out, *extra):
             "--batch-size", "128", "--checkpoint-every", "0", "--out", str(out), *extra]
 
 
-def test_cli_trains_a_clt_run(store_dir, tmp_path):
+def test_cli_trains_a_clt_run(store_dir, tiny3_dir, tmp_path):
     from typer.testing import CliRunner
 
     from interp.cli import app
@@ -186,6 +186,14 @@ def test_cli_trains_a_clt_run(store_dir, tmp_path):
     assert run["status"] == "done" and run["config"]["sae"]["clt_layers"] == [0, 1, 2]
     clt = load_clt(tmp_path / "run" / "sae")
     assert clt.layers == (0, 1, 2) and clt.n_latents == 32
+    # the run is a dictionary set `interp attribute` takes as it is
+    res = CliRunner().invoke(app, ["attribute", "--transcoders", str(tmp_path / "run"),
+                                   "--model", str(tiny3_dir), "--prompt", "def f(x):",
+                                   "--out", str(tmp_path / "graph"), "--batch-size", "64"])
+    assert res.exit_code == 0, res.output
+    js = json.loads((tmp_path / "graph" / "graph.json").read_text())
+    assert {n["feature_type"] for n in js["nodes"]} <= {
+        "cross-layer transcoder", "mlp reconstruction error", "embedding", "logit"}
 
 
 @pytest.mark.dist
