@@ -96,6 +96,9 @@ class SparseDictionary(nn.Module):
     #: [batch, d_sae] float tensors an autograd training step holds at its peak (saved
     #: activations and the backward's temporaries), for the memory estimate (`step_memory`)
     step_dense_tensors: ClassVar[float] = 6.0
+    #: maps one hook to one hook, so `saes.evaluate` can score it and splice it into the model
+    #: (a cross-layer transcoder maps every layer's input to every layer's output: it is not)
+    single_hook: ClassVar[bool] = True
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()

@@ -186,6 +186,10 @@ def test_cli_trains_a_clt_run(store_dir, tiny3_dir, tmp_path):
     assert run["status"] == "done" and run["config"]["sae"]["clt_layers"] == [0, 1, 2]
     clt = load_clt(tmp_path / "run" / "sae")
     assert clt.layers == (0, 1, 2) and clt.n_latents == 32
+    from saes.runs import resume_run  # `interp resume` takes it (no single-hook evaluation)
+
+    assert resume_run(tmp_path / "run", progress=False).status == "done"
+    assert torch.equal(load_clt(tmp_path / "run" / "sae").decoder(0), clt.decoder(0))
     # the run is a dictionary set `interp attribute` takes as it is
     res = CliRunner().invoke(app, ["attribute", "--transcoders", str(tmp_path / "run"),
                                    "--model", str(tiny3_dir), "--prompt", "def f(x):",

@@ -83,6 +83,7 @@ class CrossLayerTranscoder(SparseDictionary):
     options = ("k", "l0_coefficient", "jumprelu_sparsity", "jumprelu_tanh_scale",
                "jumprelu_bandwidth", "jumprelu_init_threshold", "clt_layers", "clt_activation")
     threshold_beta = 0.999  # BatchTopK's running mean of the smallest kept activation
+    single_hook = False  # every layer's input -> every layer's output
 
     def __init__(self, cfg: SAEConfig):
         nn.Module.__init__(self)
