@@ -99,6 +99,8 @@ class SparseDictionary(nn.Module):
     #: maps one hook to one hook, so `saes.evaluate` can score it and splice it into the model
     #: (a cross-layer transcoder maps every layer's input to every layer's output: it is not)
     single_hook: ClassVar[bool] = True
+    #: the format a training run saves it in (`saes.train.SAVERS`)
+    save_format: ClassVar[str] = "saelens"
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -218,13 +220,6 @@ class SparseDictionary(nn.Module):
         return x @ self.W_skip.T if self.W_skip is not None else 0.0
 
     # ----------------------------------------------------------------- export
-    def save_trained(self, path, *, sparsity: Tensor | None = None,
-                     metadata: dict[str, Any] | None = None):
-        """Write the trained dictionary where a run keeps it (SAELens format by default)."""
-        from saes.formats import save_saelens
-
-        return save_saelens(self, path, sparsity=sparsity, metadata=metadata)
-
     def saelens_architecture(self) -> str:
         """The SAELens inference architecture this module is saved as."""
         base = self.architecture

@@ -336,12 +336,12 @@ class Trainer:
 
     def export(self) -> SparseDictionary:
         """A host copy of the dictionary with normalisation folded in, saved in its format
-        (`save_trained`: SAELens; a cross-layer transcoder circuit-tracer's)."""
+        (its `save_format`: SAELens; a cross-layer transcoder circuit-tracer's CLT layout)."""
         sae = host_copy(self.sae)
         sae.fold_scaling(self.scale_in, self.scale_out)
         if self.rank == 0:
             freq = self.fired_count.cpu().double() / max(1, self.step)
-            sae.save_trained(self.run_dir / "sae",
+            _saver(sae.save_format)(sae, self.run_dir / "sae",
                              sparsity=torch.log10(freq + 1e-10).float(),
                              metadata={"training_steps": self.step,
                                        "training_tokens": self.step * self.cfg.batch_size})
@@ -355,6 +355,18 @@ def train_sae(cfg: TrainConfig, data: DataConfig | BatchSource | Tensor | dict,
 
 
 # --------------------------------------------------------------------------- helpers
+#: a dictionary's `save_format` -> "module:function" writing it (path, sparsity=, metadata=)
+SAVERS = {"saelens": "saes.formats.saelens:save_saelens",
+          "circuit-tracer-clt": "saes.formats.clt:save_clt"}
+
+
+def _saver(name: str):
+    import importlib
+
+    module, fn = SAVERS[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the records of steps <= `step` (the checkpoint a run resumes from) in the metrics
     log: a killed run logged steps past its last checkpoint, and maybe half a line, that the

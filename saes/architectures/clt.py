@@ -84,6 +84,7 @@ class CrossLayerTranscoder(SparseDictionary):
                "jumprelu_bandwidth", "jumprelu_init_threshold", "clt_layers", "clt_activation")
     threshold_beta = 0.999  # BatchTopK's running mean of the smallest kept activation
     single_hook = False  # every layer's input -> every layer's output
+    save_format = "circuit-tracer-clt"  # saes.formats.clt
 
     def __init__(self, cfg: SAEConfig):
         nn.Module.__init__(self)
@@ -343,12 +344,6 @@ class CrossLayerTranscoder(SparseDictionary):
         return {"buffers": 0, "step": select + 48 * batch * c.k * n + recon}
 
     # ----------------------------------------------------------------- export
-    def save_trained(self, path, *, sparsity=None, metadata=None):
-        """A CLT is saved in circuit-tracer's cross-layer layout (`saes.formats.clt`)."""
-        from saes.formats.clt import save_clt
-
-        return save_clt(self, path, sparsity=sparsity, metadata=metadata)
-
     def saelens_architecture(self) -> str:
         raise NotImplementedError(
             "SAELens cannot train or save cross-layer transcoders in its own layout; a CLT is "

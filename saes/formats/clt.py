@@ -168,10 +168,19 @@ def load_clt(path: str | Path):
 
 def _config_from_files(path: Path, layers: list[int], enc: dict[int, dict]):
     """Our config for a circuit-tracer CLT directory (no cfg.json)."""
-    from saes.base import SAEConfig
-    from saes.pretrained.layouts.circuit_tracer import read_config
+    import yaml
 
-    yml = read_config(path / CONFIG_YAML if (path / CONFIG_YAML).is_file() else None)
+    from saes.base import SAEConfig
+
+    yml = {}
+    if (path / CONFIG_YAML).is_file():
+        try:
+            yml = yaml.safe_load((path / CONFIG_YAML).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path / CONFIG_YAML} is not a readable YAML file ({e}).") \
+                from None
+        if not isinstance(yml, dict):
+            raise ConfigError(f"{path / CONFIG_YAML} does not hold a mapping of settings.")
     first = enc[layers[0]]
     f, d_in = first[f"W_enc_{layers[0]}"].shape
     d_out = first[f"b_dec_{layers[0]}"].shape[0]
