@@ -149,6 +149,9 @@ def train_clt_cmd(
     from saes.train import TrainConfig
 
     with user_errors():
+        data = DataConfig(activations=str(activations or ""), model=model or "", seed=seed,
+                          model_device=model_device, model_dtype=model_dtype)
+        source = data.source()  # (a bad store path is named before anything else)
         try:
             if "-" in layers:
                 a, b = layers.split("-", 1)
@@ -157,9 +160,6 @@ def train_clt_cmd(
                 ids = tuple(int(x) for x in layers.split(",") if x.strip())
         except ValueError:
             raise ConfigError(f"Cannot read --layers {layers!r}: use e.g. 0-3.") from None
-        data = DataConfig(activations=str(activations or ""), model=model or "", seed=seed,
-                          model_device=model_device, model_dtype=model_dtype)
-        source = data.source()
         own = {name: v for name, v in (("k", k), ("l0_coefficient", l0)) if v is not None}
         first = ids[0] if ids else 0
         sae = SAEConfig(architecture="clt", d_in=source.width(input_hook.format(layer=first)),
