@@ -1,4 +1,4 @@
-"""Cross-layer transcoders (CLTs): one encoder per layer, decoders to that layer and every later one.
+"""Cross-layer transcoders (CLTs): an encoder per layer, decoders to it and every later layer.
 
 Ameisen et al. 2025, "Circuit Tracing: Revealing Computational Graphs in Language Models"
 (transformer-circuits.pub/2025/attribution-graphs/methods.html); Lindsey et al. 2024, "Sparse
