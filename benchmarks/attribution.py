@@ -24,7 +24,13 @@ issue's GPU targets: >= 3x circuit-tracer at 128 and 1,024 tokens, `ratios.vs_ci
 and records the GPU's peak allocated memory; circuit-tracer's venv then needs a CUDA build of
 torch, made beforehand.
 
-Run: `.venv/bin/python benchmarks/attribution.py [--quick] [--device D]`. Last stdout line: JSON
+`--clt`: the same comparison through one cross-layer transcoder instead (2048 latents per
+layer, JumpReLU with thresholds at 2.5, random weights; a feature of layer l writes to every
+layer >= l), written by `saes.formats.clt.save_clt` in circuit-tracer's CLT layout and read by
+circuit-tracer's `load_clt` from that directory; the ratios are then `vs_circuit_tracer_clt`
+(and `vs_circuit_tracer_clt_N` by length).
+
+Run: `.venv/bin/python benchmarks/attribution.py [--quick] [--device D] [--clt]`. Last stdout line: JSON
 with `ratios.vs_circuit_tracer` (their time / ours, attribution + pruning, at the longest common
 prompt) and `ratios.max_rel_edge_diff`.
 """
@@ -95,6 +101,35 @@ def build(tmp: Path, k: int = K, device="cpu", n_ctx: int = 512):
             tc.b_dec.normal_(0, 0.01, generator=torch.Generator().manual_seed(i))
         tcs[i] = tc.eval().requires_grad_(False).to(device)
     return model, TranscoderSet(tcs, "random-topk"), mdir
+
+
+def build_clt(tmp: Path, device="cpu", n_ctx: int = 512):
+    """The toy model and one random JumpReLU CLT over all its layers, saved in circuit-tracer's
+    layout (what both libraries read)."""
+    import math as _math
+
+    import torch
+
+    from circuits.clt import CLTSet
+    from interp.models.loading import load_model
+    from interp.models.tiny import save_tiny_model
+    from saes.architectures import create_sae
+    from saes.base import SAEConfig
+    from saes.formats.clt import save_clt
+
+    mdir = save_tiny_model(tmp / "model", "gpt2", seed=0, n_layers=L, d_model=D, n_heads=H,
+                           d_mlp=D_MLP, n_ctx=n_ctx)
+    model = load_model(mdir, device=device)
+    cfg = SAEConfig(architecture="clt", d_in=D, d_sae=F * L, transcoder=True,
+                    clt_layers=tuple(range(L)), clt_activation="jumprelu",
+                    hook_name="blocks.{layer}.ln2.hook_normalized",
+                    hook_name_out="blocks.{layer}.hook_mlp_out")
+    clt = create_sae(cfg, seed=100)
+    with torch.no_grad():
+        clt.log_threshold.fill_(_math.log(2.5))
+        clt.b_dec.normal_(0, 0.01, generator=torch.Generator().manual_seed(1))
+    save_clt(clt, tmp / "clt")
+    return model, CLTSet(clt.to(device), "random-jumprelu-clt"), mdir
 
 
 def tl_state(model) -> dict:
@@ -199,20 +234,27 @@ def worker(spec_path: str) -> None:
                                   d_mlp=D_MLP, d_vocab=sd["embed.W_E"].shape[0], act_fn="gelu_new",
                                   normalization_type="LN", eps=spec["eps"], device=str(device),
                                   dtype=torch.float32)
-    tcs = {}
-    for i in range(L):
-        tc = SingleLayerTranscoder(D, F, TopK(K), i, device=device, dtype=torch.float32)
-        with torch.no_grad():
-            for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
-                getattr(tc, name).copy_(sd[f"tc{i}.{name}"])
-        tcs[i] = tc
     model = TransformerLensReplacementModel(cfg)
     missing, unexpected = model.load_state_dict({k: v for k, v in sd.items()
                                                  if not k.startswith("tc")}, strict=False)
     assert not unexpected and all("IGNORE" in m or "mask" in m for m in missing), missing
-    model._configure_replacement_model(TranscoderSet(tcs, feature_input_hook="mlp.hook_in",
-                                                     feature_output_hook="mlp.hook_out",
-                                                     scan="toy"))
+    if spec.get("clt_dir"):  # our CLT, read from its files by circuit-tracer's own loader
+        from circuit_tracer.transcoder.cross_layer_transcoder import load_clt
+
+        model._configure_replacement_model(load_clt(
+            spec["clt_dir"], feature_input_hook="mlp.hook_in", feature_output_hook="mlp.hook_out",
+            scan="toy", device=device, dtype=torch.float32, lazy_decoder=False))
+    else:
+        tcs = {}
+        for i in range(L):
+            tc = SingleLayerTranscoder(D, F, TopK(K), i, device=device, dtype=torch.float32)
+            with torch.no_grad():
+                for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+                    getattr(tc, name).copy_(sd[f"tc{i}.{name}"])
+            tcs[i] = tc
+        model._configure_replacement_model(TranscoderSet(tcs, feature_input_hook="mlp.hook_in",
+                                                         feature_output_hook="mlp.hook_out",
+                                                         scan="toy"))
     model.tokenizer = PreTrainedTokenizerFast.from_pretrained(spec["tokenizer"])
     res = {"runs": []}
     for n, ids in spec["prompts"].items():
@@ -281,6 +323,7 @@ def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--clt", action="store_true", help="through one cross-layer transcoder")
     add_device_arg(ap)
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -293,11 +336,11 @@ def main() -> dict:
     n_ctx = 2048 if gpu else 512
     repeats = args.repeats or (2 if args.quick else 3)
     tmp = Path(tempfile.mkdtemp(prefix="attr-bench-"))
-    model, tcs, mdir = build(tmp, device=device, n_ctx=n_ctx)
+    model, tcs, mdir = (build_clt if args.clt else build)(tmp, device=device, n_ctx=n_ctx)
     ids = model.to_tokens(TEXT * (1 + max(lengths) // 256))[0][0]
     prompts = {n: ids[:n] for n in lengths}
     results, graphs, our_json = [], {}, []
-    for n in lengths + ([] if args.quick or gpu else [256]):
+    for n in lengths + ([] if args.quick or gpu or args.clt else [256]):
         g, ta, tp = ours(model, tcs, ids[:n], repeats, device)
         graphs[n] = g
         results.append({"library": "interp", "n_tokens": n, "attribution_s": ta,
@@ -314,33 +357,38 @@ def main() -> dict:
     # growth with the number of active features: the same prompt through TopK k = 8, 16, 32
     n_feat_len = 32 if args.quick else 64
     by_features = []
-    for k in (8, 16, 32):
+    for k in (() if args.clt else (8, 16, 32)):
         tcs_k = tcs if k == K else build(tmp / f"k{k}", k, device, n_ctx)[1]
         g, ta, tp = ours(model, tcs_k, ids[:n_feat_len], repeats, device)
         by_features.append({"k": k, "n_tokens": n_feat_len, "n_features": g.n_features,
                             "n_edges": int(g.edge_weight.numel()), "attribution_s": ta,
                             "pruning_s": tp})
         log(f"ours k={k}: {g.n_features} features, {ta:.3f} s + {tp:.3f} s prune")
-    f0, f1 = by_features[0], by_features[-1]
-    feat_slope = (math.log(f1["attribution_s"] + f1["pruning_s"])
-                  - math.log(f0["attribution_s"] + f0["pruning_s"])) / (
-        math.log(f1["n_features"]) - math.log(f0["n_features"]))
+    feat_slope = math.nan
+    if by_features:
+        f0, f1 = by_features[0], by_features[-1]
+        feat_slope = (math.log(f1["attribution_s"] + f1["pruning_s"])
+                      - math.log(f0["attribution_s"] + f0["pruning_s"])) / (
+            math.log(f1["n_features"]) - math.log(f0["n_features"]))
     xs = [math.log(r["n_tokens"]) for r in results]
     ys = [math.log(r["attribution_s"] + r["pruning_s"]) for r in results]
     slope = (ys[-1] - ys[1]) / (xs[-1] - xs[1])
     out = {"benchmark": "attribution", "machine": machine(),
            "device": {"spec": args.device, "resolved": str(device), "name": device_name(device)},
-           "config": {"layers": L, "d_model": D, "heads": H, "d_transcoder": F, "k": K,
+           "config": {"layers": L, "d_model": D, "heads": H, "d_transcoder": F,
+                      "k": None if args.clt else K,
+                      "dictionaries": "cross-layer transcoder (JumpReLU)" if args.clt
+                      else "per-layer TopK transcoders",
                       "lengths": lengths, "repeats": repeats, "threads": threads,
                       "n_ctx": n_ctx},
            "results": results, "ours_growth_exponent_from_32": round(slope, 2),
            "ours_by_active_features": by_features,
-           "ours_growth_exponent_in_features": round(feat_slope, 2)}
+           "ours_growth_exponent_in_features": round(feat_slope, 2) if by_features else None}
     why = None
     try:
         py = ensure_venv()
         weights = tl_state(model)
-        for i in range(L):
+        for i in ([] if args.clt else range(L)):
             tc = tcs[i]
             weights.update({f"tc{i}.W_enc": tc.enc_weight, f"tc{i}.W_dec": tc.W_dec,
                             f"tc{i}.b_enc": tc.b_enc, f"tc{i}.b_dec": tc.b_dec})
@@ -350,7 +398,8 @@ def main() -> dict:
                 "device": str(device), "n_ctx": n_ctx,
                 "eps": float(model.hf_model.config.layer_norm_epsilon), "threads": threads,
                 "prompts": {str(n): p.tolist() for n, p in prompts.items()},
-                "repeats": repeats, "compare_max": 32, "our_json": our_json}
+                "repeats": repeats, "compare_max": 32, "our_json": our_json,
+                "clt_dir": str(tmp / "clt") if args.clt else ""}
         (tmp / "spec.json").write_text(json.dumps(spec))
         log("running circuit-tracer in its venv ...")
         subprocess.run([str(py), __file__, "--worker", str(tmp / "spec.json")], check=True,
@@ -377,6 +426,11 @@ def main() -> dict:
                              / (mine["attribution_s"] + mine["pruning_s"]))
         out["speedup_by_length"] = speed
         ratios["vs_circuit_tracer"] = speed[max(speed)]
+        if args.clt:
+            ratios["vs_circuit_tracer_clt"] = speed[max(speed)]
+            for n in (32, 128):
+                if n in speed:
+                    ratios[f"vs_circuit_tracer_clt_{n}"] = speed[n]
         if gpu:  # the issue's GPU targets: >= 3x at 128 and 1,024 tokens
             for n in (128, 1024):
                 if n in speed:

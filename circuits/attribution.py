@@ -70,8 +70,9 @@ def attribute(model, transcoders, prompt, config: AttributionConfig | None = Non
               progress: bool = False) -> Graph:
     """The attribution graph of `prompt` (string or 1-D ids) through `transcoders`.
 
-    `transcoders`: a `TranscoderSet`, a `{layer: dictionary}` dict, or a directory. Layers
-    without a transcoder appear as error nodes only.
+    `transcoders`: a `TranscoderSet`, a `{layer: dictionary}` dict, a cross-layer transcoder
+    (or its `circuits.clt.CLTSet`), or a directory of either. Layers without a transcoder
+    appear as error nodes only.
     """
     cfg = config or AttributionConfig()
     tcs = require_set(transcoders)
@@ -102,7 +103,7 @@ class _Rows:
         for i in rm.tc.layers:
             sel = feats.layer == i
             if bool(sel.any()):
-                enc[sel] = rm.tc[i].enc_weight[feats.index[sel]].float()
+                enc[sel] = rm.tc.enc_rows(i, feats.index[sel])
         self.rm, self.B, self.nf = rm, batch_size, nf
         self.layer = torch.cat([feats.layer, torch.full((K,), rm.n_layers)])
         self.pos = torch.cat([feats.pos, torch.full((K,), rm.n_pos - 1)])
@@ -233,6 +234,7 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
         logit_strs=[str(int(t)) for t in logit_ids], edge_target=tgt_new, edge_source=src_new,
         edge_weight=wt, node_input=node_input, node_fixed=node_fixed,
         metadata={"config": cfg.to_dict(), "freeze_error": getattr(rm, "freeze_error", None),
+                  "feature_type": rm.tc.kind,
                   "seconds_edges": round(t_edges, 4), "n_targets": ns + K,
                   "n_active_features": nf, "n_edges": int(wt.numel()),
                   "unselected_features": (

@@ -6,7 +6,8 @@ known faults fixed while staying valid:
 - error node ids never collide with feature ids (circuit-tracer issue #78: its error id
   `0_{layer}_{pos}` equals the id of layer-0 feature `layer` at `pos`); ours is
   `{layer}_error_{pos}`, and every `jsNodeId` equals its (unique) `node_id`;
-- `feature_type` says what the node is ("per-layer transcoder", not "cross layer transcoder");
+- `feature_type` says what the node is ("per-layer transcoder", or "cross-layer transcoder"
+  for a graph through a CLT; circuit-tracer writes "cross layer transcoder" for both);
 - the metadata says what `influence` means (the cumulative-influence fraction at the node's
   rank, as the frontend expects) and each node also carries its raw influence.
 """
@@ -46,6 +47,7 @@ def to_neuronpedia(graph: Graph, slug: str, scan: str | None = None, node_thresh
                    edge_threshold: float = 0.98, pruned: PruneResult | None = None) -> dict:
     """The pruned graph as a frontend JSON dict (`metadata`, `qParams`, `nodes`, `links`)."""
     pr = pruned or prune_graph(graph, node_threshold, edge_threshold)
+    feature_type = str(graph.metadata.get("feature_type") or FEATURE_TYPE)
     ids = node_ids(graph)
     cum, raw = pr.cumulative_scores.tolist(), pr.influence.tolist()
     act = graph.activation.tolist()
@@ -66,7 +68,7 @@ def to_neuronpedia(graph: Graph, slug: str, scan: str | None = None, node_thresh
             layer, pos, f = (int(graph.feat_layer[i]), int(graph.feat_pos[i]),
                              int(graph.feat_index[i]))
             node = {**base, "feature": cantor(layer, f), "layer": str(layer), "ctx_idx": pos,
-                    "feature_type": FEATURE_TYPE, "influence": cum[i], "influence_raw": raw[i],
+                    "feature_type": feature_type, "influence": cum[i], "influence_raw": raw[i],
                     "activation": act[i]}
         elif kind == "error":
             layer, pos = divmod(i - graph.error_start, graph.n_pos)
@@ -99,7 +101,7 @@ def to_neuronpedia(graph: Graph, slug: str, scan: str | None = None, node_thresh
         "generation_settings": {k: v for k, v in graph.metadata.get("config", {}).items()
                                 if k in ("max_n_logits", "desired_logit_prob", "batch_size")},
         "influence_field": INFLUENCE_MEANING,
-        "info": {"description": "Attribution graph through per-layer transcoders (interp). "
+        "info": {"description": f"Attribution graph through {feature_type}s (interp). "
                                 + INFLUENCE_MEANING,
                  "generator": {"name": "interp circuits", "version": "0.1.0", "url": ""},
                  "create_time_ms": int(time.time() * 1000)},

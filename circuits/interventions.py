@@ -57,16 +57,20 @@ def intervene(rm: ReplacementModel, interventions: Sequence[Intervention],
     clamp = {(int(rm.features.layer[i]), int(rm.features.pos[i]), int(rm.features.index[i])): v
              for i, (*_, v) in zip(ids, interventions)}
 
+    acts: dict[int, Tensor] = {}  # this run's (re-encoded, clamped) activations so far
+
     def replacement_mlp(layer: int, u: Tensor) -> Tensor:
-        if layer not in rm.tc:
+        if layer in rm.tc:
+            a = rm.tc.encode(layer, u)
+            a[: rm.first] = 0
+            for (cl, cp, cf), v in clamp.items():
+                if cl == layer:
+                    a[cp, cf] = v
+            acts[layer] = a
+        if not rm.tc.writes_at(layer):
             return rm.mlp_out[layer]
-        tc = rm.tc[layer]
-        a = tc.encode(u)
-        a[: rm.first] = 0
-        for (cl, cp, cf), v in clamp.items():
-            if cl == layer:
-                a[cp, cf] = v
-        return a @ tc.W_dec + rm.errors[layer] + rm._fixed_mlp(layer) + rm.skip(layer, u)
+        written = sum(acts[s] @ rm.tc.dec_matrix(s, layer) for s in rm.tc.sources_of(layer))
+        return written + rm.errors[layer] + rm._fixed_mlp(layer) + rm.skip(layer, u)
 
     if mode == "constrained":
         run = rm.forward(mlp=lambda i, u: rm.linear_mlp(i, u, scale=scale))
@@ -119,12 +123,13 @@ def predicted_change(graph: Graph, scales: dict[int, float], propagate: bool = T
 def real_model_change(model, rm: ReplacementModel, interventions: Sequence[Intervention],
                       tokens: Tensor) -> Tensor:
     """Demeaned-logit change of `tokens` in the real model (nothing frozen) when each feature's
-    decoder write at `hook_mlp_out` is moved to its new activation."""
+    decoder writes at `hook_mlp_out` (every layer it writes to) move to its new activation."""
     ids = _feature_ids(rm, interventions)
-    by_layer: dict[int, list[tuple[int, Tensor]]] = {}
+    by_layer: dict[int, list[tuple[int, Tensor]]] = {}  # output layer -> writes
     for i, (layer, pos, idx, value) in zip(ids, interventions):
-        d = (value - float(rm.features.activation[i])) * rm.tc[layer].W_dec[idx]
-        by_layer.setdefault(layer, []).append((pos, d))
+        for out in rm.tc.writes_to(layer):
+            d = (value - float(rm.features.activation[i])) * rm.tc.dec_matrix(layer, out)[idx]
+            by_layer.setdefault(out, []).append((pos, d))
 
     def hook_for(layer):
         def fn(x, hook):

@@ -10,7 +10,9 @@ reconstruction), plus fixed terms (biases, learned positions, everything at the 
 re-encode or clamp features); `backward` is its exact adjoint, the frozen network's one adjoint
 (`interp.models.adjoint`) with sources read where the MLP branches write, seeded at many targets
 at once and restricted to their causal cone (layers below, positions up to the deepest target).
-Every family with an adapter is served (`interp.models.families`).
+Every family with an adapter is served (`interp.models.families`). The dictionaries are a
+per-layer `TranscoderSet` or a cross-layer transcoder (`circuits.clt.CLTSet`), whose features
+write to their own and every later covered layer's MLP output.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuits.transcoders import TranscoderSet
 from interp.errors import InterpError
 from interp.models.adjoint import Adjoint
 from interp.models.families import read_net
@@ -51,7 +52,7 @@ def _sites(n_layers: int) -> list[str]:
 class ReplacementModel:
     """Frozen linear system of one prompt. Build with `ReplacementModel.build(model, tcs, prompt)`."""
 
-    def __init__(self, net: Net, frozen: Frozen, transcoders: TranscoderSet, tokens: Tensor,
+    def __init__(self, net: Net, frozen: Frozen, transcoders, tokens: Tensor,
                  out: dict[str, Tensor], skip_bos: bool = True):
         self.net, self.frozen, self.tc, self.tokens = net, frozen, transcoders, tokens
         self.adjoint = Adjoint(net, frozen.values)
@@ -72,7 +73,7 @@ class ReplacementModel:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def build(cls, model, transcoders: TranscoderSet, prompt, skip_bos: bool = True,
+    def build(cls, model, transcoders, prompt, skip_bos: bool = True,
               check: bool = True) -> ReplacementModel:
         """Run the frozen network of `model` once on `prompt` (a string or 1-D token ids),
         recording its factors, MLP inputs and outputs."""
@@ -92,47 +93,59 @@ class ReplacementModel:
 
     @torch.no_grad()
     def _encode(self) -> None:
-        """Active features, decoder vectors, error vectors and the fixed BOS-position outputs."""
+        """Active features, decoder vectors, error vectors and the fixed BOS-position outputs.
+
+        A feature of layer l writes to every layer in `tc.writes_to(l)` (just l for a per-layer
+        transcoder; l and every later covered layer for a cross-layer one); layer m's error is
+        its true MLP output minus the set's whole reconstruction of it."""
         L, n, first = self.n_layers, self.n_pos, self.first
         d = self.u.shape[-1]
         self.errors = torch.zeros(L, n, d)
         self.recon = torch.zeros(L, n, d)
-        layers, poss, idxs, vals = [], [], [], []
-        for i in range(L):
-            if i not in self.tc:
-                self.errors[i, first:] = self.mlp_out[i, first:]
+        acts = {i: self.tc.encode(i, self.u[i]) for i in self.tc.layers}
+        for m in range(L):
+            if not self.tc.writes_at(m):
+                self.errors[m, first:] = self.mlp_out[m, first:]
                 continue
-            tc = self.tc[i]
-            acts = tc.encode(self.u[i])
-            self.recon[i] = tc.decode(acts, self.u[i])
-            self.errors[i, first:] = (self.mlp_out[i] - self.recon[i])[first:]
-            acts[:first] = 0
-            p, f = acts.nonzero(as_tuple=True)
+            self.recon[m] = self.tc.reconstruct(m, acts, self.u[m])
+            self.errors[m, first:] = (self.mlp_out[m] - self.recon[m])[first:]
+        layers, poss, idxs, vals = [], [], [], []
+        for i in self.tc.layers:
+            a = acts[i]
+            a[:first] = 0
+            p, f = a.nonzero(as_tuple=True)
             layers.append(torch.full_like(p, i))
             poss.append(p)
             idxs.append(f)
-            vals.append(acts[p, f])
+            vals.append(a[p, f])
         cat = lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt)  # noqa: E731
         self.features = Features(cat(layers, torch.long), cat(poss, torch.long),
                                  cat(idxs, torch.long), cat(vals, torch.float32))
-        # decoder vectors a * W_dec, grouped per layer and padded per position for one bmm
-        self._dec: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
-        self._feat_offset = {}
-        start = 0
-        for i in range(L):
-            sel = self.features.layer == i
-            cnt = int(sel.sum())
-            self._feat_offset[i] = (start, start + cnt)
-            if cnt:
-                pos, idx = self.features.pos[sel], self.features.index[sel]
-                vec = self.features.activation[sel, None] * self.tc[i].W_dec[idx].float()
-                counts = torch.bincount(pos, minlength=n)
-                starts = torch.cumsum(counts, 0) - counts
-                slot = torch.arange(cnt) - starts[pos]
-                pad = torch.zeros(n, int(counts.max()), d)
-                pad[pos, slot] = vec
-                self._dec[i] = (pad, pos, slot)
-            start += cnt
+        # per output layer m: the decoder vectors a * W_dec^{l->m} of every feature writing to
+        # it, padded per position for one bmm, with their feature ids
+        self._dec: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        for m in range(L):
+            fid = [(self.features.layer == src).nonzero().flatten()
+                   for src in (self.tc.sources_of(m) if self.tc.writes_at(m) else [])]
+            fid = torch.cat(fid) if fid else torch.zeros(0, dtype=torch.long)
+            cnt = int(fid.numel())
+            if not cnt:
+                continue
+            pos, idx, src = (self.features.pos[fid], self.features.index[fid],
+                             self.features.layer[fid])
+            vec = torch.zeros(cnt, d)
+            for s in src.unique().tolist():
+                sel = src == s
+                vec[sel] = (self.features.activation[fid[sel], None]
+                            * self.tc.dec_matrix(s, m)[idx[sel]])
+            order = torch.argsort(pos, stable=True)  # position-major slots
+            fid, pos, vec = fid[order], pos[order], vec[order]
+            counts = torch.bincount(pos, minlength=n)
+            starts = torch.cumsum(counts, 0) - counts
+            slot = torch.arange(cnt) - starts[pos]
+            pad = torch.zeros(n, int(counts.max()), d)
+            pad[pos, slot] = vec
+            self._dec[m] = (pad, pos, slot, fid)
 
     # ----------------------------------------------------------------- the linear system
     def embeddings(self) -> Float[Tensor, "pos d"]:
@@ -158,11 +171,10 @@ class ReplacementModel:
         ones by default) + errors + fixed terms (b_dec, BOS position) + the skip path."""
         out = torch.zeros_like(u)
         if i in self._dec:
-            pad, pos, slot = self._dec[i]
+            pad, pos, slot, fid = self._dec[i]
             vec = pad[pos, slot]
             if scale is not None:
-                a, b = self._feat_offset[i]
-                vec = vec * scale[a:b, None]
+                vec = vec * scale[fid, None]
             out = out.index_add(0, pos, vec)
         if errors:
             out = out + self.errors[i]
@@ -172,17 +184,18 @@ class ReplacementModel:
 
     def skip(self, i: int, u: Tensor) -> Tensor | float:
         """A skip-transcoder's linear path W_skip u (zero at BOS, whose output is fixed)."""
-        if i not in self.tc or self.tc[i].W_skip is None:
+        W = self.tc.skip_weight(i) if i in self.tc else None
+        if W is None:
             return 0.0
-        out = u @ self.tc[i].W_skip.float().T
+        out = u @ W.T
         out[..., : self.first, :] = 0
         return out
 
     def _fixed_mlp(self, i: int) -> Tensor:
         """What layer i's MLP adds that is no node: b_dec, and the whole output at BOS."""
         fixed = torch.zeros(self.n_pos, self.u.shape[-1])
-        if i in self.tc:
-            fixed = fixed + self.tc[i].b_dec.float()
+        if self.tc.writes_at(i):
+            fixed = fixed + self.tc.out_bias(i)
         if self.first:
             fixed[: self.first] = self.mlp_out[i, : self.first]
         return fixed
@@ -205,7 +218,7 @@ class ReplacementModel:
         return len(self.features) + self.n_layers * self.n_pos + self.n_pos
 
     def _read(self, i: int) -> Tensor:
-        """[n, d, kmax + 1]: each position's feature decoder vectors at layer i, then its error."""
+        """[n, d, kmax + 1]: each position's decoder vectors written at layer i, then its error."""
         if i not in self._reads:
             reads = [self.errors[i].unsqueeze(1)]  # [n, 1, d]
             if i in self._dec:
@@ -217,9 +230,8 @@ class ReplacementModel:
         """Adjoint of layer i's skip path W_skip u, ln2 included (the MLP branch's only path:
         features and errors are sources)."""
         if i not in self._skips:
-            has = i in self.tc and self.tc[i].W_skip is not None
-            self._skips[i] = (self.adjoint.fold_ln2(i, self.tc[i].W_skip.float())
-                              if has else None)
+            W = self.tc.skip_weight(i) if i in self.tc else None
+            self._skips[i] = self.adjoint.fold_ln2(i, W) if W is not None else None
         W = self._skips[i]
         if W is None:
             return None
@@ -249,13 +261,13 @@ class ReplacementModel:
             top = L - 1
 
         def read(i: int, G: Tensor) -> None:
-            """Sources written by layer i's MLP: its features, then its error node, one bmm."""
+            """Sources written at layer i's MLP output: the features writing there (a CLT's from
+            every covered layer <= i), then its error node, one bmm."""
             e = torch.bmm(G, self._read(i)[:P])  # [P, B, kmax + 1]
-            if i in self._dec:
-                _, fpos, slot = self._dec[i]
-                a, b = self._feat_offset[i]
+            if i in self._dec:  # a CLT feature writes at several layers: its effects add up
+                _, fpos, slot, fid = self._dec[i]
                 keep = fpos < P
-                rows[:, a:b][:, keep] = e[fpos[keep], :, slot[keep]].T
+                rows.index_add_(1, fid[keep], e[fpos[keep], :, slot[keep]].T)
             err_cols = nf + i * n
             rows[:, err_cols + self.first: err_cols + P] = e[self.first:, :, -1].T
 

@@ -75,16 +75,58 @@ class TranscoderSet:
     def encode(self, layer: int, u: Float[Tensor, "... d_model"]) -> Tensor:
         return self.by_layer[layer].encode(u)
 
+    # The interface the replacement model reads a dictionary set through (shared with the
+    # cross-layer transcoder's `circuits.clt.CLTSet`): a feature of layer l writes to the MLP
+    # outputs `writes_to(l)`, layer m's output is reconstructed by `reconstruct`.
+    kind = "per-layer transcoder"  # Neuronpedia's feature_type
 
-def load_transcoders(path: str | Path, layers: list[int] | None = None) -> TranscoderSet:
-    """Load a transcoder set: a "transcoders" run directory, or a folder of `layer_LL/sae/`.
+    def writes_to(self, layer: int) -> list[int]:
+        return [layer]
+
+    def writes_at(self, layer: int) -> bool:
+        """Whether some feature writes to layer's MLP output (else it is all error)."""
+        return layer in self.by_layer
+
+    def sources_of(self, layer: int) -> list[int]:
+        """The layers whose features write to layer's MLP output."""
+        return [layer] if layer in self.by_layer else []
+
+    def enc_rows(self, layer: int, idx: Tensor) -> Float[Tensor, "k d_model"]:
+        return self.by_layer[layer].enc_weight[idx].float()
+
+    def dec_matrix(self, layer: int, out_layer: int) -> Float[Tensor, "d_sae d_model"]:
+        return self.by_layer[layer].W_dec.float()
+
+    def out_bias(self, layer: int) -> Tensor | None:
+        return self.by_layer[layer].b_dec.float() if layer in self.by_layer else None
+
+    def skip_weight(self, layer: int) -> Tensor | None:
+        tc = self.by_layer.get(layer)
+        return None if tc is None or tc.W_skip is None else tc.W_skip.float()
+
+    def reconstruct(self, layer: int, acts: dict[int, Tensor], u: Tensor) -> Tensor:
+        """Layer's reconstructed MLP output from the activations {layer: [pos, d_sae]}."""
+        return self.by_layer[layer].decode(acts[layer], u)
+
+
+def load_transcoders(path: str | Path, layers: list[int] | None = None):
+    """Load a transcoder set: a "transcoders" run directory, or a folder of `layer_LL/sae/`;
+    or a cross-layer transcoder (a circuit-tracer CLT directory, or a `train-clt` run holding
+    one in `sae/`), as a `circuits.clt.CLTSet`.
 
     The activation in each file is kept; a file whose declared activation disagrees with the
     module it loads as raises `ConfigError`.
     """
     from saes.formats import load_saelens
 
+    from saes.formats.clt import is_clt_dir
+
     path = Path(path)
+    for where in (path, path / "sae"):
+        if is_clt_dir(where):
+            from circuits.clt import load_clt_set
+
+            return load_clt_set(where, layers=layers)
     if not path.is_dir():
         raise ConfigError(f"No transcoder set at {path}: expected a directory made by "
                           "`interp transcoders` (layer_LL/sae/ inside).")
@@ -201,11 +243,18 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
     return run
 
 
-def require_set(transcoders) -> TranscoderSet:
-    if isinstance(transcoders, TranscoderSet):
+def require_set(transcoders):
+    """A `TranscoderSet` or `CLTSet` from a set, a {layer: dictionary} dict, a CLT module or a
+    path."""
+    from circuits.clt import CLTSet
+
+    if isinstance(transcoders, (TranscoderSet, CLTSet)):
         return transcoders
+    if getattr(transcoders, "architecture", None) == "clt":
+        return CLTSet(transcoders)
     if isinstance(transcoders, (str, Path)):
         return load_transcoders(transcoders)
     if isinstance(transcoders, dict):
         return TranscoderSet(dict(transcoders))
-    raise InterpError("transcoders must be a TranscoderSet, a {layer: dictionary} dict or a path.")
+    raise InterpError("transcoders must be a TranscoderSet, a CLTSet or cross-layer transcoder, "
+                      "a {layer: dictionary} dict or a path.")

@@ -45,6 +45,11 @@ class SAEConfig(Config):
     matryoshka_widths: tuple[int, ...] = ()  # nested prefix widths; d_sae is added last
     aux_k: int = 512  # topk family: latents used by the AuxK loss on dead latents
     aux_coefficient: float = 1 / 32
+    # cross-layer transcoder ("clt"): the layers with an encoder (contiguous; each writes to
+    # itself and every later one), the activation (topk | batchtopk | jumprelu), and hook_name /
+    # hook_name_out are templates with "{layer}"; d_sae counts the latents of all layers
+    clt_layers: tuple[int, ...] = ()
+    clt_activation: str = "topk"
     hook_name: str = ""
     hook_name_out: str = ""
     model_name: str = ""
@@ -52,6 +57,7 @@ class SAEConfig(Config):
 
     def __post_init__(self):
         object.__setattr__(self, "matryoshka_widths", tuple(self.matryoshka_widths))
+        object.__setattr__(self, "clt_layers", tuple(int(i) for i in self.clt_layers))
         if self.d_in < 1 or self.d_sae < 1:
             raise ConfigError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}.")
         if self.skip and not self.transcoder:
@@ -90,6 +96,11 @@ class SparseDictionary(nn.Module):
     #: [batch, d_sae] float tensors an autograd training step holds at its peak (saved
     #: activations and the backward's temporaries), for the memory estimate (`step_memory`)
     step_dense_tensors: ClassVar[float] = 6.0
+    #: maps one hook to one hook, so `saes.evaluate` can score it and splice it into the model
+    #: (a cross-layer transcoder maps every layer's input to every layer's output: it is not)
+    single_hook: ClassVar[bool] = True
+    #: the format a training run saves it in (`saes.train.SAVERS`)
+    save_format: ClassVar[str] = "saelens"
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -104,6 +115,12 @@ class SparseDictionary(nn.Module):
             self.W_skip = nn.Parameter(torch.zeros(d_out, d_in, dtype=dt))
         else:
             self.W_skip = None
+
+    @classmethod
+    def data_hooks(cls, cfg: SAEConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(input hooks, target hooks) a training batch is read from; several hooks are
+        concatenated along the feature dimension (a cross-layer transcoder's layers)."""
+        return (cfg.hook_name,), (cfg.hook_name_out if cfg.transcoder else cfg.hook_name,)
 
     # ----------------------------------------------------------------- weights
     @property

@@ -1,5 +1,5 @@
-"""The SAE sub-commands: `interp train-sae`, `eval-sae`, `resume` (saes.runs), `features`
-(saes.features.runs) and `atoms` (saes.atoms.runs).
+"""The SAE sub-commands: `interp train-sae`, `train-clt` (cross-layer transcoders), `eval-sae`,
+`resume` (saes.runs), `features` (saes.features.runs) and `atoms` (saes.atoms.runs).
 
 Only typer is imported here; torch and the models load when a command runs.
 """
@@ -106,6 +106,72 @@ def train_sae_cmd(
     for run in runs:
         if run is None:  # a non-zero rank under torchrun
             continue
+        typer.echo(json.dumps(run.metrics, indent=2))
+        typer.echo(f"run: {run.path}")
+
+
+@app.command("train-clt")
+def train_clt_cmd(
+    out: Path = typer.Option(..., help="Run directory (resumes if it holds a checkpoint)."),
+    layers: str = typer.Option(..., help="Contiguous layers with an encoder, e.g. 0-3 (each "
+                                         "writes to its own and every later MLP output)."),
+    activations: Optional[Path] = typer.Option(None, help="Activation store holding every "
+                                                          "layer's input and output hook."),
+    model: Optional[str] = typer.Option(None, help="Stream from this model instead of a store."),
+    input_hook: str = typer.Option("blocks.{layer}.ln2.hook_normalized",
+                                   help="Input hook template ({layer} is filled in)."),
+    output_hook: str = typer.Option("blocks.{layer}.hook_mlp_out",
+                                    help="Output hook template."),
+    activation: str = typer.Option("topk", help="topk | batchtopk | jumprelu"),
+    width: int = typer.Option(1024, min=1, help="Latents per layer."),
+    k: Optional[int] = typer.Option(None, min=1, help="Active latents per layer and row "
+                                                      "(topk, batchtopk; default 32)."),
+    l0: Optional[float] = typer.Option(None, min=0, help="L0 coefficient (jumprelu)."),
+    tokens: int = typer.Option(1_000_000, min=1, help="Training tokens."),
+    batch_size: int = typer.Option(4096, min=1, help="Rows per step."),
+    lr: float = typer.Option(4e-3, min=0, help="Adam learning rate."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    checkpoint_every: int = typer.Option(500, min=0, help="Steps between checkpoints."),
+    device: str = device_option("Where the CLT trains."),
+    autocast: str = dtype_option("The step's compute dtype:", flag="--dtype",
+                                 aliases=("--autocast",)),
+    model_device: str = device_option("Where a streamed model (--model) runs.",
+                                      flag="--model-device"),
+    model_dtype: str = dtype_option("A streamed model's compute dtype:", flag="--model-dtype"),
+) -> None:
+    """Train a cross-layer transcoder (saved in circuit-tracer's CLT layout under OUT/sae);
+    Ctrl-C writes a checkpoint, re-running resumes."""
+    from interp.errors import ConfigError
+    from saes.architectures import check_options
+    from saes.base import SAEConfig
+    from saes.data import DataConfig
+    from saes.runs import train_run
+    from saes.train import TrainConfig
+
+    with user_errors():
+        data = DataConfig(activations=str(activations or ""), model=model or "", seed=seed,
+                          model_device=model_device, model_dtype=model_dtype)
+        source = data.source()  # (a bad store path is named before anything else)
+        try:
+            if "-" in layers:
+                a, b = layers.split("-", 1)
+                ids = tuple(range(int(a), int(b) + 1))
+            else:
+                ids = tuple(int(x) for x in layers.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(f"Cannot read --layers {layers!r}: use e.g. 0-3.") from None
+        own = {name: v for name, v in (("k", k), ("l0_coefficient", l0)) if v is not None}
+        first = ids[0] if ids else 0
+        sae = SAEConfig(architecture="clt", d_in=source.width(input_hook.format(layer=first)),
+                        d_out=source.width(output_hook.format(layer=first)),
+                        d_sae=width * len(ids), transcoder=True, clt_layers=ids,
+                        clt_activation=activation, hook_name=input_hook,
+                        hook_name_out=output_hook, model_name=model or "", **own)
+        check_options(sae)
+        cfg = TrainConfig(sae=sae, total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
+                          checkpoint_every=checkpoint_every, device=device, autocast=autocast)
+        run = train_run(cfg, data, out, source=source, evaluate=False)
+    if run is not None:
         typer.echo(json.dumps(run.metrics, indent=2))
         typer.echo(f"run: {run.path}")
 

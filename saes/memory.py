@@ -120,14 +120,15 @@ def estimate_training(cfg, source=None, device: torch.device | str = "cpu", worl
     est.add(device, "optimiser", 2 * p)
     mem = sae.step_memory(batch, device)
     est.add(device, "buffers", mem["buffers"])
-    width = cfg.sae.d_in + cfg.sae.out_dim
+    ins, outs = type(sae).data_hooks(cfg.sae)
+    width = cfg.sae.d_in * len(ins) + cfg.sae.out_dim * len(outs)
     est.add(device, "batch", 2 * batch * width * 4)
     est.add(device, "step", mem["step"], peak=True)
     largest = max(q.numel() * q.element_size() for q in sae.parameters())
     est.add("cpu", "export", p + largest, peak=True)
     foot = getattr(source, "footprint", None)
     if foot is not None:
-        hooks = [cfg.sae.hook_name] + ([cfg.sae.hook_name_out] if cfg.sae.transcoder else [])
+        hooks = list(dict.fromkeys(ins + outs))
         for name, nbytes in foot(cfg.batch_size, hooks).items():
             where = "cpu"
             if name == "model":

@@ -111,13 +111,16 @@ def rank_batches(source, hooks: Sequence[str], batch_size: int, start: int,
 class Reader:
     """(input, target) float32 batches of this rank on `device`, from batch index `start` on.
 
-    `hooks` are (input hook, output hook) (the same for an SAE). Close it when done."""
+    `hooks` are (input hook, output hook) (the same for an SAE); either may be a tuple of
+    hooks, whose rows are concatenated along the feature dimension in that order (a
+    cross-layer transcoder reads every layer's input and output). Close it when done."""
 
-    def __init__(self, source, hooks: tuple[str, str], batch_size: int, start: int,
-                 n_batches: int | None, device: torch.device, rank: int = 0, world: int = 1,
-                 prefetch: int = 0):
-        self.hooks, self.device = hooks, device
-        wanted = list(dict.fromkeys(hooks))
+    def __init__(self, source, hooks: tuple[str | Sequence[str], str | Sequence[str]],
+                 batch_size: int, start: int, n_batches: int | None, device: torch.device,
+                 rank: int = 0, world: int = 1, prefetch: int = 0):
+        self.hooks = tuple((h,) if isinstance(h, str) else tuple(h) for h in hooks)
+        self.device = device
+        wanted = list(dict.fromkeys(self.hooks[0] + self.hooks[1]))
 
         def make():
             return rank_batches(source, wanted, batch_size, start, n_batches, rank, world)
@@ -137,10 +140,13 @@ class Reader:
 
     def __next__(self) -> tuple[Tensor, Tensor]:
         b = next(self._it)
-        x = to_device(b[self.hooks[0]], self.device, torch.float32)
-        y = x if self.hooks[1] == self.hooks[0] else to_device(b[self.hooks[1]], self.device,
-                                                               torch.float32)
+        x = self._join(b, self.hooks[0])
+        y = x if self.hooks[1] == self.hooks[0] else self._join(b, self.hooks[1])
         return x, y
+
+    def _join(self, batch: dict[str, Tensor], hooks: tuple[str, ...]) -> Tensor:
+        parts = [to_device(batch[h], self.device, torch.float32) for h in hooks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def close(self) -> None:
         close = getattr(self._it, "close", None)

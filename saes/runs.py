@@ -69,7 +69,7 @@ def _finish(run, trainer: Trainer, sae, data: DataConfig, evaluate: bool,
     metrics = {"steps": trainer.step, "tokens": trainer.step * cfg.batch_size,
                "scale_in": trainer.scale_in, "scale_out": trainer.scale_out}
     artefacts = {"sae": "sae", "metrics": "metrics.jsonl", "checkpoint": "checkpoint"}
-    if evaluate and data.activations:
+    if evaluate and data.activations and sae.single_hook:
         report = evaluate_run_sae(sae, data.activations, run.path, eval_windows,
                                   device=cfg.device, dtype=data.model_dtype)
         metrics.update(report_metrics(report))

@@ -70,7 +70,10 @@ class Trainer:
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.data = data.to_dict() if isinstance(data, DataConfig) else None  # for checkpoints
         self._data, self._source = data, None
-        self.hooks = [cfg.sae.hook_name] + ([cfg.sae.hook_name_out] if cfg.sae.transcoder else [])
+        from saes.architectures import architecture_class
+
+        self.io_hooks = architecture_class(cfg.sae.architecture).data_hooks(cfg.sae)
+        self.hooks = list(dict.fromkeys(self.io_hooks[0] + self.io_hooks[1]))
         self.device = resolve_device(cfg.device)
         self.prefetch = data.prefetch if isinstance(data, DataConfig) else prefetch
         if self.prefetch is None:
@@ -127,7 +130,7 @@ class Trainer:
         """(input, target) batches on the device from batch index `start` on: this rank's rows
         (`whole`: every row of each global batch)."""
         world, rank = (1, 0) if whole else (self.world, self.rank)
-        return Reader(self.source, (self.hooks[0], self.hooks[-1]), self.cfg.batch_size, start,
+        return Reader(self.source, self.io_hooks, self.cfg.batch_size, start,
                       self.cfg.total_steps, self.device, rank, world, prefetch)
 
     def memory(self):
@@ -332,18 +335,16 @@ class Trainer:
                 **{k: float(v) for k, v in out.parts.items()}}
 
     def export(self) -> SparseDictionary:
-        """A host copy of the dictionary with normalisation folded in, saved in SAELens
-        format."""
+        """A host copy of the dictionary with normalisation folded in, saved in its format
+        (its `save_format`: SAELens; a cross-layer transcoder circuit-tracer's CLT layout)."""
         sae = host_copy(self.sae)
         sae.fold_scaling(self.scale_in, self.scale_out)
         if self.rank == 0:
-            from saes.formats import save_saelens
-
             freq = self.fired_count.cpu().double() / max(1, self.step)
-            save_saelens(sae, self.run_dir / "sae",
-                         sparsity=torch.log10(freq + 1e-10).float(),
-                         metadata={"training_steps": self.step,
-                                   "training_tokens": self.step * self.cfg.batch_size})
+            _saver(sae.save_format)(sae, self.run_dir / "sae",
+                             sparsity=torch.log10(freq + 1e-10).float(),
+                             metadata={"training_steps": self.step,
+                                       "training_tokens": self.step * self.cfg.batch_size})
         return sae
 
 
@@ -354,6 +355,18 @@ def train_sae(cfg: TrainConfig, data: DataConfig | BatchSource | Tensor | dict,
 
 
 # --------------------------------------------------------------------------- helpers
+#: a dictionary's `save_format` -> "module:function" writing it (path, sparsity=, metadata=)
+SAVERS = {"saelens": "saes.formats.saelens:save_saelens",
+          "circuit-tracer-clt": "saes.formats.clt:save_clt"}
+
+
+def _saver(name: str):
+    import importlib
+
+    module, fn = SAVERS[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
 def _trim_metrics(path: Path, step: int) -> None:
     """Keep the records of steps <= `step` (the checkpoint a run resumes from) in the metrics
     log: a killed run logged steps past its last checkpoint, and maybe half a line, that the

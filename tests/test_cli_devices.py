@@ -76,6 +76,9 @@ def _case(path: tuple[str, ...], env, tmp: Path) -> tuple[list, Path | None]:
         ("train-sae",): (["--activations", env["store"], "--hook", HOOK, "--width", "32",
                           "--k", "4", "--tokens", "512", "--batch-size", "256",
                           "--out", tmp / "sae"], tmp / "sae"),
+        ("train-clt",): (["--model", m, "--layers", "0-1", "--width", "16", "--k", "4",
+                          "--tokens", "512", "--batch-size", "256", "--out", tmp / "clt"],
+                         tmp / "clt"),
         ("eval-sae",): ([env["sae"], "--windows", "2"], None),
         ("resume",): ([_paused_run(env, tmp / "paused")], tmp / "paused"),
         ("features",): ([env["sae"], "--tokens", "512", "--out", tmp / "features"],
@@ -115,7 +118,7 @@ def _case(path: tuple[str, ...], env, tmp: Path) -> tuple[list, Path | None]:
 
 
 #: commands run for real below; `demo` (the default model, minutes) is checked only for refusal
-RUN = ["cache", "train-sae", "eval-sae", "resume", "features", "atoms", "codebook train",
+RUN = ["cache", "train-sae", "train-clt", "eval-sae", "resume", "features", "atoms", "codebook train",
        "codebook fsm", "codebook steer", "transcoders", "probe", "lens", "geometry",
        "localist sweep", "localist schedules"]
 

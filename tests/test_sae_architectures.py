@@ -75,6 +75,9 @@ SAE_CASES = {
     "jumprelu": dict(l0_coefficient=0.1, jumprelu_init_threshold=0.1, jumprelu_bandwidth=0.05),
     "jumprelu-tanh": dict(l0_coefficient=0.1, jumprelu_sparsity="tanh",
                           jumprelu_init_threshold=0.1, jumprelu_bandwidth=0.05),
+    # a one-layer cross-layer transcoder (more layers: tests/test_clt.py)
+    "clt": dict(k=4, transcoder=True, clt_layers=(0,), hook_name="blocks.{layer}.x",
+                hook_name_out="blocks.{layer}.y"),
 }
 TC = dict(transcoder=True, d_out=D_OUT)
 TRANSCODER_CASES = {
@@ -106,7 +109,8 @@ def test_trains_on_toy_problem(arch, kw):
     fvu1, l0 = held_out(sae, sample)
     assert fvu1 < 0.5 and fvu1 < 0.5 * fvu0, (fvu0, fvu1)
     assert 0 < l0 <= D_SAE / 4, l0
-    if arch not in ("batchtopk", "matryoshka_batchtopk"):  # those encode with the threshold
+    # batchtopk, matryoshka: encode with the threshold; clt: encodes [.., n_layers, d]
+    if arch not in ("batchtopk", "matryoshka_batchtopk", "clt"):
         x, y = sample(512, torch.Generator().manual_seed(5))
         with torch.no_grad():
             acts = sae.encode(x)

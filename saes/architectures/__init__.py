@@ -4,6 +4,7 @@ in `ARCHITECTURES` (the key is the class's `architecture`)."""
 from __future__ import annotations
 
 from interp.errors import ConfigError, unknown_name_message
+from saes.architectures.clt import CrossLayerTranscoder
 from saes.architectures.discrete import DiscreteSAE
 from saes.architectures.gated import GatedSAE
 from saes.architectures.jumprelu import JumpReLUSAE
@@ -14,7 +15,7 @@ from saes.base import SAEConfig, SparseDictionary
 
 ARCHITECTURES: dict[str, type[SparseDictionary]] = {cls.architecture: cls for cls in (
     TopKSAE, BatchTopKSAE, StandardSAE, JumpReLUSAE, GatedSAE, MatryoshkaBatchTopKSAE,
-    DiscreteSAE,
+    DiscreteSAE, CrossLayerTranscoder,
 )}
 
 
