@@ -64,3 +64,114 @@ def test_streamed_graph_with_a_node_budget_equals_the_unstreamed_one(tiny):
     assert torch.equal(got.feat_index, ref.feat_index) and torch.equal(got.feat_pos, ref.feat_pos)
     assert torch.allclose(got.edge_weight, ref.edge_weight, rtol=1e-6, atol=1e-7)
     assert got.completeness_error() < 1e-4
+
+
+# ----------------------------------------------------------------------------- quality
+PROMPTS = ["def f(x): return x + 1", "for i in range(10): print(i)", "a = b * c - d"]
+
+
+@pytest.fixture(scope="module")
+def relu_gpt2(tmp_path_factory):
+    """A tiny GPT-2 whose MLP is ReLU, and a standard transcoder set that *is* its MLPs
+    (W_enc = c_fc, W_dec = c_proj): reconstruction exact up to float rounding."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.models.loading import load_model
+    from interp.models.tiny import save_tiny_model, tiny_config
+
+    config = tiny_config("gpt2")
+    config.activation_function = "relu"
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    model = load_model(save_tiny_model(tmp_path_factory.mktemp("relu-gpt2"), model=hf))
+    d, d_mlp = model.cfg.d_model, model.cfg.d_mlp
+    exact, zero = {}, {}
+    for i, blk in enumerate(hf.transformer.h):
+        cfg = SAEConfig(architecture="standard", d_in=d, d_sae=d_mlp, transcoder=True,
+                        hook_name=f"blocks.{i}.ln2.hook_normalized",
+                        hook_name_out=f"blocks.{i}.hook_mlp_out")
+        tc = create_sae(cfg, seed=i)
+        with torch.no_grad():
+            tc.enc_weight.copy_(blk.mlp.c_fc.weight.T)
+            tc.b_enc.copy_(blk.mlp.c_fc.bias)
+            tc.W_dec.copy_(blk.mlp.c_proj.weight)
+            tc.b_dec.copy_(blk.mlp.c_proj.bias)
+        exact[i] = tc.eval().requires_grad_(False)
+        z = create_sae(cfg, seed=i)
+        with torch.no_grad():
+            for p in z.parameters():
+                p.zero_()
+        zero[i] = z.eval().requires_grad_(False)
+    return model, TranscoderSet(exact, "exact"), TranscoderSet(zero, "zero")
+
+
+def test_exact_transcoders_score_perfectly_and_zeroed_ones_worse(relu_gpt2):
+    from circuits.quality import replacement_quality
+
+    model, exact, zero = relu_gpt2
+    good = replacement_quality(model, exact, PROMPTS)
+    bad = replacement_quality(model, zero, PROMPTS)
+    assert good["top1_agreement"] == 1.0
+    assert good["kl_last"] < 1e-8 and good["kl_all"] < 1e-8
+    assert all(v < 1e-8 for v in good["nmse"].values())
+    assert good["replacement_score"] > 1 - 1e-4 and good["completeness_score"] > 1 - 1e-4
+    # the zeroed set predicts nothing: every MLP output is an error node
+    assert all(v >= 1.0 for v in bad["nmse"].values())
+    assert bad["kl_all"] > 1e-4 and bad["replacement_score"] < good["replacement_score"] - 0.05
+    assert bad["completeness_score"] < good["completeness_score"] - 0.05
+    for r in (good, bad):
+        json_ready = __import__("json").dumps(r)  # JSON-able as returned
+        assert "per_prompt" in json_ready and len(r["per_prompt"]) == len(PROMPTS)
+
+
+def test_quality_scores_are_fractions_and_match_their_definitions(tiny):
+    from circuits.attribution import attribute
+    from circuits.prune import graph_scores
+    from circuits.quality import replacement_quality
+
+    model, tcs = tiny
+    rep = replacement_quality(model, tcs, PROMPTS[:2], progress=True)
+    for k in ("replacement_score", "completeness_score", "top1_agreement"):
+        assert 0.0 <= rep[k] <= 1.0, (k, rep[k])
+    assert rep["kl_last"] >= 0 and rep["kl_all"] >= 0
+    assert set(rep["nmse"]) == {str(i) for i in tcs.layers}
+    assert all(v > 0 and math.isfinite(v) for v in rep["nmse"].values())
+    # the means are the graphs' own scores
+    ref = [graph_scores(attribute(model, tcs, p))["replacement_score"] for p in PROMPTS[:2]]
+    assert rep["replacement_score"] == pytest.approx(sum(ref) / 2, rel=1e-9)
+
+
+def test_replacement_model_top1_and_kl_against_a_reference(tiny):
+    """A naive reference: run the HF model with forward hooks replacing each MLP's output by
+    the transcoder's reconstruction (BOS kept), compare top-1 and KL."""
+    from circuits.quality import replacement_quality
+
+    model, tcs = tiny
+    hf = model.hf_model
+    ids = model.to_tokens(PROMPTS[1])[0][0].reshape(1, -1)
+    mlps = [blk.mlp for blk in (hf.model.layers if hasattr(hf, "model") else hf.transformer.h)]
+    norms = [blk.post_attention_layernorm if hasattr(blk, "post_attention_layernorm") else blk.ln_2
+             for blk in (hf.model.layers if hasattr(hf, "model") else hf.transformer.h)]
+    handles = []
+    for i, (mlp, ln) in enumerate(zip(mlps, norms)):
+        def hook(mod, args, out, i=i):
+            u = args[0]
+            y = tcs[i].decode(tcs[i].encode(u), u)
+            y[:, 0] = out[:, 0]
+            return y
+        handles.append(mlp.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            repl = hf(ids).logits[0].float()
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        real = hf(ids).logits[0].float()
+    lp, lq = torch.log_softmax(real.double(), -1), torch.log_softmax(repl.double(), -1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)[1:]
+    rep = replacement_quality(model, tcs, [PROMPTS[1]], progress=False)
+    row = rep["per_prompt"][0]
+    assert row["top1_agree"] == (int(real[-1].argmax()) == int(repl[-1].argmax()))
+    assert row["kl_last"] == pytest.approx(float(kl[-1]), rel=1e-3, abs=1e-7)
+    assert row["kl_mean"] == pytest.approx(float(kl.mean()), rel=1e-3, abs=1e-7)
