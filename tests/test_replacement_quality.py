@@ -175,3 +175,31 @@ def test_replacement_model_top1_and_kl_against_a_reference(tiny):
     assert row["top1_agree"] == (int(real[-1].argmax()) == int(repl[-1].argmax()))
     assert row["kl_last"] == pytest.approx(float(kl[-1]), rel=1e-3, abs=1e-7)
     assert row["kl_mean"] == pytest.approx(float(kl.mean()), rel=1e-3, abs=1e-7)
+
+
+def test_cli_replacement_quality_writes_report_and_figure(tiny, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from circuits.plots import fig_replacement_quality
+    from interp.cli import app
+    from saes.formats.saelens import save_saelens
+
+    model, tcs = tiny
+    for i in tcs.layers:
+        save_saelens(tcs[i], tmp_path / "set" / f"layer_{i:02d}" / "sae")
+    (tmp_path / "prompts.txt").write_text("x = 1\n\ny = x + 2\n")
+    res = CliRunner().invoke(app, ["replacement-quality", "--model",
+                                   str(model.hf_model.name_or_path), "--transcoders",
+                                   str(tmp_path / "set"), "--prompts", str(tmp_path / "prompts.txt"),
+                                   "--prompt", "z = 3", "--out", str(tmp_path / "q.json"),
+                                   "--figure", str(tmp_path / "q.html")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "q.json").read_text())
+    assert rep["n_prompts"] == 3 and 0 <= rep["replacement_score"] <= 1
+    assert (tmp_path / "q.html").stat().st_size > 1000
+    fig = fig_replacement_quality([rep, rep], names=["a", "b"])
+    assert len(fig.data) == 4 and list(fig.data[0].x) == [0, 1]
+    bad = CliRunner().invoke(app, ["replacement-quality", "--transcoders", str(tmp_path / "set")])
+    assert bad.exit_code != 0 and "No prompts" in bad.output
