@@ -203,3 +203,35 @@ def test_cli_replacement_quality_writes_report_and_figure(tiny, tmp_path):
     assert len(fig.data) == 4 and list(fig.data[0].x) == [0, 1]
     bad = CliRunner().invoke(app, ["replacement-quality", "--transcoders", str(tmp_path / "set")])
     assert bad.exit_code != 0 and "No prompts" in bad.output
+
+
+# ----------------------------------------------------------------------------- head splits
+def test_per_head_terms_sum_to_the_unsplit_edges(tiny):
+    from circuits.heads import split_by_head
+
+    model, tcs = tiny
+    rm = ReplacementModel.build(model, tcs, PROMPT)
+    graph = attribute_replacement(rm, AttributionConfig(batch_size=64, max_feature_nodes=150))
+    A = graph.dense(torch.float64)
+    top = graph.feat_layer == graph.n_layers - 1
+    targets = [int(top.nonzero()[-1]), int((graph.feat_layer == 0).nonzero()[-1]),
+               graph.logit_start]
+    H = model.cfg.n_heads
+    for t in targets:
+        s = split_by_head(rm, graph, t)
+        assert s.terms.shape == (1 + graph.n_layers * H, graph.logit_start)
+        row = A[t, : graph.logit_start]
+        scale = float(row.abs().max())
+        assert torch.allclose(s.terms.double().sum(0), row, atol=1e-5 * scale, rtol=1e-4)
+        # heads above the target's layer carry nothing (sequential blocks: the target's own
+        # layer's attention sits below its MLP input); the heads below do carry something
+        layer = graph.n_layers - 1 if t >= graph.logit_start else int(graph.feat_layer[t])
+        assert not s.terms[1 + (layer + 1) * H:].any()
+        assert s.terms[1: 1 + (layer + 1) * H].abs().max() > 0
+        # the token at the target's own position reaches it only through no head or any head;
+        # an earlier token only through heads (attention moves information between positions)
+        pos = graph.n_pos - 1 if t >= graph.logit_start else int(graph.feat_pos[t])
+        if pos > 1:
+            assert s.terms[0, graph.token_start + pos - 1] == 0
+        terms = s.edge(graph.token_start + pos - 1, top=3)
+        assert all(k.startswith("L") for k in terms)
