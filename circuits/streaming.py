@@ -29,7 +29,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
-from circuits.attribution import AttributionConfig, attribute_replacement
+from circuits.attribution import AttributionConfig, _Rows, attribute_replacement
 from circuits.graph import Graph
 from circuits.replacement import ReplacementModel, _sites
 from circuits.transcoders import TranscoderSet, require_set
@@ -103,6 +103,67 @@ class _BoundedAdjoint(Adjoint):
         return lay
 
 
+class _ReadVectors:
+    """`vec[targets]` of `_Rows` without an [n_features, d] matrix: encoder rows gathered for
+    the targets asked for (features first, then the logits' vectors)."""
+
+    def __init__(self, rm: ReplacementModel, logit_vecs: Tensor):
+        self.rm, self.logit_vecs = rm, logit_vecs
+        self.nf = len(rm.features)
+
+    def __getitem__(self, t: Tensor) -> Tensor:
+        f = self.rm.features
+        out = torch.empty(t.numel(), self.logit_vecs.shape[-1])
+        is_logit = t >= self.nf
+        out[is_logit] = self.logit_vecs[t[is_logit] - self.nf]
+        ft = t[~is_logit]
+        rows = (~is_logit).nonzero().flatten()
+        for i in f.layer[ft].unique().tolist():
+            at = f.layer[ft] == i
+            out[rows[at]] = self.rm.tc[i].enc_weight[f.index[ft[at]]].float()
+        return out
+
+
+class _StreamedRows(_Rows):
+    """`_Rows` whose read vectors are gathered per batch (`_ReadVectors`)."""
+
+    def __init__(self, rm: ReplacementModel, logit_vecs: Tensor, batch_size: int,
+                 progress: bool):
+        from tqdm.auto import tqdm
+
+        feats = rm.features
+        nf, K = len(feats), logit_vecs.shape[0]
+        self.rm, self.B, self.nf = rm, batch_size, nf
+        self.layer = torch.cat([feats.layer, torch.full((K,), rm.n_layers)])
+        self.pos = torch.cat([feats.pos, torch.full((K,), rm.n_pos - 1)])
+        self.vec = _ReadVectors(rm, logit_vecs)
+        self.tgt, self.src, self.w = [], [], []
+        self.bar = tqdm(total=nf + K, disable=not progress, unit="row", desc="attribution")
+
+
+class _DecoderVectors:
+    """Stands for a layer's padded decoder vectors [n, kmax, d] (a · W_dec of each active
+    feature) without holding them: `pad[pos, slot]` and `full()` are made when asked for."""
+
+    def __init__(self, rm: ReplacementModel, layer: int, n: int, kmax: int):
+        a, b = rm._feat_offset[layer]
+        self.W_dec = rm.tc[layer].W_dec
+        self.index = rm.features.index[a:b]
+        self.act = rm.features.activation[a:b]
+        self.shape = (n, kmax, self.W_dec.shape[-1])
+
+    def vectors(self) -> Tensor:
+        return self.act[:, None] * self.W_dec[self.index].float()
+
+    def __getitem__(self, key) -> Tensor:
+        return self.vectors()  # only ever indexed at (pos, slot) of every active feature
+
+    def full(self, pos: Tensor, slot: Tensor) -> Tensor:
+        pad = torch.zeros(self.shape)
+        pad[pos, slot] = self.vectors()
+        return pad
+
+
 class StreamedReplacementModel(ReplacementModel):
     """`ReplacementModel` whose memory does not hold every layer's attention pattern (see the
     module docstring). Build with `StreamedReplacementModel.build(model, tcs, prompt)`."""
@@ -113,6 +174,9 @@ class StreamedReplacementModel(ReplacementModel):
         super().__init__(net, frozen, transcoders, tokens, out, skip_bos=skip_bos)
         self.keep_layers = keep_layers
         self.adjoint = _BoundedAdjoint(net, frozen.values, keep_layers)
+        self.rows_class = _StreamedRows
+        for i, (pad, pos, slot) in list(self._dec.items()):
+            self._dec[i] = (_DecoderVectors(self, i, pad.shape[0], pad.shape[1]), pos, slot)
 
     @classmethod
     def build(cls, model, transcoders: TranscoderSet, prompt, skip_bos: bool = True,
@@ -144,7 +208,8 @@ class StreamedReplacementModel(ReplacementModel):
         """Layer i's read matrix, made for this pass and not cached."""
         reads = [self.errors[i].unsqueeze(1)]
         if i in self._dec:
-            reads.insert(0, self._dec[i][0])
+            pad, pos, slot = self._dec[i]
+            reads.insert(0, pad.full(pos, slot))
         return torch.cat(reads, 1).transpose(1, 2).contiguous()
 
 
