@@ -190,11 +190,10 @@ def test_cli_replacement_quality_writes_report_and_figure(tiny, tmp_path):
     for i in tcs.layers:
         save_saelens(tcs[i], tmp_path / "set" / f"layer_{i:02d}" / "sae")
     (tmp_path / "prompts.txt").write_text("x = 1\n\ny = x + 2\n")
-    res = CliRunner().invoke(app, ["replacement-quality", "--model",
-                                   str(model.hf_model.name_or_path), "--transcoders",
-                                   str(tmp_path / "set"), "--prompts", str(tmp_path / "prompts.txt"),
-                                   "--prompt", "z = 3", "--out", str(tmp_path / "q.json"),
-                                   "--figure", str(tmp_path / "q.html")])
+    res = CliRunner().invoke(app, [
+        "replacement-quality", "--model", str(model.hf_model.name_or_path), "--transcoders",
+        str(tmp_path / "set"), "--prompts", str(tmp_path / "prompts.txt"), "--prompt", "z = 3",
+        "--out", str(tmp_path / "q.json"), "--figure", str(tmp_path / "q.html")])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "q.json").read_text())
     assert rep["n_prompts"] == 3 and 0 <= rep["replacement_score"] <= 1
