@@ -234,3 +234,24 @@ def test_per_head_terms_sum_to_the_unsplit_edges(tiny):
             assert s.terms[0, graph.token_start + pos - 1] == 0
         terms = s.edge(graph.token_start + pos - 1, top=3)
         assert all(k.startswith("L") for k in terms)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma2"])
+def test_head_split_and_streaming_on_parallel_and_post_norm_blocks(arch, tmp_path):
+    """GPT-NeoX (attention and MLP in parallel) and Gemma-2 (post norms, soft-capping)."""
+    from circuits.heads import split_by_head
+    from interp.models.loading import load_model
+    from interp.models.tiny import save_tiny_model
+
+    model = load_model(save_tiny_model(tmp_path / arch, arch, seed=0))
+    tcs = random_set(model)
+    rm = ReplacementModel.build(model, tcs, PROMPT)
+    cfg = AttributionConfig(batch_size=64, max_feature_nodes=100)
+    graph = attribute_replacement(rm, cfg)
+    A = graph.dense(torch.float64)
+    for t in (int((graph.feat_layer == 1).nonzero()[-1]), graph.logit_start):
+        row = A[t, : graph.logit_start]
+        got = split_by_head(rm, graph, t).terms.double().sum(0)
+        assert torch.allclose(got, row, atol=1e-5 * float(row.abs().max()), rtol=1e-4)
+    streamed = attribute_replacement(StreamedReplacementModel.build(model, tcs, PROMPT), cfg)
+    assert torch.allclose(streamed.edge_weight, graph.edge_weight, rtol=1e-6, atol=1e-7)
