@@ -32,8 +32,8 @@ the model included) and seconds as `long_N_peak_gib` / `long_N_seconds`; `--long
 runs an M-token prompt both through `attribute` and `attribute_long` for the memory ratio.
 
 Run: `.venv/bin/python benchmarks/attribution.py [--quick] [--device D] [--long N] [--long-only]`.
-Last stdout line: JSON with `ratios.vs_circuit_tracer` (their time / ours, attribution + pruning, at the longest common
-prompt) and `ratios.max_rel_edge_diff`.
+Last stdout line: JSON with `ratios.vs_circuit_tracer` (their time / ours, attribution + pruning,
+at the longest common prompt) and `ratios.max_rel_edge_diff`.
 """
 
 from __future__ import annotations
