@@ -116,9 +116,7 @@ def split_by_head(rm: ReplacementModel, graph: Graph, target: int) -> HeadSplit:
             _, fpos, slot = rm._dec[i]
             a, b = rm._feat_offset[i]
             keep = fpos < P
-            block = rows[r, a:b]
-            block[:, keep] = e[fpos[keep], :, slot[keep]].T
-            rows[r, a:b] = block
+            rows[r, a:b][:, keep] = e[fpos[keep], :, slot[keep]].T  # a view of rows
         err = nf + i * n
         rows[r, err + rm.first: err + P] = e[rm.first:, :, -1].T
 
