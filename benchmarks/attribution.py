@@ -30,9 +30,18 @@ layer >= l), written by `saes.formats.clt.save_clt` in circuit-tracer's CLT layo
 circuit-tracer's `load_clt` from that directory; the ratios are then `vs_circuit_tracer_clt`
 (and `vs_circuit_tracer_clt_N` by length).
 
-Run: `.venv/bin/python benchmarks/attribution.py [--quick] [--device D] [--clt]`. Last stdout line: JSON
-with `ratios.vs_circuit_tracer` (their time / ours, attribution + pruning, at the longest common
-prompt) and `ratios.max_rel_edge_diff`.
+
+`--long N` (with `--long-only`, nothing else) attributes an N-token prompt on the default model
+(SmolLM2-135M, 30 layers) through random TopK transcoders (2,048 latents, k=16, every layer) with
+`circuits.streaming.attribute_long` (node budget `--long-budget`, batch `--long-batch`) in a fresh
+process, and records its peak resident memory (`resource.getrusage` ru_maxrss of that process,
+the model included) and seconds as `long_N_peak_gib` / `long_N_seconds`; `--long-reference M`
+runs an M-token prompt both through `attribute` and `attribute_long` for the memory ratio.
+
+
+Run: `.venv/bin/python benchmarks/attribution.py [--quick] [--device D] [--clt] [--long N] [--long-only]`.
+Last stdout line: JSON with `ratios.vs_circuit_tracer` (their time / ours, attribution + pruning,
+at the longest common prompt) and `ratios.max_rel_edge_diff`.
 """
 
 from __future__ import annotations
@@ -201,6 +210,59 @@ def our_gpu_peak_mib(model, tcs, ids, device) -> float | None:
     return round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
 
 
+def long_worker(n: int, budget: int, batch: int, threads: int, plain: int = 0) -> None:
+    """Runs in its own process so that ru_maxrss is this measurement's peak alone; `plain`:
+    through `attribute` (every pattern held) instead, the reference."""
+    import resource
+
+    import torch
+
+    from circuits.attribution import AttributionConfig
+    from circuits.streaming import attribute_long
+    from circuits.transcoders import TranscoderSet
+    from interp.models.loading import load_model
+    from saes.architectures import create_sae
+    from saes.base import SAEConfig
+
+    torch.set_num_threads(threads)
+    model = load_model()
+    d, n_layers = model.cfg.d_model, model.cfg.n_layers
+    tcs = {}
+    for i in range(n_layers):
+        cfg = SAEConfig(architecture="topk", d_in=d, d_sae=F, k=K, transcoder=True,
+                        hook_name=f"blocks.{i}.ln2.hook_normalized",
+                        hook_name_out=f"blocks.{i}.hook_mlp_out")
+        tcs[i] = create_sae(cfg, seed=100 + i).eval().requires_grad_(False)
+    text = open(HERE.parent / "circuits" / "attribution.py", encoding="utf-8").read() * 4
+    ids = model.to_tokens(text)[0][0][:n]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    t = time.perf_counter()
+    from circuits.attribution import attribute
+
+    fn = attribute if plain else attribute_long
+    g = fn(model, TranscoderSet(tcs, "random-topk"), ids,
+           AttributionConfig(batch_size=batch, max_feature_nodes=budget))
+    secs = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({"n_tokens": int(ids.numel()), "max_feature_nodes": budget,
+                      "method": "attribute" if plain else "attribute_long",
+                      "batch_size": batch, "threads": threads, "seconds": round(secs, 1),
+                      "peak_gib": round(peak, 3), "peak_gib_before_attribution": round(before, 3),
+                      "n_active_features": g.metadata["n_active_features"],
+                      "n_feature_nodes": g.n_features, "n_edges": int(g.edge_weight.numel()),
+                      "completeness_error": g.completeness_error(),
+                      "freeze_error": g.metadata.get("freeze_error"),
+                      "seconds_edges": g.metadata["seconds_edges"]}), flush=True)
+
+
+def long_prompt(n: int, budget: int, batch: int, threads: int, plain: int = 0) -> dict:
+    """`long_worker` in a fresh process; its JSON line."""
+    res = subprocess.run([sys.executable, __file__, "--long-worker", str(n), str(budget),
+                          str(batch), str(threads), str(plain)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 # --------------------------------------------------------------------------- their side
 def worker(spec_path: str) -> None:
     """Runs inside the circuit-tracer venv."""
@@ -324,11 +386,35 @@ def main() -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--clt", action="store_true", help="through one cross-layer transcoder")
+    ap.add_argument("--long", type=int, default=0, help="also attribute an N-token prompt on "
+                    "the default model with bounded memory (e.g. 2048)")
+    ap.add_argument("--long-only", action="store_true", help="only the --long measurement")
+    ap.add_argument("--long-budget", type=int, default=256, help="max_feature_nodes there")
+    ap.add_argument("--long-batch", type=int, default=32, help="batch_size there")
+    ap.add_argument("--long-reference", type=int, default=0, help="also attribute a prompt of "
+                    "this length both ways (attribute / attribute_long), for the memory ratio")
     add_device_arg(ap)
     args = ap.parse_args()
+    threads = min(2, os.cpu_count() or 1)
+    long = {}
+    if args.long:
+        r = long_prompt(args.long, args.long_budget, args.long_batch, threads)
+        long = {"long": r, f"long_{args.long}_peak_gib": r["peak_gib"],
+                f"long_{args.long}_seconds": r["seconds"]}
+        log(f"long prompt: {r}")
+    if args.long_reference:
+        n = args.long_reference
+        plain = long_prompt(n, args.long_budget, args.long_batch, threads, plain=1)
+        streamed = long_prompt(n, args.long_budget, args.long_batch, threads)
+        long[f"long_reference_{n}"] = {
+            "attribute": plain, "attribute_long": streamed,
+            "peak_ratio": round(plain["peak_gib"] / streamed["peak_gib"], 2),
+            "seconds_ratio": round(plain["seconds"] / streamed["seconds"], 2)}
+        log(f"reference at {n}: {long[f'long_reference_{n}']}")
+    if long and args.long_only:
+        return {"benchmark": "attribution", "machine": machine(), **long}
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    threads = min(2, os.cpu_count() or 1)
     torch.set_num_threads(threads)
     lengths = [8, 32, 64] if args.quick else [8, 32, 128]
     if gpu and not args.quick:
@@ -438,12 +524,15 @@ def main() -> dict:
     else:
         ratios["why"] = why
     out["ratios"] = ratios
+    out.update(long)
     return out
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         worker(sys.argv[2])
+    elif len(sys.argv) in (6, 7) and sys.argv[1] == "--long-worker":
+        long_worker(*map(int, sys.argv[2:]))
     else:
         from benchmarks.common import json_main
 

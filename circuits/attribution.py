@@ -181,7 +181,7 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
     K = int(logit_ids.numel())
     W_U = rm.net.unembed  # [vocab, d]
     logit_vecs = W_U[logit_ids] - W_U.mean(0, keepdim=True)  # [K, d]
-    rows = _Rows(rm, logit_vecs, cfg.batch_size, progress)
+    rows = getattr(rm, "rows_class", _Rows)(rm, logit_vecs, cfg.batch_size, progress)
     capped = cfg.max_feature_nodes is not None and cfg.max_feature_nodes < nf
     if capped:
         sel = _influence_first(rows, K, logit_p, cfg.max_feature_nodes,

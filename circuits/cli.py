@@ -97,3 +97,56 @@ def attribute_cmd(
         fail(e)
     typer.echo(json.dumps(run.metrics))
     typer.echo(f"run: {run.path}")
+
+
+@app.command("replacement-quality")
+def replacement_quality_cmd(
+    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`)."),
+    prompt: Optional[list[str]] = typer.Option(None, help="A prompt (repeat for several)."),
+    prompts: Optional[Path] = typer.Option(None, help="A text file, one prompt per line."),
+    out: Optional[Path] = typer.Option(None, help="Write the report (JSON) here."),
+    figure: Optional[str] = typer.Option(None, help="Write the NMSE/scores figure (HTML) to "
+                                                    "this path."),
+    model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
+    graphs: bool = typer.Option(True, help="Attribute every prompt for its replacement and "
+                                           "completeness scores (--no-graphs: fidelity only)."),
+    max_feature_nodes: Optional[int] = typer.Option(
+        None, min=1, help="Node budget of each graph (default: every active feature)."),
+    batch_size: int = typer.Option(256, min=1, help="Targets per backward pass."),
+) -> None:
+    """How well a transcoder set replaces the model's MLPs over prompts (scores, NMSE, KL)."""
+    from circuits.quality import QualityConfig, replacement_quality
+    from circuits.transcoders import load_transcoders
+    from interp.errors import ConfigError, InterpError
+    from interp.io import atomic_write_json
+    from interp.models.loading import load_model
+
+    try:
+        tcs = load_transcoders(transcoders)  # a bad set fails before anything else
+        texts = list(prompt or [])
+        if prompts is not None:
+            if not prompts.is_file():
+                raise ConfigError(f"No prompts file at {prompts}: give a text file with one "
+                                  "prompt per line.")
+            try:
+                lines = prompts.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"Cannot read prompts from {prompts} ({e}); give a UTF-8 "
+                                  "text file with one prompt per line.") from None
+            texts += [t for t in lines if t.strip()]
+        if not texts:
+            raise ConfigError("No prompts: pass --prompt TEXT (repeatable) or --prompts FILE.")
+        m = load_model(model)
+        cfg = QualityConfig(graph_scores=graphs, max_feature_nodes=max_feature_nodes,
+                            batch_size=batch_size)
+        report = replacement_quality(m, tcs, texts, cfg, progress=True)
+        if out is not None:
+            atomic_write_json(out, report)
+        if figure is not None:
+            from circuits.plots import fig_replacement_quality
+
+            Path(figure).parent.mkdir(parents=True, exist_ok=True)
+            fig_replacement_quality(report).write_html(figure, include_plotlyjs=True)
+    except InterpError as e:
+        fail(e)
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "per_prompt"}))

@@ -128,3 +128,39 @@ def fig_layer_counts(graph: Graph, pruned: PruneResult | None = None) -> go.Figu
     fig.update_layout(barmode="group", xaxis_title="layer", yaxis_title="features",
                       template="plotly_white", title="Features per layer")
     return fig
+
+
+def fig_replacement_quality(report: dict | list[dict], names: list[str] | None = None
+                            ) -> go.Figure:
+    """Per-layer NMSE (left) and the replacement score, completeness score and top-1 agreement
+    (right, KL in the legend) of one or more `circuits.quality.replacement_quality` reports,
+    side by side (e.g. a PLT and a CLT set)."""
+    from plotly.subplots import make_subplots
+
+    reports = [report] if isinstance(report, dict) else list(report)
+    names = names or [r.get("transcoders") or f"set {j}" for j, r in enumerate(reports)]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38],
+                        subplot_titles=("normalised MSE of the MLP outputs per layer",
+                                        "graph and replacement-model scores"))
+    keys = [("replacement_score", "replacement"), ("completeness_score", "completeness"),
+            ("top1_agreement", "top-1 agreement")]
+    for j, (r, name) in enumerate(zip(reports, names)):
+        colour = _PALETTE[j % len(_PALETTE)]
+        layers = sorted(r["nmse"], key=int)
+        fig.add_trace(go.Bar(x=[int(x) for x in layers], y=[r["nmse"][x] for x in layers],
+                             name=name, marker_color=colour, legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Bar(x=[label for k, label in keys],
+                             y=[r[k] if r.get(k) is not None else 0.0 for k, _ in keys],
+                             name=f"{name}: KL last {r['kl_last']:.3g}, all {r['kl_all']:.3g}",
+                             marker_color=colour, legendgroup=name, showlegend=True),
+                      row=1, col=2)
+    fig.update_yaxes(title_text="NMSE", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_xaxes(title_text="layer", row=1, col=1)
+    fig.update_layout(barmode="group", template="plotly_white", height=420,
+                      title=f"Replacement quality over {reports[0]['n_prompts']} prompts",
+                      legend=dict(orientation="h"))
+    return fig
+
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")

@@ -1,0 +1,257 @@
+"""Replacement-model quality (circuits/quality.py), long prompts with bounded memory
+(circuits/streaming.py) and per-head attention splits (circuits/heads.py), on tiny models with
+random TopK transcoders built in the test."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from circuits.attribution import AttributionConfig, attribute_replacement
+from circuits.replacement import ReplacementModel
+from circuits.streaming import StreamedReplacementModel
+from circuits.transcoders import TranscoderSet
+from saes.architectures import create_sae
+from saes.base import SAEConfig
+
+PROMPT = "def f(x): return x + 1 if x else y"
+
+
+def random_set(model, width: int = 128, k: int = 8, layers=None) -> TranscoderSet:
+    d = model.cfg.d_model
+    out = {}
+    for i in (range(model.cfg.n_layers) if layers is None else layers):
+        cfg = SAEConfig(architecture="topk", d_in=d, d_sae=width, k=k, transcoder=True,
+                        hook_name=f"blocks.{i}.ln2.hook_normalized",
+                        hook_name_out=f"blocks.{i}.hook_mlp_out")
+        out[i] = create_sae(cfg, seed=10 + i).eval().requires_grad_(False)
+    return TranscoderSet(out, "random-topk")
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def tiny(request, tiny_llama_dir, tiny_gpt2_dir):
+    from interp.models.loading import load_model
+
+    model = load_model(tiny_llama_dir if request.param == "llama" else tiny_gpt2_dir)
+    return model, random_set(model)
+
+
+# ----------------------------------------------------------------------------- long prompts
+def test_streamed_graph_equals_the_unstreamed_graph(tiny):
+    model, tcs = tiny
+    cfg = AttributionConfig(batch_size=16)
+    ref = attribute_replacement(ReplacementModel.build(model, tcs, PROMPT), cfg)
+    rm = StreamedReplacementModel.build(model, tcs, PROMPT, keep_layers=1)
+    got = attribute_replacement(rm, cfg)
+    assert torch.equal(got.edge_target, ref.edge_target)
+    assert torch.equal(got.edge_source, ref.edge_source)
+    assert torch.allclose(got.edge_weight, ref.edge_weight, rtol=1e-6, atol=1e-7)
+    for a, b in ((got.node_input, ref.node_input), (got.node_fixed, ref.node_fixed)):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7, equal_nan=True)
+    # bounded: no attention pattern is stored, at most keep_layers are cached
+    assert not any(k.endswith(".attn") for k in dict.keys(rm.frozen.values))
+    assert rm.frozen.values.n_patterns_held() <= 1 and len(rm.adjoint._layers) <= 1
+
+
+def test_streamed_graph_with_a_node_budget_equals_the_unstreamed_one(tiny):
+    model, tcs = tiny
+    cfg = AttributionConfig(batch_size=8, max_feature_nodes=40, update_interval=1)
+    ref = attribute_replacement(ReplacementModel.build(model, tcs, PROMPT), cfg)
+    got = attribute_replacement(StreamedReplacementModel.build(model, tcs, PROMPT), cfg)
+    assert got.n_features == ref.n_features == 40
+    assert torch.equal(got.feat_index, ref.feat_index) and torch.equal(got.feat_pos, ref.feat_pos)
+    assert torch.allclose(got.edge_weight, ref.edge_weight, rtol=1e-6, atol=1e-7)
+    assert got.completeness_error() < 1e-4
+
+
+# ----------------------------------------------------------------------------- quality
+PROMPTS = ["def f(x): return x + 1", "for i in range(10): print(i)", "a = b * c - d"]
+
+
+@pytest.fixture(scope="module")
+def relu_gpt2(tmp_path_factory):
+    """A tiny GPT-2 whose MLP is ReLU, and a standard transcoder set that *is* its MLPs
+    (W_enc = c_fc, W_dec = c_proj): reconstruction exact up to float rounding."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.models.loading import load_model
+    from interp.models.tiny import save_tiny_model, tiny_config
+
+    config = tiny_config("gpt2")
+    config.activation_function = "relu"
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    model = load_model(save_tiny_model(tmp_path_factory.mktemp("relu-gpt2"), model=hf))
+    d, d_mlp = model.cfg.d_model, model.cfg.d_mlp
+    exact, zero = {}, {}
+    for i, blk in enumerate(hf.transformer.h):
+        cfg = SAEConfig(architecture="standard", d_in=d, d_sae=d_mlp, transcoder=True,
+                        hook_name=f"blocks.{i}.ln2.hook_normalized",
+                        hook_name_out=f"blocks.{i}.hook_mlp_out")
+        tc = create_sae(cfg, seed=i)
+        with torch.no_grad():
+            tc.enc_weight.copy_(blk.mlp.c_fc.weight.T)
+            tc.b_enc.copy_(blk.mlp.c_fc.bias)
+            tc.W_dec.copy_(blk.mlp.c_proj.weight)
+            tc.b_dec.copy_(blk.mlp.c_proj.bias)
+        exact[i] = tc.eval().requires_grad_(False)
+        z = create_sae(cfg, seed=i)
+        with torch.no_grad():
+            for p in z.parameters():
+                p.zero_()
+        zero[i] = z.eval().requires_grad_(False)
+    return model, TranscoderSet(exact, "exact"), TranscoderSet(zero, "zero")
+
+
+def test_exact_transcoders_score_perfectly_and_zeroed_ones_worse(relu_gpt2):
+    from circuits.quality import replacement_quality
+
+    model, exact, zero = relu_gpt2
+    good = replacement_quality(model, exact, PROMPTS)
+    bad = replacement_quality(model, zero, PROMPTS)
+    assert good["top1_agreement"] == 1.0
+    assert good["kl_last"] < 1e-8 and good["kl_all"] < 1e-8
+    assert all(v < 1e-8 for v in good["nmse"].values())
+    assert good["replacement_score"] > 1 - 1e-4 and good["completeness_score"] > 1 - 1e-4
+    # the zeroed set predicts nothing: every MLP output is an error node
+    assert all(v >= 1.0 for v in bad["nmse"].values())
+    assert bad["kl_all"] > 1e-4 and bad["replacement_score"] < good["replacement_score"] - 0.05
+    assert bad["completeness_score"] < good["completeness_score"] - 0.05
+    for r in (good, bad):
+        json_ready = __import__("json").dumps(r)  # JSON-able as returned
+        assert "per_prompt" in json_ready and len(r["per_prompt"]) == len(PROMPTS)
+
+
+def test_quality_scores_are_fractions_and_match_their_definitions(tiny):
+    from circuits.attribution import attribute
+    from circuits.prune import graph_scores
+    from circuits.quality import replacement_quality
+
+    model, tcs = tiny
+    rep = replacement_quality(model, tcs, PROMPTS[:2], progress=True)
+    for k in ("replacement_score", "completeness_score", "top1_agreement"):
+        assert 0.0 <= rep[k] <= 1.0, (k, rep[k])
+    assert rep["kl_last"] >= 0 and rep["kl_all"] >= 0
+    assert set(rep["nmse"]) == {str(i) for i in tcs.layers}
+    assert all(v > 0 and math.isfinite(v) for v in rep["nmse"].values())
+    # the means are the graphs' own scores
+    ref = [graph_scores(attribute(model, tcs, p))["replacement_score"] for p in PROMPTS[:2]]
+    assert rep["replacement_score"] == pytest.approx(sum(ref) / 2, rel=1e-9)
+
+
+def test_replacement_model_top1_and_kl_against_a_reference(tiny):
+    """A naive reference: run the HF model with forward hooks replacing each MLP's output by
+    the transcoder's reconstruction (BOS kept), compare top-1 and KL."""
+    from circuits.quality import replacement_quality
+
+    model, tcs = tiny
+    hf = model.hf_model
+    ids = model.to_tokens(PROMPTS[1])[0][0].reshape(1, -1)
+    mlps = [blk.mlp for blk in (hf.model.layers if hasattr(hf, "model") else hf.transformer.h)]
+    norms = [blk.post_attention_layernorm if hasattr(blk, "post_attention_layernorm") else blk.ln_2
+             for blk in (hf.model.layers if hasattr(hf, "model") else hf.transformer.h)]
+    handles = []
+    for i, (mlp, ln) in enumerate(zip(mlps, norms)):
+        def hook(mod, args, out, i=i):
+            u = args[0]
+            y = tcs[i].decode(tcs[i].encode(u), u)
+            y[:, 0] = out[:, 0]
+            return y
+        handles.append(mlp.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            repl = hf(ids).logits[0].float()
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        real = hf(ids).logits[0].float()
+    lp, lq = torch.log_softmax(real.double(), -1), torch.log_softmax(repl.double(), -1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)[1:]
+    rep = replacement_quality(model, tcs, [PROMPTS[1]], progress=False)
+    row = rep["per_prompt"][0]
+    assert row["top1_agree"] == (int(real[-1].argmax()) == int(repl[-1].argmax()))
+    assert row["kl_last"] == pytest.approx(float(kl[-1]), rel=1e-3, abs=1e-7)
+    assert row["kl_mean"] == pytest.approx(float(kl.mean()), rel=1e-3, abs=1e-7)
+
+
+def test_cli_replacement_quality_writes_report_and_figure(tiny, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from circuits.plots import fig_replacement_quality
+    from interp.cli import app
+    from saes.formats.saelens import save_saelens
+
+    model, tcs = tiny
+    for i in tcs.layers:
+        save_saelens(tcs[i], tmp_path / "set" / f"layer_{i:02d}" / "sae")
+    (tmp_path / "prompts.txt").write_text("x = 1\n\ny = x + 2\n")
+    res = CliRunner().invoke(app, [
+        "replacement-quality", "--model", str(model.hf_model.name_or_path), "--transcoders",
+        str(tmp_path / "set"), "--prompts", str(tmp_path / "prompts.txt"), "--prompt", "z = 3",
+        "--out", str(tmp_path / "q.json"), "--figure", str(tmp_path / "q.html")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "q.json").read_text())
+    assert rep["n_prompts"] == 3 and 0 <= rep["replacement_score"] <= 1
+    assert (tmp_path / "q.html").stat().st_size > 1000
+    fig = fig_replacement_quality([rep, rep], names=["a", "b"])
+    assert len(fig.data) == 4 and list(fig.data[0].x) == [0, 1]
+    bad = CliRunner().invoke(app, ["replacement-quality", "--transcoders", str(tmp_path / "set")])
+    assert bad.exit_code != 0 and "No prompts" in bad.output
+
+
+# ----------------------------------------------------------------------------- head splits
+def test_per_head_terms_sum_to_the_unsplit_edges(tiny):
+    from circuits.heads import split_by_head
+
+    model, tcs = tiny
+    rm = ReplacementModel.build(model, tcs, PROMPT)
+    graph = attribute_replacement(rm, AttributionConfig(batch_size=64, max_feature_nodes=150))
+    A = graph.dense(torch.float64)
+    top = graph.feat_layer == graph.n_layers - 1
+    targets = [int(top.nonzero()[-1]), int((graph.feat_layer == 0).nonzero()[-1]),
+               graph.logit_start]
+    H = model.cfg.n_heads
+    for t in targets:
+        s = split_by_head(rm, graph, t)
+        assert s.terms.shape == (1 + graph.n_layers * H, graph.logit_start)
+        row = A[t, : graph.logit_start]
+        scale = float(row.abs().max())
+        assert torch.allclose(s.terms.double().sum(0), row, atol=1e-5 * scale, rtol=1e-4)
+        # heads above the target's layer carry nothing (sequential blocks: the target's own
+        # layer's attention sits below its MLP input); the heads below do carry something
+        layer = graph.n_layers - 1 if t >= graph.logit_start else int(graph.feat_layer[t])
+        assert not s.terms[1 + (layer + 1) * H:].any()
+        assert s.terms[1: 1 + (layer + 1) * H].abs().max() > 0
+        # the token at the target's own position reaches it only through no head or any head;
+        # an earlier token only through heads (attention moves information between positions)
+        pos = graph.n_pos - 1 if t >= graph.logit_start else int(graph.feat_pos[t])
+        if pos > 1:
+            assert s.terms[0, graph.token_start + pos - 1] == 0
+        terms = s.edge(graph.token_start + pos - 1, top=3)
+        assert all(k.startswith("L") for k in terms)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma2"])
+def test_head_split_and_streaming_on_parallel_and_post_norm_blocks(arch, tmp_path):
+    """GPT-NeoX (attention and MLP in parallel) and Gemma-2 (post norms, soft-capping)."""
+    from circuits.heads import split_by_head
+    from interp.models.loading import load_model
+    from interp.models.tiny import save_tiny_model
+
+    model = load_model(save_tiny_model(tmp_path / arch, arch, seed=0))
+    tcs = random_set(model)
+    rm = ReplacementModel.build(model, tcs, PROMPT)
+    cfg = AttributionConfig(batch_size=64, max_feature_nodes=100)
+    graph = attribute_replacement(rm, cfg)
+    A = graph.dense(torch.float64)
+    for t in (int((graph.feat_layer == 1).nonzero()[-1]), graph.logit_start):
+        row = A[t, : graph.logit_start]
+        got = split_by_head(rm, graph, t).terms.double().sum(0)
+        assert torch.allclose(got, row, atol=1e-5 * float(row.abs().max()), rtol=1e-4)
+    streamed = attribute_replacement(StreamedReplacementModel.build(model, tcs, PROMPT), cfg)
+    assert torch.allclose(streamed.edge_weight, graph.edge_weight, rtol=1e-6, atol=1e-7)
