@@ -39,6 +39,9 @@ class LinearBasis(SparseDictionary):
         return self.pre_acts(x)
 
 
+_SEED_SALT = 0xBA5E
+
+
 def _as_float(x: Tensor) -> Tensor:
     return x.detach().float()
 
@@ -51,7 +54,9 @@ def random_decoder(cfg: SAEConfig, x: Float[Tensor, "n d_in"], l0: float, seed: 
                           "another hook's value, which a random decoder cannot aim at).")
     k = int(min(cfg.d_sae, max(1, round(l0))))
     rcfg = dataclasses.replace(cfg, architecture="topk", k=k, matryoshka_widths=())
-    sae = architecture_class("topk")(rcfg).initialise(seed)
+    # a seed stream of its own: trainers initialise from small seeds too, and the baseline must
+    # not be the SAE's own initialisation
+    sae = architecture_class("topk")(rcfg).initialise(_SEED_SALT + seed)
     with torch.no_grad():
         sae.b_dec.copy_(_as_float(x).mean(0))
     return sae.eval()

@@ -65,8 +65,7 @@ def letter_absorption(sae, x_train, y_train, x_test, y_test, probe_w, probe_b, l
         f1s = []
         for k in range(1, len(ranked) + 1):
             cols = ranked[:k]
-            p = fit_logistic(z_tr[:, cols], (y_train == L).long(), class_weight="balanced",
-                             max_iter=100)
+            p = fit_logistic(z_tr[:, cols], (y_train == L).long(), class_weight="balanced")
             f1s.append(f1_score(p.predict(z_te[:, cols]), y_test == L))
         main = split_features(f1s, ranked)
         tp = torch.nonzero((y_test == L) & (scores[:, L] > 0)).flatten()
