@@ -234,3 +234,26 @@ def test_synthetic_suite_trains_scores_and_writes_its_report(tmp_path):
     assert len(pq.read_table(tmp_path / "evals" / "metrics.parquet")) == len(rep["rows"])
     assert architecture_class("topk")  # the run's architecture was the one trained
     assert info["sae_config"]["architecture"] == "topk" and info["sae_config"]["d_sae"] == 512
+
+
+def test_eval_suite_command_writes_the_report_of_a_saelens_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from saes.evals import read_report
+    from saes.evals.cli import app
+    from saes.formats import save_saelens
+
+    sae = create_sae(SAEConfig(architecture="topk", d_in=64, d_sae=256, k=6,
+                               hook_name="blocks.0.hook_resid_post"), seed=0)
+    save_saelens(sae, tmp_path / "sae")
+    res = CliRunner().invoke(app, ["eval-suite", str(tmp_path / "sae"), "--suite", "synthetic",
+                                   "--baselines", "random", "--synthetic-tokens", "40000",
+                                   "--synthetic-rows", "1024", "--n-bootstrap", "50",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rep = read_report(tmp_path / "sae" / "evals")
+    assert rep["config"]["n_bootstrap"] == 50 and rep["config"]["baselines"] == ["random"]
+    assert "recovery" in res.output and "report.json" in res.output
+    assert {r["subject"] for r in rep["rows"]} == {"sae", "random", "true"}
+    bad = CliRunner().invoke(app, ["eval-suite", str(tmp_path / "sae"), "--probe-ks", "one"])
+    assert bad.exit_code != 0
