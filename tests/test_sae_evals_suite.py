@@ -18,7 +18,7 @@ from saes.base import SAEConfig, architecture_class, create_sae
 from saes.evals import DataConfig, EvalData, find_rows, read_report, run_suite
 from saes.evals.baselines import make_baseline, mean_l0
 from saes.evals.context import encode_rows
-from saes.evals.linear import fit_logistic, fit_probe_sgd, top_k_mean_diff
+from saes.evals.linear import fit_logistic, fit_multi_probe, fit_probe_sgd, top_k_mean_diff
 from saes.evals.metrics.absorption import split_features
 from saes.evals.metrics.scr_tpp import (quadrant_sets, scr_direction, scr_statistic, top_n,
                                         tpp_scores, tpp_statistic)
@@ -190,6 +190,17 @@ def test_hand_written_adamw_probe_matches_torch_adamw():
     ref = fit_probe_sgd(x, y, epochs=3, seed=4, reference=True)
     assert torch.allclose(fast.weight, ref.weight, atol=1e-5)
     assert fast.bias == pytest.approx(ref.bias, abs=1e-5)
+
+
+def test_hand_written_multi_probe_matches_torch_adam_with_its_schedule():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 10, generator=g)
+    y = torch.nn.functional.one_hot(torch.randint(0, 4, (200,), generator=g), 4).float()
+    for l1 in (0.0, 0.01):
+        fast = fit_multi_probe(x, y, epochs=4, l1=l1, seed=3)
+        ref = fit_multi_probe(x, y, epochs=4, l1=l1, seed=3, reference=True)
+        assert torch.allclose(fast[0], ref[0], atol=1e-5)
+        assert torch.allclose(fast[1], ref[1], atol=1e-5)
 
 
 def test_logistic_probe_matches_the_closed_form_optimum_conditions():

@@ -94,3 +94,7 @@ def eval_suite(
     target = out or Path(run) / "evals"
     typer.echo(json.dumps({"report": str(Path(target) / "report.json"),
                            "timing": report["timing"]}))
+
+
+if __name__ == "__main__":  # python -m saes.evals.cli eval-suite RUN ...
+    app()

@@ -62,7 +62,13 @@ class SuiteConfig:
     def __post_init__(self):
         for name in ("suites", "baselines", "probe_ks", "scr_top_n"):
             v = getattr(self, name)
-            object.__setattr__(self, name, tuple(v.split(",") if isinstance(v, str) else v))
+            v = tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else v
+            if name in ("probe_ks", "scr_top_n"):
+                try:
+                    v = tuple(int(x) for x in v)
+                except ValueError as e:
+                    raise ConfigError(f"{name} must be integers, got {v!r}.") from e
+            object.__setattr__(self, name, tuple(v))
         if self.seeds < 1 or self.n_bootstrap < 1:
             raise ConfigError(f"seeds and n_bootstrap must be >= 1, got {self.seeds}, "
                               f"{self.n_bootstrap}.")

@@ -152,13 +152,16 @@ def _sgd_reference(X, t, w, b, orders, batch_size, lr, l1) -> LinearProbe:
 
 def fit_multi_probe(x: Float[Tensor, "n d"], y: Float[Tensor, "n c"], epochs: int = 50,
                     batch_size: int = 4096, lr: float = 1e-2, end_lr: float = 1e-5,
-                    weight_decay: float = 1e-6, l1: float = 0.0, seed: int = 0
+                    weight_decay: float = 1e-6, l1: float = 0.0, seed: int = 0,
+                    reference: bool = False
                     ) -> tuple[Float[Tensor, "c d"], Float[Tensor, " c"]]:
-    """One-vs-rest logistic probes for c classes trained together: Adam with an exponential
-    learning-rate decay from `lr` to `end_lr`, BCE with pos_weight = n_neg / n_pos per class,
-    plus `l1` times the mean over classes of the L1 norm of the weights. Returns (W, b).
-    SAEBench's batch of 4096 meets tens of thousands of words; on smaller sets the batch
-    shrinks so an epoch still takes about ten steps."""
+    """One-vs-rest logistic probes for c classes trained together: Adam (L2 `weight_decay`
+    added to the gradient) with an exponential learning-rate decay from `lr` to `end_lr`,
+    mean BCE with pos_weight = n_neg / n_pos per class, plus `l1` times the mean over classes
+    of the L1 norm of the weights. Returns (W, b). SAEBench's batch of 4096 meets tens of
+    thousands of words; on smaller sets the batch shrinks so an epoch still takes about ten
+    steps. The steps are written out by hand (analytic gradients); `reference=True` runs them
+    with autograd, `torch.optim.Adam` and `ExponentialLR`."""
     X, Y = x.detach().float(), y.detach().float()
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
         raise ConfigError(f"Need x [n, d] and y [n, c]; got {tuple(X.shape)}, {tuple(Y.shape)}.")
@@ -167,21 +170,52 @@ def fit_multi_probe(x: Float[Tensor, "n d"], y: Float[Tensor, "n c"], epochs: in
     batch_size = min(batch_size, max(16, -(-n // 10)))  # small sets: >= 10 steps per epoch
     pos = Y.sum(0).clamp_min(1)
     pos_weight = (n - pos) / pos
-    lin = torch.nn.Linear(X.shape[1], c)
-    with torch.no_grad():
-        bound = 1 / X.shape[1] ** 0.5
-        lin.weight.uniform_(-bound, bound, generator=g)
-        lin.bias.uniform_(-bound, bound, generator=g)
-    opt = torch.optim.Adam(lin.parameters(), lr=lr, weight_decay=weight_decay)
+    bound = 1 / X.shape[1] ** 0.5
+    W = torch.empty(c, X.shape[1]).uniform_(-bound, bound, generator=g)
+    b = torch.empty(c).uniform_(-bound, bound, generator=g)
     steps = epochs * ((n + batch_size - 1) // batch_size)
     gamma = (end_lr / lr) ** (1 / max(1, steps))
+    orders = [torch.randperm(n, generator=g) for _ in range(epochs)]
+    if reference:
+        return _multi_reference(X, Y, W, b, orders, batch_size, lr, gamma, weight_decay, l1,
+                                pos_weight)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    state = [(torch.zeros_like(W), torch.zeros_like(W)), (torch.zeros_like(b),
+                                                          torch.zeros_like(b))]
+    step, cur = 0, lr
+    for order in orders:
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            xb, yb = X[idx], Y[idx]
+            s = torch.sigmoid(xb @ W.T + b)
+            dz = (s * (pos_weight * yb + 1 - yb) - pos_weight * yb) / yb.numel()
+            gW = dz.T @ xb + weight_decay * W
+            if l1:
+                gW = gW + (l1 / c) * torch.sign(W)
+            gb = dz.sum(0) + weight_decay * b
+            step += 1
+            c1, c2 = 1 - beta1 ** step, 1 - beta2 ** step
+            for p, gp, (m, v) in ((W, gW, state[0]), (b, gb, state[1])):
+                m.mul_(beta1).add_(gp, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(gp, gp, value=1 - beta2)
+                p.addcdiv_(m, (v / c2).sqrt_().add_(eps), value=-cur / c1)
+            cur *= gamma
+    return W, b
+
+
+def _multi_reference(X, Y, W, b, orders, batch_size, lr, gamma, weight_decay, l1, pos_weight):
+    lin = torch.nn.Linear(X.shape[1], Y.shape[1])
+    with torch.no_grad():
+        lin.weight.copy_(W)
+        lin.bias.copy_(b)
+    opt = torch.optim.Adam(lin.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
     with torch.enable_grad():
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=g)
-            for i in range(0, n, batch_size):
-                b = order[i:i + batch_size]
-                loss = F.binary_cross_entropy_with_logits(lin(X[b]), Y[b], pos_weight=pos_weight)
+        for order in orders:
+            for i in range(0, len(X), batch_size):
+                idx = order[i:i + batch_size]
+                loss = F.binary_cross_entropy_with_logits(lin(X[idx]), Y[idx],
+                                                          pos_weight=pos_weight)
                 if l1:
                     loss = loss + l1 * lin.weight.abs().sum(1).mean()
                 opt.zero_grad()

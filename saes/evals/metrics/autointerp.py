@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from interp.models.loading import DEFAULT_MODEL
 from saes.evals.context import EvalContext, encode_rows
 from saes.evals.explainer import LocalLM
 from saes.evals.registry import SuiteResult, metric_row, register_suite
@@ -164,8 +165,10 @@ def run(ctx: EvalContext) -> SuiteResult:
     data = ctx.data()
     if cfg.explainer:
         explainer = LocalLM.load(cfg.explainer, device=cfg.device)
-    else:
-        explainer = LocalLM.from_hooked(ctx.model())
+    else:  # the default model, reusing the loaded one when the run is on it
+        model = ctx.model()
+        explainer = (LocalLM.from_hooked(model) if model.name == DEFAULT_MODEL
+                     else LocalLM.load(None, device=cfg.device))
     scorer = explainer if not cfg.scorer or cfg.scorer == cfg.explainer else LocalLM.load(
         cfg.scorer, device=cfg.device)
     placeholder = explainer.placeholder or scorer.placeholder
