@@ -2,9 +2,9 @@
 straightforward per-metric implementation; and the five-architecture table of the docs.
 
 Setup (cached under `--workspace`, default `benchmarks/out/sae_evals`, reused by later runs):
-layer-15 residual activations of SmolLM2-135M-Instruct over 131,072 tokens of the built-in
-corpus (`interp.caching.cache_activations`, the demo's settings), and 4608-latent SAEs trained on
-them with `saes.train.Trainer` for 1,048,576 tokens each (top-k k=32 as the demo; batchtopk k=32;
+layer-15 residual activations of SmolLM2-135M-Instruct over 65,536 tokens of the built-in
+corpus (`interp.caching.cache_activations`, the demo's hook and corpus), and 4608-latent SAEs
+trained on them with `saes.train.Trainer` for 1,048,576 tokens each (top-k k=32 as the demo; batchtopk k=32;
 matryoshka_batchtopk k=32 with prefixes 576/1152/2304; jumprelu with an L0 penalty; standard
 with SAELens's recipe: L1 5, lr 1e-3, gradient norm clipped at 1).
 
@@ -23,8 +23,8 @@ Modes:
 - `--table`: the suite on all five architectures (sharing one cache of activations) and a
   Markdown table of value [95% interval] per metric, with the baselines, on stderr.
 
-`--quick` shrinks everything (8k-token store, 1152 latents, small suites: about 10 minutes on 2
-cores). The last stdout line is the JSON result.
+`--quick` shrinks the data (8k-token store, SAEs trained on 65k tokens, small suites) but keeps
+4608 latents. The last stdout line is the JSON result.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ from benchmarks.common import PeakRSS, json_main, log, machine  # noqa: E402
 HOOK = "blocks.15.hook_resid_post"
 ARCHS = ("topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "standard")
 SUITES = ("core", "probing", "absorption", "synthetic", "autointerp", "scr", "tpp")
-FULL = dict(store_tokens=131_072, sae_tokens=1_048_576, d_sae=4608,
-            suite=dict(n_windows=512, context_size=64, absorption_words=768,
-                       spelling_prompts=128, autointerp_latents=12, autointerp_examples=5,
-                       probe_train=1000, probe_test=500, lm_windows=16, eval_rows=16_384,
+FULL = dict(store_tokens=65_536, sae_tokens=1_048_576, d_sae=4608,
+            suite=dict(n_windows=384, context_size=64, absorption_words=640,
+                       spelling_prompts=128, autointerp_latents=8, autointerp_examples=4,
+                       probe_train=800, probe_test=400, lm_windows=8, eval_rows=16_384,
                        synthetic_tokens=1_000_000, synthetic_rows=32_768))
-QUICK = dict(store_tokens=8192, sae_tokens=65_536, d_sae=1152,
+QUICK = dict(store_tokens=8192, sae_tokens=65_536, d_sae=4608,
              suite=dict(n_windows=96, context_size=48, absorption_words=160, spelling_prompts=32,
                         autointerp_latents=3, autointerp_examples=3, probe_train=300,
                         probe_test=150, lm_windows=4, eval_rows=4096, synthetic_tokens=100_000,

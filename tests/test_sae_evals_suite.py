@@ -297,3 +297,18 @@ def test_random_baseline_is_as_sparse_as_the_sae():
     pca = make_baseline("pca", sae.cfg, x, l0=5)
     with torch.no_grad():
         assert torch.allclose(pca(x), x, atol=1e-4)
+
+
+def test_scorer_with_a_cached_prefix_matches_the_whole_prompts(tiny_llama_dir):
+    from saes.evals.explainer import LocalLM
+
+    lm = LocalLM.load(str(tiny_llama_dir))
+    assert not lm.placeholder
+    prefix = "Feature: digits in code\nText: "
+    texts = ["x = 42", "return the <<value>> of it", "a"]
+    shared = lm.p_yes_shared(prefix, texts, batch_size=2)
+    whole = lm.p_yes([prefix + t for t in texts], batch_size=2)
+    assert torch.allclose(shared, whole, atol=1e-5)
+    assert ((shared > 0) & (shared < 1)).all()
+    out = lm.generate(["Say something:"], max_new_tokens=5)
+    assert len(out) == 1 and "\n" not in out[0]

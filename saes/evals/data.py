@@ -93,9 +93,12 @@ class EvalData:
         return int(self.acts.shape[-1])
 
     def rows(self, n: int | None = None) -> Float[Tensor, "n d"]:
-        """Activation rows without BOS, window by window (the first `n`)."""
+        """Activation rows without BOS, window by window; `n` of them evenly spaced over all
+        windows (so both sources are represented) when `n` is given."""
         x = self.acts[:, 1:].reshape(-1, self.d)
-        return x if n is None else x[:n]
+        if n is None or n >= x.shape[0]:
+            return x
+        return x[torch.linspace(0, x.shape[0] - 1, n).round().long()]
 
     def source_mask(self, name: str) -> Tensor:
         """Windows from source `name`."""

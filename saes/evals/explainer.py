@@ -67,11 +67,16 @@ class LocalLM:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 30) -> list[str]:
+        """Greedy continuations, each stopping at its first line break."""
+        stop = [i for i in (self.tokenizer.eos_token_id,) if i is not None]
+        stop += [i for t, i in self.tokenizer.get_vocab().items()
+                 if self.tokenizer.convert_tokens_to_string([t]) == "\n"]
         out = []
         for p in prompts:  # one at a time: no padding inside generation
             ids, mask = self._batch([p])
             gen = self.model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                      do_sample=False, pad_token_id=int(ids[0, 0]))
+                                      do_sample=False, pad_token_id=int(ids[0, 0]),
+                                      eos_token_id=stop or None)
             out.append(self.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
         return out
 
@@ -86,6 +91,42 @@ class LocalLM:
             raise ModelLoadError(f"The scorer {self.name}'s tokenizer does not separate the "
                                  "answers '1' and '0'.")
         return sorted(ones), sorted(zeros)
+
+    @torch.no_grad()
+    def p_yes_shared(self, prefix: str, suffixes: list[str], batch_size: int = 8) -> Tensor:
+        """`p_yes` of prefix + suffix for each suffix, running the shared prefix once and
+        reusing its key/value cache (the scorer's prompts share the instructions and the
+        explanation). The prefix and each suffix are tokenised separately."""
+        import copy
+
+        tok = self.tokenizer
+        pre = torch.tensor([tok(prefix, add_special_tokens=False)["input_ids"]],
+                           device=self.device)
+        P = pre.shape[1]
+        cache = self.model(input_ids=pre, use_cache=True).past_key_values
+        ones, zeros = self.answer_ids()
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        out = []
+        for i in range(0, len(suffixes), batch_size):
+            seqs = [tok(s, add_special_tokens=False)["input_ids"] for s in
+                    suffixes[i:i + batch_size]]
+            B, width = len(seqs), max(len(q) for q in seqs)
+            ids = torch.full((B, width), pad, dtype=torch.long)
+            mask = torch.zeros((B, P + width), dtype=torch.long)
+            mask[:, :P] = 1
+            for r, q in enumerate(seqs):  # right padding: pads come after every real token
+                ids[r, :len(q)] = torch.tensor(q)
+                mask[r, P:P + len(q)] = 1
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(B)
+            pos = (P + torch.arange(width)).expand(B, -1)
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=pos.to(self.device), past_key_values=past).logits
+            last = torch.tensor([len(q) - 1 for q in seqs], device=logits.device)
+            p = logits[torch.arange(B), last].float().softmax(-1)
+            p1, p0 = p[:, ones].sum(1), p[:, zeros].sum(1)
+            out.append((p1 / (p1 + p0).clamp_min(1e-30)).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
 
     @torch.no_grad()
     def p_yes(self, prompts: list[str], batch_size: int = 8) -> Tensor:

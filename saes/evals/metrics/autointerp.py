@@ -35,6 +35,7 @@ N_EXPLAIN = 8  # top contexts shown to the explainer
 PLACEHOLDER = ("offline placeholder explainer/scorer (the default 135M model): tests the "
                "pipeline, not comparable with SAEBench's gpt-4o-mini scores")
 
+ANSWER_START = "The feature fires on"
 EXPLAIN_SYSTEM = ("We study a feature of a language model. Each text below shows where it "
                   "fires, with the tokens it fires on marked << >>. In one short phrase, say "
                   "what the feature fires on.")
@@ -131,9 +132,8 @@ def score_latent(lm: LocalLM, data, acts: torch.Tensor, ex: dict, explanation: s
         det_prompts.append(render(strs(w, a, b)))
         fuzz_prompts.append(render(strs(w, a, b), m))
         labels.append(0)
-    user = lambda t: f"Feature: {explanation}\nText: {t}"  # noqa: E731
-    det = lm.p_yes([lm.format(DETECT_SYSTEM, user(t)) for t in det_prompts]).numpy()
-    fuzz = lm.p_yes([lm.format(FUZZ_SYSTEM, user(t)) for t in fuzz_prompts]).numpy()
+    det = _judge(lm, DETECT_SYSTEM, explanation, det_prompts)
+    fuzz = _judge(lm, FUZZ_SYSTEM, explanation, fuzz_prompts)
     y = np.asarray(labels)
 
     def bal_acc(p):
@@ -143,6 +143,15 @@ def score_latent(lm: LocalLM, data, acts: torch.Tensor, ex: dict, explanation: s
             "fuzzing_accuracy": bal_acc(fuzz), "fuzzing_auroc": auroc(fuzz, y)}
 
 
+def _judge(lm: LocalLM, system: str, explanation: str, texts: list[str]) -> np.ndarray:
+    """The scorer's P("1") for each text; the instructions and the explanation (everything up
+    to the text) are run once and cached."""
+    marker = "\x00TEXT\x00"
+    full = lm.format(system, f"Feature: {explanation}\nText: {marker}")
+    prefix, tail = full.split(marker)
+    return lm.p_yes_shared(prefix, [t + tail for t in texts]).numpy()
+
+
 def explain(lm: LocalLM, data, acts: torch.Tensor, ex: dict) -> str:
     tok = lm.tokenizer
     lines = []
@@ -150,11 +159,11 @@ def explain(lm: LocalLM, data, acts: torch.Tensor, ex: dict) -> str:
         a, b = _slice(acts, w, p)
         strs = [tok.decode([int(t)]) for t in data.tokens[w, a:b]]
         lines.append(f"{i}. {render(strs, (acts[w, a:b] > 0).tolist())}")
-    text = lm.generate([lm.format(EXPLAIN_SYSTEM, "\n".join(lines))], max_new_tokens=24)[0]
+    # the answer is started for the explainer, so a small model completes a phrase instead of
+    # echoing the examples
+    prompt = lm.format(EXPLAIN_SYSTEM, "\n".join(lines)) + ANSWER_START
+    text = lm.generate([prompt], max_new_tokens=16)[0]
     text = text.strip().splitlines()[0] if text.strip() else ""
-    for prefix in ("This feature fires on", "The feature fires on", "Fires on"):
-        if text.lower().startswith(prefix.lower()):
-            text = text[len(prefix):]
     return text.strip(" .:") or "(no explanation)"
 
 
