@@ -4,9 +4,9 @@ straightforward per-metric implementation; and the five-architecture table of th
 Setup (cached under `--workspace`, default `benchmarks/out/sae_evals`, reused by later runs):
 layer-15 residual activations of SmolLM2-135M-Instruct over 65,536 tokens of the built-in
 corpus (`interp.caching.cache_activations`, the demo's hook and corpus), and 4608-latent SAEs
-trained on them with `saes.train.Trainer` for 1,048,576 tokens each (top-k k=32 as the demo; batchtopk k=32;
-matryoshka_batchtopk k=32 with prefixes 576/1152/2304; jumprelu with an L0 penalty; standard
-with SAELens's recipe: L1 5, lr 1e-3, gradient norm clipped at 1).
+trained on them with `saes.train.Trainer` for 1,048,576 tokens each (top-k k=32 as the demo;
+batchtopk k=32; matryoshka_batchtopk k=32 with prefixes 576/1152/2304; jumprelu with an L0
+penalty of 2; standard with SAELens's recipe: L1 5, lr 1e-3, gradient norm clipped at 1).
 
 Modes:
 

@@ -257,3 +257,16 @@ def test_eval_suite_command_writes_the_report_of_a_saelens_directory(tmp_path):
     assert {r["subject"] for r in rep["rows"]} == {"sae", "random", "true"}
     bad = CliRunner().invoke(app, ["eval-suite", str(tmp_path / "sae"), "--probe-ks", "one"])
     assert bad.exit_code != 0
+
+
+def test_synthetic_suite_reruns_with_other_settings_in_the_same_directory(tmp_path):
+    from saes.evals import run_suite
+
+    sae = create_sae(SAEConfig(architecture="topk", d_in=64, d_sae=512, k=6), seed=0)
+    kw = dict(suites=("synthetic",), out=tmp_path, progress=False, synthetic_rows=1024,
+              n_bootstrap=50, baselines=())
+    a = run_suite(sae, synthetic_tokens=20_480, **kw)
+    b = run_suite(sae, synthetic_tokens=20_480, **kw)  # the finished synthetic SAE is reused
+    assert a["rows"] == b["rows"]
+    c = run_suite(sae, synthetic_tokens=30_720, **kw)  # other settings: trained afresh
+    assert c["suites"]["synthetic"]["train_tokens"] == 30_720

@@ -35,7 +35,8 @@ def render(run: Run) -> None:
                 "core,probing,absorption,synthetic,autointerp`.")
         return
     report = read_json(path)
-    suites = [s for s in report.get("config", {}).get("suites", []) if s in report.get("suites", {})]
+    done = report.get("suites", {})
+    suites = [s for s in report.get("config", {}).get("suites", []) if s in done]
     cfg = report.get("config", {})
     st.caption(f"{len(report.get('rows', []))} figures · {cfg.get('level', 0.95):.0%} bootstrap "
                f"intervals ({cfg.get('n_bootstrap')} resamples) · {report.get('n_seeds', 1)} "

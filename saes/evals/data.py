@@ -134,7 +134,8 @@ class EvalData:
         path = Path(path)
         meta = read_json(path / "data.json")
         if meta.get("format") != DATA_FORMAT:
-            raise DataError(f"{path} does not hold evaluation data (format {meta.get('format')!r}).")
+            raise DataError(f"{path} does not hold evaluation data "
+                            f"(format {meta.get('format')!r}).")
         t = load_file(str(path / "data.safetensors"))
         labels = {k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("label.")}
         return cls(tokens=t["tokens"], doc=t["doc"], source=t["source"], acts=t["acts"],

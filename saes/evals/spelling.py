@@ -122,7 +122,7 @@ def build_spelling(model, hook: str, n_words: int, n_check: int, seed: int = 0,
     rng = random.Random(seed)
     chosen = rng.sample(vocab, n_words)
     prompts, positions = [], []
-    for wid, text in chosen:
+    for wid, _ in chosen:
         ex = [v for v in rng.sample(vocab, N_ICL + 1) if v[0] != wid][:N_ICL]
         ids, pos = prompt_ids(tok, model.bos_token_id, wid, ex)
         prompts.append(ids)

@@ -125,7 +125,7 @@ def score_latent(lm: LocalLM, data, acts: torch.Tensor, ex: dict, explanation: s
         det_prompts.append(render(strs(w, a, b)))
         fuzz_prompts.append(render(strs(w, a, b), m))
         labels.append(1)
-    for i, (w, p) in enumerate(ex["silent"]):
+    for w, p in ex["silent"]:
         a, b = _slice(acts, w, p)
         borrowed = marks[rng.integers(len(marks))]
         m = (borrowed + [False] * (b - a))[: b - a]

@@ -71,7 +71,7 @@ def tpp_scores(sae, data, tasks: list[Examples], probes: list[LinearProbe], ns) 
     W = sae.W_dec.detach().float()
     clean = [p.correct(x, t.y) for p, x, t in zip(probes, x_test, tests)]
     drops = {n: [] for n in ns}
-    for i, (task, probe) in enumerate(zip(tasks, probes)):
+    for task, probe in zip(tasks, probes):
         mu1, mu0 = class_means(sae, data, task, task.train)
         effects = ((mu1 - mu0).clamp_min(0) * (W @ probe.weight.float()).double()).float()
         for n in ns:

@@ -42,6 +42,15 @@ def train_synthetic(sae_cfg, model: SyntheticModel, tokens: int, run_dir: str | 
                                dead_tokens=min(base.dead_tokens, tokens // 4),
                                checkpoint_every=0, log_every=50)
 
+    ck = Path(run_dir) / "checkpoint"
+    if (ck / "trainer.json").is_file():  # reuse a finished run of these settings, else start over
+        from saes.checkpoint import read_meta
+
+        if read_meta(ck).get("config") != tcfg.to_dict():
+            import shutil
+
+            shutil.rmtree(run_dir)
+
     def batches(start: int):
         i = start
         while True:
