@@ -71,7 +71,10 @@ def arch_config(arch: str, d_sae: int):
         sae = SAEConfig(architecture=arch, k=32, matryoshka_widths=(d_sae // 8, d_sae // 4,
                                                                     d_sae // 2), **base)
     elif arch == "jumprelu":
-        sae = SAEConfig(architecture=arch, l0_coefficient=2.0, **base)
+        # thresholds start where ~1% of the (unit-variance) pre-activations pass, with a
+        # bandwidth wide enough for them to move within 1M tokens
+        sae = SAEConfig(architecture=arch, l0_coefficient=2.0, jumprelu_init_threshold=2.3,
+                        jumprelu_bandwidth=0.05, **base)
     else:
         sae = SAEConfig(architecture="standard", l1_coefficient=5.0, **base)
         extra = {"lr": 1e-3, "max_grad_norm": 1.0}
@@ -248,6 +251,8 @@ def run() -> dict:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--table", action="store_true", help="the five-architecture table")
     ap.add_argument("--no-reference", action="store_true", help="skip the straightforward run")
+    ap.add_argument("--reuse", action="store_true",
+                    help="--table: reuse a run's report made with the same settings")
     ap.add_argument("--workspace", default=str(Path(__file__).parent / "out" / "sae_evals"))
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
@@ -268,11 +273,19 @@ def run() -> dict:
     result = {"benchmark": "sae_evals", "machine": machine(), "results": [], "ratios": {},
               "settings": {**sizes, "suites": list(SUITES)}}
     if args.table:
+        from saes.evals import SuiteConfig, read_report
+
+        want = dataclasses.replace(SuiteConfig(), suites=SUITES, **settings).to_dict()
         reports = {}
         for arch, path in runs.items():
             t0 = time.perf_counter()
-            reports[arch] = run_suite(path, suites=SUITES, model=model, progress=False,
-                                      **settings)
+            if args.reuse and (path / "evals" / "report.json").is_file() and \
+                    read_report(path)["config"] == want:
+                reports[arch] = read_report(path)
+                log(f"{arch}: report of the same settings reused")
+            else:
+                reports[arch] = run_suite(path, suites=SUITES, model=model, progress=False,
+                                          **settings)
             log(f"{arch}: suite {time.perf_counter() - t0:.0f} s {reports[arch]['timing']}")
             result["results"].append({"architecture": arch, "timing": reports[arch]["timing"],
                                       "rows": reports[arch]["rows"]})

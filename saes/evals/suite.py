@@ -118,8 +118,9 @@ def run_suite(run_or_sae, suites: Sequence[str] = DEFAULT_SUITES, *, out: str | 
     `out=`) and write the report into `out` (default `<run>/evals`); returns the report.
 
     `settings` are `SuiteConfig` fields (seeds, n_bootstrap, explainer, limits...). `model`,
-    `data` (an `EvalData`) and `store` skip loading them; `seed_runs` gives the runs of other
-    training seeds instead of retraining them when `seeds` > 1.
+    `data` (an `EvalData`) and `store` (an `ActivationStore` or its directory; default the
+    run's own) skip loading them; `seed_runs` gives the runs of other training seeds instead of
+    retraining them when `seeds` > 1.
     """
     cfg = dataclasses.replace(config or SuiteConfig(), suites=tuple(suites), **settings)
     for name in cfg.suites:
@@ -130,6 +131,10 @@ def run_suite(run_or_sae, suites: Sequence[str] = DEFAULT_SUITES, *, out: str | 
             raise InterpError("Evaluating a dictionary object needs out= (where to write).")
         out = Path(run_or_sae) / "evals"
     out = Path(out)
+    if isinstance(store, (str, Path)):
+        from interp.store import ActivationStore
+
+        store = ActivationStore(store, verify=False)
     store = store if store is not None else facts["store"]
     ctx = EvalContext(sae, cfg, out, model=model, model_name=facts["model"], data=data,
                       store=store, train_cfg=facts["train_cfg"], progress=progress)
