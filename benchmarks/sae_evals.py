@@ -6,7 +6,7 @@ layer-15 residual activations of SmolLM2-135M-Instruct over 65,536 tokens of the
 corpus (`interp.caching.cache_activations`, the demo's hook and corpus), and 4608-latent SAEs
 trained on them with `saes.train.Trainer` for 1,048,576 tokens each (top-k k=32 as the demo;
 batchtopk k=32; matryoshka_batchtopk k=32 with prefixes 576/1152/2304; jumprelu with an L0
-penalty of 2; standard with SAELens's recipe: L1 5, lr 1e-3, gradient norm clipped at 1).
+penalty of 0.5; standard with SAELens's recipe: L1 5, lr 1e-3, gradient norm clipped at 1).
 
 Modes:
 
@@ -73,7 +73,7 @@ def arch_config(arch: str, d_sae: int):
     elif arch == "jumprelu":
         # thresholds start where ~1% of the (unit-variance) pre-activations pass, with a
         # bandwidth wide enough for them to move within 1M tokens
-        sae = SAEConfig(architecture=arch, l0_coefficient=2.0, jumprelu_init_threshold=2.3,
+        sae = SAEConfig(architecture=arch, l0_coefficient=0.5, jumprelu_init_threshold=2.3,
                         jumprelu_bandwidth=0.05, **base)
     else:
         sae = SAEConfig(architecture="standard", l1_coefficient=5.0, **base)
