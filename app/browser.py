@@ -1,6 +1,6 @@
 """Drive the explorer in a real browser: start `interp app` on a free loopback port, open pages
 in headless Chromium (Debian's `chromium` + `chromium-driver`, through selenium) and take
-screenshots. Used by the end-to-end test and to make the README's screenshots:
+screenshots. Used by the end-to-end test and to make the screenshots in docs/getting_started.md:
 
     python -m app.browser WORKSPACE OUT_DIR [LATENT]   # one PNG per page in OUT_DIR
 
@@ -28,7 +28,6 @@ CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev
                "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--disable-extensions", "--no-first-run",
                "--disable-default-apps", "--hide-scrollbars")
-REPO = Path(__file__).resolve().parent.parent
 
 # (file name, URL path relative to the server, a text that must be on the page, at least this
 # many drawn plotly figures, at least this many drawn tables)
@@ -65,10 +64,11 @@ def serve(workspace: str | Path, port: int | None = None, timeout: float = 120.0
     URL once `/_stcore/health` answers."""
     port = port or free_port()
     out = open(log, "wb") if log else subprocess.DEVNULL
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    # as a user would: from another folder, with the toolkit installed (pip install -e .);
+    # `interp app` itself puts the checkout on the explorer's PYTHONPATH
+    where = Path(workspace).resolve().parent
     proc = subprocess.Popen([sys.executable, "-m", "interp.cli", "app", str(workspace),
-                             "--port", str(port), "--headless"], cwd=REPO, env=env, stdout=out,
+                             "--port", str(port), "--headless"], cwd=where, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

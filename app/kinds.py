@@ -1,14 +1,17 @@
-"""The registry of run kinds the explorer can render: kind -> its view module and page.
+"""The registry of run kinds the explorer shows: one line per kind.
 
-Adding a kind is one module `app/views/<kind>.py` (a `render(run)` function, optionally
-`summary(run) -> dict`), one line in `KINDS`, and a three-line page in `app/pages/` that calls
-`app.ui.kind_page("<kind>")`. Kinds without an entry are still listed on Home and shown by the
-generic view (config, metrics, artefacts). See app/README.md.
+A line names the kind (its folder under `runs/`), the title of its page, and the key metrics
+Home shows for it; its view is the module `app/views/<kind>.py` (a `render(run)` function).
+`app/navigation.py` builds one page per line, Home lists the runs of every kind, and the tests
+render every page on real and hostile workspaces, so adding a kind is one view module and one
+line here (see app/README.md). Kinds without a line are still listed on Home and shown by the
+generic view on the "All runs" page.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -17,42 +20,57 @@ from types import ModuleType
 class KindView:
     """How the explorer shows one run kind."""
 
-    title: str  # what a person calls these runs (page and section titles)
-    module: str  # the view module, with `render(run)` and optionally `summary(run)`
-    page: str  # the page file under app/ that shows one run of this kind (Home links to it)
-    metrics: tuple[str, ...] = ()  # key metrics shown in Home's table, in this order
+    kind: str  # the folder under runs/ (and `kind` in run.json)
+    title: str  # what a person calls these runs (page title, Home's section)
+    metrics: tuple[str, ...] = ()  # key metrics for Home's table and the run header, in order
+    url: str = ""  # the page's URL path; default: the title with '_' for spaces
+    view: str = ""  # the module with render(run); default: app.views.<kind> ('-' -> '_')
+
+    @property
+    def url_path(self) -> str:
+        return self.url or re.sub(r"[^A-Za-z0-9_-]+", "_", self.title).strip("_")
+
+    @property
+    def module(self) -> str:
+        return self.view or f"app.views.{self.kind.replace('-', '_')}"
 
 
-KINDS: dict[str, KindView] = {
-    "activations": KindView("Activation stores", "app.views.activations",
-                            "pages/1_Activation_stores.py",
-                            ("rows", "tokens_seen", "shards", "tokens_per_s")),
-    "sae": KindView("SAEs and transcoders", "app.views.sae", "pages/2_SAEs.py",
-                    ("fvu", "l0", "dead_frac", "ce_loss_score", "steps")),
-    "features": KindView("Feature browser", "app.views.features", "pages/3_Feature_browser.py",
-                         ("d_sae", "n_tokens", "dead_frac", "median_density")),
-    "probe": KindView("Linear probes", "app.views.probe", "pages/4_Probes.py",
-                      ("best_layer", "best_val_acc", "best_selectivity", "majority_acc")),
-    "lens": KindView("Logit and tuned lens", "app.views.lens", "pages/5_Lenses.py",
-                     ("kl_logit_mid", "kl_tuned_mid", "kl_logit_mean", "kl_tuned_mean")),
-    "geometry": KindView("Layer geometry", "app.views.geometry", "pages/6_Layer_geometry.py",
-                         ("linearity_mean", "linearity_min", "intrinsic_dim_max",
-                          "anisotropy_max")),
-    "graph": KindView("Attribution graphs", "app.views.graph", "pages/7_Attribution_graphs.py",
-                      ("n_features", "kept_nodes", "replacement_score", "completeness_score")),
-    "localist": KindView("Locality dial", "app.views.localist", "pages/8_Locality_dial.py",
-                         ("best", "best_perplexity", "entropy_drop_bits", "fidelity_gain")),
-    "linearise": KindView("Linearisation", "app.views.linearise", "pages/10_Linearisation.py",
-                          ("predicted", "rel_error", "stable_rank", "sigma_max")),
-    "atoms": KindView("Atoms", "app.views.atoms", "pages/11_Atoms.py",
-                      ("atoms_q_star_quantile", "features_q_star_quantile", "atoms_r2_aip")),
-    "codebook": KindView("Codebooks", "app.views.codebook", "pages/12_Codebooks.py",
-                         ("transition_accuracy", "state_purity", "delta_ce", "steered_share")),
-    # one line per further kind, e.g.
-    # "probe": KindView("Probes", "app.views.probe", "pages/4_Probes.py", ("accuracy",)),
-}
+def _registry(*views: KindView) -> dict[str, KindView]:
+    out: dict[str, KindView] = {}
+    for v in views:
+        if v.kind in out or any(v.url_path == o.url_path for o in out.values()):
+            raise ValueError(f"Run kind {v.kind!r} (page /{v.url_path}) is registered twice.")
+        out[v.kind] = v
+    return out
 
-GENERIC = KindView("Other runs", "app.views.generic", "pages/9_All_runs.py")
+
+KINDS: dict[str, KindView] = _registry(
+    KindView("activations", "Activation stores", ("rows", "tokens_seen", "shards", "tokens_per_s")),
+    KindView("sae", "SAEs and transcoders", ("fvu", "l0", "dead_frac", "ce_loss_score", "steps"),
+             url="SAEs"),
+    KindView("features", "Feature browser", ("d_sae", "n_tokens", "dead_frac", "median_density")),
+    KindView("probe", "Linear probes",
+             ("best_layer", "best_val_acc", "best_selectivity", "majority_acc"), url="Probes"),
+    KindView("lens", "Logit and tuned lens",
+             ("kl_logit_mid", "kl_tuned_mid", "kl_logit_mean", "kl_tuned_mean"), url="Lenses"),
+    KindView("geometry", "Layer geometry",
+             ("linearity_mean", "linearity_min", "intrinsic_dim_max", "anisotropy_max")),
+    KindView("graph", "Attribution graphs",
+             ("n_features", "kept_nodes", "replacement_score", "completeness_score")),
+    KindView("localist", "Locality dial",
+             ("best", "best_perplexity", "entropy_drop_bits", "fidelity_gain")),
+    KindView("linearise", "Linearisation", ("predicted", "rel_error", "stable_rank", "sigma_max")),
+    KindView("atoms", "Atoms",
+             ("atoms_q_star_quantile", "features_q_star_quantile", "atoms_r2_aip")),
+    KindView("codebook", "Codebooks",
+             ("transition_accuracy", "state_purity", "delta_ce", "steered_share")),
+    KindView("circuit", "Circuit discovery",
+             ("best_auroc", "best_auroc_method", "best_cpr_node", "best_cpr_method")),
+    # one entry per further kind
+)
+
+# the "All runs" page: any run, through its kind's view or this one
+GENERIC = KindView("*", "All runs", view="app.views.generic")
 
 
 def kind_view(kind: str) -> KindView:

@@ -14,15 +14,18 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.data import inside, workspace
+
 log = logging.getLogger(__name__)
 
 
 def tokenizer_for(model: str):
     """The tokenizer of `model` (a name recorded in a run), or None if it cannot be had (or
     would be read from outside the workspace)."""
-    from app.ui import inside, workspace
     from interp.models.loading import DEFAULT_ALIASES, DEFAULT_MODEL
 
+    if not isinstance(model, str):
+        return None
     if not model or model.lower() in DEFAULT_ALIASES or model == DEFAULT_MODEL:
         return _load_tokenizer("")
     path = Path(model)

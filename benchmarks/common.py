@@ -1,8 +1,8 @@
 """Helpers shared by the benchmarks: machine facts, round-robin median timing, the JSON line.
 
 Every benchmark prints progress to stderr and, as the last line of stdout, one JSON object
-(DESIGN.md, "Contracts" -> Benchmarks). `json_main` routes anything a library prints to stdout
-onto stderr while the benchmark runs, so that JSON line really is the last line.
+(docs/design.md, "Contracts between the parts"). `json_main` routes anything a library prints
+to stdout onto stderr while the benchmark runs, so that JSON line really is the last line.
 """
 
 from __future__ import annotations
@@ -55,11 +55,50 @@ def machine(packages: Sequence[str] = ("torch", "transformers")) -> dict[str, An
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_version": torch.version.cuda,
         "versions": {p: _version(p) for p in packages},
     }
     with contextlib.suppress(OSError):
         info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     return info
+
+
+def device_clock(device) -> Callable[[], float]:
+    """A clock for timing work on `device`: `time.perf_counter`, after waiting for the GPU's
+    queued work when the device is a GPU (its kernels run asynchronously)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def now() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return now
+
+
+def synced(fn: Callable[..., Any], device) -> Callable[..., Any]:
+    """`fn` that returns only once the device has finished the work it queued (so that timing
+    a call times the work, not its launch)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return fn
+
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        torch.cuda.synchronize(device)
+        return out
+    return call
+
+
+def add_device_arg(parser, default: str = "cpu") -> None:
+    """`--device` (interp.devices: auto | cpu | cuda | cuda:N | mps) on a benchmark."""
+    parser.add_argument("--device", default=default,
+                        help="where ours and the anchors compute: auto | cpu | cuda | cuda:N | "
+                             f"mps (default {default})")
 
 
 @dataclass

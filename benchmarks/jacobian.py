@@ -72,7 +72,7 @@ def ours(net, x):
 
 def autograd_way(net, x):
     from interp.linearise.jacobian import autograd_jacobian, reconstruction_error
-    from interp.linearise.network import FINAL, Frozen, run
+    from interp.models.frozen import FINAL, Frozen, run
 
     with torch.no_grad():
         y = run(net, x, Frozen("detach"))[FINAL][-1]
@@ -115,7 +115,7 @@ def measure(fn, *args):
 
 
 def run_bench(args) -> dict:
-    from interp.linearise.families import read_net
+    from interp.models.families import read_net
     from interp.models.loading import load_model
 
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))

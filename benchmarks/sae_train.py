@@ -24,10 +24,17 @@ FVU = sum ||x - x_hat||^2 / sum ||x - mean||^2 on the held-out rows. The rooflin
 ours' tokens/s x 2*d_in*d_sae (the encoder's forward FLOPs) over the fp32 torch.mm peak at
 [4096, 576] @ [576, d_sae] (preallocated output), measured in the same run.
 
-Run: `.venv/bin/python benchmarks/sae_train.py [--quick]` (full: 122 steps = 500k tokens per
-run, 2.5 epochs of the training rows; about 30 minutes on 2 idle AVX2 cores, where SAELens runs
-at 1-2k tokens/s, plus ~5 minutes to cache the activations once and ~4 minutes to make the
-sparsify venv once; --quick: a 40k-row tensor, 4 steps, no pilot, about a minute once cached).
+On a GPU (`--device cuda`) the runs are top-k at 16,384 and 65,536 latents (the issue's
+targets: >= 3x SAELens and >= 1.5x sparsify tokens/s), every library on the same GPU, steps
+timed with a device synchronisation at each step boundary, and the roofline fraction taken
+against the GPU's measured bf16 matmul peak. sparsify then needs its venv made beforehand with a
+CUDA build of torch (the benchmark reports it as failed otherwise and goes on).
+
+Run: `.venv/bin/python benchmarks/sae_train.py [--quick] [--device D]` (full: 122 steps = 500k
+tokens per run, 2.5 epochs of the training rows; about 30 minutes on 2 idle AVX2 cores, where
+SAELens runs at 1-2k tokens/s, plus ~5 minutes to cache the activations once and ~4 minutes to
+make the sparsify venv once; --quick: a 40k-row tensor, 4 steps, no pilot, about a minute once
+cached).
 `--libs`, `--only`, `--steps` and `--ours FIELD=VALUE` narrow or vary a run. The last stdout
 line is the JSON result: `ratios` are ours / theirs in tokens/s, `fvu` the held-out FVU by run.
 """
@@ -59,6 +66,7 @@ D_IN, K, BATCH, EVAL_ROWS, SEED = 576, 32, 4096, 8192, 0
 FULL_WINDOWS, QUICK_WINDOWS, CTX = 1664, 336, 128  # 213k / 43k tokens -> ~211k / ~42.6k rows
 QUICK_ROWS = 40_960  # 32,768 training + 8,192 held out
 RUNS = [("topk", 4608), ("topk", 9216), ("standard", 4608)]
+RUNS_GPU = [("topk", 16384), ("topk", 65536)]
 SAELENS_LR, L1 = 1e-3, 5.0
 # ours: TrainConfig defaults except these (Adam; a constant 4e-3 gave the best held-out FVU for
 # top-k at this budget in a scan of 1e-3..8e-3 with and without linear decay; see the report)
@@ -67,6 +75,8 @@ OURS = {"topk": {"lr": 4e-3}, "standard": {"lr": 1e-3, "max_grad_norm": 1.0}}
 TARGETS = {"vs_saelens_topk_4608": 4.0, "vs_saelens_topk_9216": 4.0,
            "vs_sparsify_topk_4608": 2.5, "vs_sparsify_topk_9216": 2.5,
            "vs_saelens_standard_4608": 3.0, "roofline_fraction": 0.65}
+TARGETS_GPU = {"vs_saelens_topk_16384": 3.0, "vs_saelens_topk_65536": 3.0,
+               "vs_sparsify_topk_16384": 1.5, "vs_sparsify_topk_65536": 1.5}
 FVU_TOLERANCE = 1.05
 # The clock that times steps: wall time, or with `--clock cpu` this process's CPU time, which a
 # busy machine does not inflate (descheduled time is not counted); set in `run` and the worker.
@@ -129,7 +139,8 @@ def prepare_data(quick: bool) -> Path:
     import torch
 
     from interp.io import read_json, save_safetensors_atomic
-    from interp.store import StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import StoreConfig
 
     def store_cfg(windows):
         return StoreConfig(hooks=(HOOK,), n_tokens=windows * CTX, context_size=CTX,
@@ -177,25 +188,28 @@ def prepare_data(quick: bool) -> Path:
 
 
 # --------------------------------------------------------------------------- roofline
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16); without it a bf16
-    matmul is emulated and ~50x slower than fp32, so bf16 options are skipped."""
+def native_bf16(device="cpu") -> bool:
+    """Whether the device multiplies bf16 in hardware (AMX or AVX512-BF16 CPUs, Ampere+ GPUs);
+    without it a bf16 matmul is emulated (~50x slower than fp32 on a CPU), so bf16 options are
+    skipped."""
     import torch
 
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    from interp.devices import native_lowp_dtype
+
+    return native_lowp_dtype(device) == torch.bfloat16
 
 
-def matmul_peak(d_sae: int, dtype, reps: int = 10) -> float:
+def matmul_peak(d_sae: int, dtype, reps: int = 10, device="cpu") -> float:
     """Peak FLOP/s of torch.mm(a, b, out=prealloc) at [4096, 576] @ [576, d_sae]: the median
     of `reps` calls after 3 warm-ups, for b stored either way round (an SAE's encoder weight
     [d_sae, 576] transposed, or [576, d_sae] itself); the faster layout counts."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(BATCH, D_IN, generator=g).to(dtype)
-    layouts = {"weight.T": torch.randn(d_sae, D_IN, generator=g).to(dtype).T,
-               "contiguous": torch.randn(D_IN, d_sae, generator=g).to(dtype)}
-    out = torch.empty(BATCH, d_sae, dtype=dtype)
+    a = torch.randn(BATCH, D_IN, generator=g).to(device, dtype)
+    layouts = {"weight.T": torch.randn(d_sae, D_IN, generator=g).to(device, dtype).T,
+               "contiguous": torch.randn(D_IN, d_sae, generator=g).to(device, dtype)}
+    out = torch.empty(BATCH, d_sae, dtype=dtype, device=device)
     times = {name: [] for name in layouts}
     for i in range(reps + 3):
         for name, b in layouts.items():  # interleaved, so both see the same background
@@ -207,25 +221,31 @@ def matmul_peak(d_sae: int, dtype, reps: int = 10) -> float:
 
 
 # --------------------------------------------------------------------------- ours
-def run_ours(arch: str, d_sae: int, data: dict, steps: int, warmup: int, overrides: dict) -> dict:
+def run_ours(arch: str, d_sae: int, data: dict, steps: int, warmup: int, overrides: dict,
+             device="cpu") -> dict:
     import torch
 
     from saes.base import SAEConfig
     from saes.train import TrainConfig, Trainer
 
-    cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=D_IN, d_sae=d_sae, k=K,
-                                    l1_coefficient=L1, hook_name=HOOK),
+    own = {"k": K} if arch != "standard" else {"l1_coefficient": L1}
+    cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=D_IN, d_sae=d_sae, hook_name=HOOK,
+                                    **own),
                       total_tokens=steps * BATCH, batch_size=BATCH, normalise=False,
                       b_dec_init="zeros", checkpoint_every=0, log_every=10**9, seed=SEED,
-                      **overrides)
+                      device=str(device), **overrides)
     clocks = []
 
-    def source(start):
-        clocks.append(StepClock((x, x) for x in cycle(data["train"], start)))
-        return clocks[-1]
+    class Source:  # the training rows in memory, each step timed as its batch is handed out
+        def batches(self, hooks, batch_size, start=0, n_batches=None):
+            clocks.append(StepClock({HOOK: x} for x in cycle(data["train"], start)))
+            return clocks[-1]
+
+        def width(self, hook):
+            return D_IN
 
     with tempfile.TemporaryDirectory(prefix="bench-sae-", dir=OUT) as tmp:
-        t = Trainer(cfg, tmp, progress=False, batches=source)
+        t = Trainer(cfg, tmp, Source(), progress=False)
         with torch.no_grad():
             t.sae.b_dec.copy_(data["train_mean"])
         try:
@@ -233,11 +253,12 @@ def run_ours(arch: str, d_sae: int, data: dict, steps: int, warmup: int, overrid
         except ModuleNotFoundError as e:  # saes.formats (the export) not written yet
             if "formats" not in str(e):
                 raise
-        sae = t.sae
+        sae = t.sae  # (on the device)
         with torch.no_grad():
             recon = sae(data["eval"])
             l0 = float((sae.encode(data["eval"]) > 0).sum(-1).float().mean())
-    train_clock = max(clocks, key=lambda c: len(c.times))  # not the 8-batch init probe
+    train_clock = clocks[-1]  # the training reader, opened after the init probe (the longest
+    # was taken before, which with --quick's 4 steps tied with the probe's 4 batches)
     return {"fvu": fvu(data["eval"], recon), "l0": l0, **rates(train_clock.times, warmup),
             "config": {"lr": cfg.lr, "lr_decay": cfg.lr_decay, "lr_warmup_steps": cfg.lr_warmup_steps,
                        "adam_betas": [cfg.adam_beta1, cfg.adam_beta2]}}
@@ -248,7 +269,7 @@ SAELENS_VARIANTS = {"topk": ("default", "sparse", "autocast"), "standard": ("def
 
 
 def run_saelens(arch: str, d_sae: int, variant: str, data: dict, steps: int, warmup: int,
-                evaluate: bool = True) -> dict:
+                evaluate: bool = True, device="cpu") -> dict:
     import sae_lens
     import torch
     from sae_lens.config import SAETrainerConfig
@@ -258,16 +279,19 @@ def run_saelens(arch: str, d_sae: int, variant: str, data: dict, steps: int, war
         sparse = variant == "sparse"  # its sparse decoder crashes in backward with rescaling on
         sae = sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
             d_in=D_IN, d_sae=d_sae, k=K, normalize_activations="none",
-            use_sparse_activations=sparse, rescale_acts_by_decoder_norm=not sparse))
+            use_sparse_activations=sparse, rescale_acts_by_decoder_norm=not sparse,
+            device=str(device)))
     else:
         sae = sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(
-            d_in=D_IN, d_sae=d_sae, l1_coefficient=L1, normalize_activations="none"))
+            d_in=D_IN, d_sae=d_sae, l1_coefficient=L1, normalize_activations="none",
+            device=str(device)))
+    sae.to(device)
     with torch.no_grad():
         sae.b_dec.copy_(data["train_mean"])
     clock = StepClock(cycle(data["train"]))
     trainer = sae_lens.SAETrainer(
         cfg=SAETrainerConfig(total_training_samples=steps * BATCH, train_batch_size_samples=BATCH,
-                             lr=SAELENS_LR, lr_end=SAELENS_LR, device="cpu",
+                             lr=SAELENS_LR, lr_end=SAELENS_LR, device=str(device),
                              autocast=variant == "autocast"),
         sae=sae, data_provider=clock)
     trainer.fit()
@@ -300,12 +324,13 @@ def ensure_sparsify_venv() -> Path:
     return py
 
 
-def run_sparsify(d_sae: int, data_path: Path, steps: int, warmup: int, threads: int) -> dict:
+def run_sparsify(d_sae: int, data_path: Path, steps: int, warmup: int, threads: int,
+                 device="cpu") -> dict:
     py = ensure_sparsify_venv()
     with tempfile.TemporaryDirectory(prefix="bench-sparsify-", dir=OUT) as tmp:
         spec = {"data": str(data_path), "d_sae": d_sae, "steps": steps, "threads": threads,
                 "clock": "cpu" if CLOCK["now"] is time.process_time else "wall",
-                "out": str(Path(tmp) / "result.json")}
+                "device": str(device), "out": str(Path(tmp) / "result.json")}
         Path(tmp, "spec.json").write_text(json.dumps(spec))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         subprocess.run([str(py), __file__, "--sparsify-worker", str(Path(tmp) / "spec.json")],
@@ -328,18 +353,25 @@ def sparsify_worker(spec_path: str) -> None:
         from sparsify.sign_sgd import SignSGD
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
+    device = torch.device(spec.get("device", "cpu"))
     if spec.get("clock") == "cpu":
         CLOCK["now"] = time.process_time
-    data = load_file(spec["data"])
+    elif device.type == "cuda":
+        def now():
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+        CLOCK["now"] = now
+    data = {k: v.to(device) for k, v in load_file(spec["data"]).items()}
     d_sae, steps = spec["d_sae"], spec["steps"]
     torch.manual_seed(SEED)
-    sae = SparseCoder(D_IN, SparseCoderConfig(num_latents=d_sae, k=K), "cpu", dtype=torch.float32)
+    sae = SparseCoder(D_IN, SparseCoderConfig(num_latents=d_sae, k=K), device,
+                      dtype=torch.float32)
     sae.b_dec.data = data["train_mean"].clone()
     lr = 5e-3 / (d_sae / 2**14) ** 0.5  # sparsify's default for signum
     opt = ScheduleFreeWrapper(SignSGD([{"params": sae.parameters(), "lr": lr}]), momentum=0.95)
     opt.train()
-    did_fire = torch.zeros(d_sae, dtype=torch.bool)
-    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    did_fire = torch.zeros(d_sae, dtype=torch.bool, device=device)
+    since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     clock = StepClock(cycle(data["train"]))
     for _ in range(steps):
         x = next(clock)
@@ -389,6 +421,9 @@ def _parse(argv=None) -> argparse.Namespace:
                    help="time steps by wall clock, or by this process's CPU time (for a busy "
                         "machine: single-threaded CPU time is not inflated by other jobs)")
     p.add_argument("--sparsify-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu",
+                   help="where every library trains: cpu (default) | cuda | cuda:N | auto; on a "
+                        "GPU the runs are top-k at 16k and 65k latents")
     return p.parse_args(argv)
 
 
@@ -398,20 +433,27 @@ def run(args: argparse.Namespace) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from benchmarks.common import machine
+    from benchmarks.common import device_clock, machine
+    from interp.devices import device_name, resolve_device
 
     warnings.filterwarnings("ignore")
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
     if args.threads is None:
         args.threads = 1 if args.clock == "cpu" else 2
     if args.clock == "cpu":
         CLOCK["now"] = time.process_time
+    else:
+        CLOCK["now"] = device_clock(device)
     torch.set_num_threads(args.threads)
     load_start = [round(x, 2) for x in os.getloadavg()]
     OUT.mkdir(parents=True, exist_ok=True)
     steps = args.steps or (4 if args.quick else 122)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
     libs = args.libs.split(",")
-    runs = [(a, d) for a, d in RUNS if not args.only or f"{a}_{d}" in args.only.split(",")]
+    all_runs = RUNS_GPU if gpu else RUNS
+    targets = TARGETS_GPU if gpu else TARGETS
+    runs = [(a, d) for a, d in all_runs if not args.only or f"{a}_{d}" in args.only.split(",")]
     overrides = {}
     for item in args.ours:
         key, _, value = item.partition("=")
@@ -420,21 +462,24 @@ def run(args: argparse.Namespace) -> dict:
         overrides[key] = value
 
     data_path = prepare_data(args.quick)
-    data = load_file(str(data_path))
+    data = {k: v.to(device) for k, v in load_file(str(data_path)).items()}
     log(f"data: train {tuple(data['train'].shape)}, eval {tuple(data['eval'].shape)}; "
         f"{steps} steps of {BATCH} = {steps * BATCH:,} tokens per run "
-        f"({steps * BATCH / data['train'].shape[0]:.1f} epochs), {torch.get_num_threads()} threads")
+        f"({steps * BATCH / data['train'].shape[0]:.1f} epochs), {torch.get_num_threads()} threads, "
+        f"on {device} ({device_name(device)})")
 
     peaks = {}
 
     def peak(d_sae: int) -> float:  # measured next to ours' first run at this width
         if d_sae not in peaks:
-            peaks[d_sae] = {"fp32": matmul_peak(d_sae, torch.float32, reps=3 if args.quick else 10)}
-            if native_bf16():
-                peaks[d_sae]["bf16"] = matmul_peak(d_sae, torch.bfloat16)
+            reps = 3 if args.quick else 10
+            peaks[d_sae] = {"fp32": matmul_peak(d_sae, torch.float32, reps, device)}
+            if native_bf16(device):
+                peaks[d_sae]["bf16"] = matmul_peak(d_sae, torch.bfloat16, reps, device)
             log(f"torch.mm peak at [4096,576]@[576,{d_sae}]: "
                 + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks[d_sae].items()) + " GFLOP/s")
-        return peaks[d_sae]["fp32"]
+        # on a GPU the fraction of its bf16 peak (the issue's measure); on a CPU of fp32's
+        return peaks[d_sae]["bf16" if gpu and "bf16" in peaks[d_sae] else "fp32"]
 
     results, pilots = {}, {}
     for arch, d_sae in runs:
@@ -445,32 +490,35 @@ def run(args: argparse.Namespace) -> dict:
             # bf16 matmuls where the CPU has them natively (SAELens's autocast variant does too;
             # top-k uses bf16 only to select, with exact values, whatever this flag says)
             r = run_ours(arch, d_sae, data, steps, warmup,
-                         {**OURS[arch], "bf16": arch == "standard" and native_bf16(), **overrides})
+                         {**OURS[arch], "bf16": arch == "standard" and native_bf16(device),
+                          **overrides}, device)
             r["roofline_fraction"] = r["tokens_per_s"] * 2 * D_IN * d_sae / peak(d_sae)
             results[f"ours_{tag}"] = r
             log(f"  {r['tokens_per_s']:,.0f} tok/s, FVU {r['fvu']:.4f}, L0 {r['l0']:.1f}, "
                 f"roofline {r['roofline_fraction']:.0%}")
         if "saelens" in libs:
             variant = args.saelens_variant
-            options = [v for v in SAELENS_VARIANTS[arch] if v != "autocast" or native_bf16()]
+            options = [v for v in SAELENS_VARIANTS[arch]
+                       if v != "autocast" or native_bf16(device)]
             if variant == "auto" and args.quick:
                 variant = "sparse" if arch == "topk" else options[-1]
             if variant == "auto":
                 pilot = {}
                 for v in options:
-                    pr = run_saelens(arch, d_sae, v, data, args.pilot_steps, 2, evaluate=False)
+                    pr = run_saelens(arch, d_sae, v, data, args.pilot_steps, 2, evaluate=False,
+                                     device=device)
                     pilot[v] = pr["tokens_per_s"]
                     log(f"  [saelens {tag} pilot] {v}: {pr['tokens_per_s']:,.0f} tok/s")
                 variant = max(pilot, key=pilot.get)
                 pilots[tag] = pilot
             log(f"[saelens {tag}] SAETrainer.fit(), variant {variant}, {steps} steps ...")
-            r = run_saelens(arch, d_sae, variant, data, steps, warmup)
+            r = run_saelens(arch, d_sae, variant, data, steps, warmup, device=device)
             results[f"saelens_{tag}"] = r
             log(f"  {r['tokens_per_s']:,.0f} tok/s, FVU {r['fvu']:.4f}, L0 {r['l0']:.1f}")
         if "sparsify" in libs and arch == "topk":
             log(f"[sparsify {tag}] SparseCoder + signum in {VENV.name} venv, {steps} steps ...")
             try:
-                r = run_sparsify(d_sae, data_path, steps, warmup, args.threads)
+                r = run_sparsify(d_sae, data_path, steps, warmup, args.threads, device)
             except (subprocess.CalledProcessError, OSError) as e:
                 log(f"  sparsify failed: {e}")
                 results[f"sparsify_{tag}"] = {"error": str(e)}
@@ -495,30 +543,32 @@ def run(args: argparse.Namespace) -> dict:
         anchors = [fvus[k] for k in (f"saelens_{tag}", f"sparsify_{tag}") if k in fvus]
         if f"ours_{tag}" in fvus and anchors and arch == "topk":
             quality[f"fvu_vs_best_anchor_{tag}"] = fvus[f"ours_{tag}"] / min(anchors)
-    meets = {k: ratios[k] >= t for k, t in TARGETS.items() if k in ratios}
+    meets = {k: ratios[k] >= t for k, t in targets.items() if k in ratios}
     meets.update({k: v <= FVU_TOLERANCE for k, v in quality.items()})
     for k, v in ratios.items():
-        log(f"{k:>26}: {v:.2f}{f' (target >= {TARGETS[k]})' if k in TARGETS else ''}")
+        log(f"{k:>26}: {v:.2f}{f' (target >= {targets[k]})' if k in targets else ''}")
     for k, v in quality.items():
         log(f"{k:>26}: {v:.3f} (target <= {FVU_TOLERANCE})")
     return {
         "benchmark": "sae_train",
         "machine": machine(("torch", "sae-lens", "safetensors")),
+        "device": {"spec": args.device, "resolved": str(device), "name": device_name(device)},
         "config": {"mode": "quick" if args.quick else "full", "hook": HOOK, "batch_size": BATCH,
                    "steps": steps, "tokens_per_run": steps * BATCH, "warmup_steps": warmup,
                    "train_rows": int(data["train"].shape[0]), "eval_rows": int(data["eval"].shape[0]),
                    "k": K, "l1_coefficient": L1, "saelens_lr": SAELENS_LR, "threads": args.threads, "clock": args.clock,
                    "loadavg_at_start": load_start, "data": str(data_path.relative_to(HERE.parent)),
                    "timing": "median over 5 segments of per-step wall time after the warm-up",
-                   "roofline": "2*576*d_sae FLOP/token over the fp32 torch.mm peak at that shape; "
-                               "ratios.roofline_fraction is the lowest over the top-k runs"},
+                   "roofline": "2*576*d_sae FLOP/token over the torch.mm peak at that shape "
+                               "(fp32 on a CPU, bf16 on a GPU); ratios.roofline_fraction is the "
+                               "lowest over the top-k runs"},
         "matmul_peak_gflops": {d: {k: v / 1e9 for k, v in p.items()} for d, p in peaks.items()},
         "saelens_pilot_tokens_per_s": pilots,
         "results": [{"run": k, **v} for k, v in results.items()],
         "ratios": ratios,
         "fvu": fvus,
         "quality": quality,
-        "targets": {**TARGETS, **{k: f"<= {FVU_TOLERANCE}" for k in quality}},
+        "targets": {**targets, **{k: f"<= {FVU_TOLERANCE}" for k in quality}},
         "meets_targets": meets,
     }
 

@@ -23,21 +23,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from interp.config import Config
 from circuits.graph import Graph
 from circuits.replacement import ReplacementModel
 from circuits.transcoders import require_set
-from interp.errors import ConfigError, check_config_keys
+from interp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class AttributionConfig:
+class AttributionConfig(Config):
     """Settings of one graph (circuit-tracer's names and defaults where they exist)."""
 
     max_n_logits: int = 10
@@ -54,14 +55,6 @@ class AttributionConfig:
             raise ConfigError("max_feature_nodes must be >= 0 (or None for every feature).")
         if not 0 < self.desired_logit_prob <= 1:
             raise ConfigError("desired_logit_prob must be in (0, 1].")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AttributionConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def select_logits(logits: Tensor, max_n: int, prob: float) -> tuple[Tensor, Tensor]:
@@ -182,10 +175,11 @@ def attribute_replacement(rm: ReplacementModel, cfg: AttributionConfig,
     L, n = rm.n_layers, rm.n_pos
     feats = rm.features
     nf = len(feats)
-    logit_ids, logit_p = select_logits(rm.logits, cfg.max_n_logits, cfg.desired_logit_prob)
+    logit_ids, logit_p = select_logits(rm.capped_logits, cfg.max_n_logits,
+                                       cfg.desired_logit_prob)
     K = int(logit_ids.numel())
-    W_U = rm.w.W_U
-    logit_vecs = (W_U[:, logit_ids] - W_U.mean(1, keepdim=True)).T  # [K, d]
+    W_U = rm.net.unembed  # [vocab, d]
+    logit_vecs = W_U[logit_ids] - W_U.mean(0, keepdim=True)  # [K, d]
     rows = _Rows(rm, logit_vecs, cfg.batch_size, progress)
     capped = cfg.max_feature_nodes is not None and cfg.max_feature_nodes < nf
     if capped:

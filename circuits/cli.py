@@ -9,12 +9,11 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, help="Transcoders and attribution graphs.")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @app.command("transcoders")
@@ -22,17 +21,21 @@ def transcoders_cmd(
     out: Path = typer.Option(..., help="Run directory of the set (layer_LL/ inside)."),
     layers: str = typer.Option("all", help="Layers, e.g. '0-29', '0,3,7' or 'all'."),
     model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
-    tokens: int = typer.Option(200_000, help="Training tokens (one forward pass feeds all)."),
-    width: int = typer.Option(2048, help="Latents per transcoder."),
-    k: int = typer.Option(16, help="Active latents (top-k family)."),
+    tokens: int = typer.Option(200_000, min=1,
+                               help="Training tokens (one forward pass feeds all)."),
+    width: int = typer.Option(2048, min=1, help="Latents per transcoder."),
+    k: Optional[int] = typer.Option(None, min=1, help="Active latents (top-k family; default 16)."),
     arch: str = typer.Option("topk", help="topk | batchtopk | standard | jumprelu | "
                                           "matryoshka_batchtopk"),
     skip: bool = typer.Option(False, help="Skip-transcoders (a linear skip path)."),
-    batch_size: int = typer.Option(1024, help="Rows per step."),
-    lr: float = typer.Option(4e-3, help="Adam learning rate."),
+    batch_size: int = typer.Option(1024, min=1, help="Rows per step."),
+    lr: float = typer.Option(4e-3, min=0, help="Adam learning rate."),
     activations: Optional[Path] = typer.Option(None, help="A store with both hooks per layer "
                                                           "(default: stream from the model)."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the transcoders train."),
+    model_device: str = device_option("Where the streamed model runs.", flag="--model-device"),
+    model_dtype: str = dtype_option("The model's compute dtype:", flag="--model-dtype"),
 ) -> None:
     """Train one transcoder per layer (ln2.hook_normalized -> hook_mlp_out) in one run."""
     from circuits.transcoders import parse_layers, train_transcoders
@@ -40,13 +43,15 @@ def transcoders_cmd(
     from interp.models.loading import load_model
 
     try:
-        m = load_model(model)
+        m = load_model(model, device=model_device, dtype=model_dtype)
         run = train_transcoders(model or "", parse_layers(layers, m.cfg.n_layers), out,
                                 tokens=tokens, width=width, k=k, architecture=arch, skip=skip,
                                 batch_size=batch_size, lr=lr, seed=seed,
-                                activations=str(activations or ""), d_model=m.cfg.d_model)
+                                activations=str(activations or ""), d_model=m.cfg.d_model,
+                                device=device, model_device=model_device,
+                                model_dtype=model_dtype, loaded=m)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     typer.echo(json.dumps(run.metrics))
     typer.echo(f"run: {run.path}")
 
@@ -59,13 +64,16 @@ def attribute_cmd(
                                                   "<workspace>/runs/graph/<name>)."),
     name: str = typer.Option("graph", help="Run name (and the frontend JSON's slug)."),
     model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
-    node_threshold: float = typer.Option(0.8, help="Keep nodes up to this cumulative influence."),
-    edge_threshold: float = typer.Option(0.98, help="Keep edges up to this cumulative influence."),
-    max_n_logits: int = typer.Option(10, help="At most this many output logits."),
-    desired_logit_prob: float = typer.Option(0.95, help="Logits covering this probability."),
-    batch_size: int = typer.Option(256, help="Targets per backward pass."),
+    node_threshold: float = typer.Option(0.8, min=0, max=1,
+                                         help="Keep nodes up to this cumulative influence."),
+    edge_threshold: float = typer.Option(0.98, min=0, max=1,
+                                         help="Keep edges up to this cumulative influence."),
+    max_n_logits: int = typer.Option(10, min=1, help="At most this many output logits."),
+    desired_logit_prob: float = typer.Option(0.95, min=0, max=1,
+                                             help="Logits covering this probability."),
+    batch_size: int = typer.Option(256, min=1, help="Targets per backward pass."),
     max_feature_nodes: Optional[int] = typer.Option(
-        None, help="Node budget: visit features by influence on the logits until this many "
+        None, min=1, help="Node budget: visit features by influence on the logits until this many "
                    "have rows (default: every active feature)."),
     workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
                                              help="Workspace root."),
@@ -78,13 +86,14 @@ def attribute_cmd(
     from interp.models.loading import load_model
 
     try:
+        tcs = load_transcoders(transcoders)  # a bad set fails before the model loads
         m = load_model(model)
         cfg = AttributionConfig(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
                                 batch_size=batch_size, max_feature_nodes=max_feature_nodes)
-        run = graph_run(m, load_transcoders(transcoders), prompt, name, out=out,
+        run = graph_run(m, tcs, prompt, name, out=out,
                         workspace=workspace, config=cfg, node_threshold=node_threshold,
                         edge_threshold=edge_threshold, progress=True)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     typer.echo(json.dumps(run.metrics))
     typer.echo(f"run: {run.path}")

@@ -20,8 +20,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import InterpError
-from interp.io import atomic_write_json, read_json, save_safetensors_atomic
+from interp.errors import BadFormat, InterpError, MissingFile
+from interp.io import atomic_write_json, load_safetensors, read_json, save_safetensors_atomic
 
 FORMAT = "interp-attribution-graph"
 VERSION = 1
@@ -132,22 +132,62 @@ class Graph:
 
     @classmethod
     def load(cls, path: str | Path) -> Graph:
-        from safetensors.torch import load_file
-
+        """Read a graph written by `save`. Every field is checked before use: the JSON's types,
+        each tensor's presence and length against the node counts the JSON implies, and edge
+        indices inside the node range (`BadFormat` / `CorruptFile` naming the file)."""
         path = Path(path)
         meta_path = path / "graph.json"
         if not meta_path.is_file():
-            raise InterpError(f"{path} holds no graph.json; write graphs with Graph.save or "
+            raise MissingFile(f"{path} holds no graph.json; write graphs with Graph.save or "
                               "`interp attribute`.")
-        meta = read_json(meta_path)
+        meta = read_json(meta_path, expect=dict)
         if meta.get("format") != FORMAT:
-            raise InterpError(f"{meta_path} is not an {FORMAT} file (format={meta.get('format')!r}).")
-        t = load_file(str(path / "graph.safetensors"))
+            raise BadFormat(f"{meta_path} is not an {FORMAT} file (format={meta.get('format')!r}).")
+        fix = "run `interp attribute` again to rewrite the graph."
+        prompt, tokens, strs = meta.get("prompt"), meta.get("tokens"), meta.get("token_strs")
+        logit_strs, n_layers = meta.get("logit_strs"), meta.get("n_layers")
+        if not (isinstance(prompt, str) and _list_of(tokens, int) and _list_of(strs, str)
+                and _list_of(logit_strs, str) and len(strs) == len(tokens) >= 1
+                and isinstance(n_layers, int) and not isinstance(n_layers, bool)
+                and n_layers >= 0 and isinstance(meta.get("metadata", {}), dict)):
+            raise BadFormat(f"{meta_path}: prompt, tokens, token_strs, logit_strs or n_layers "
+                            f"are missing, empty or of the wrong type; {fix}")
+        st_path = path / "graph.safetensors"
+        try:
+            t = load_safetensors(st_path, fix)
+        except MissingFile as e:
+            raise BadFormat(str(e)) from None
+        missing = [k for k in _TENSORS if k not in t]
+        if missing:
+            raise BadFormat(f"{st_path}: tensor(s) {missing} missing; {fix}")
+        n_feat, n_logits = t["feat_layer"].numel(), len(logit_strs)
+        n_pos = len(tokens)
+        n_nodes = n_feat + n_layers * n_pos + n_pos + n_logits
+        lengths = {"feat_layer": n_feat, "feat_pos": n_feat, "feat_index": n_feat,
+                   "activation": n_feat, "logit_tokens": n_logits, "logit_probs": n_logits,
+                   "edge_target": t["edge_weight"].numel(), "edge_source": t["edge_weight"].numel(),
+                   "edge_weight": t["edge_weight"].numel(), "node_input": n_nodes,
+                   "node_fixed": n_nodes}
+        for k, n in lengths.items():
+            if t[k].dim() != 1 or t[k].numel() != n:
+                raise BadFormat(f"{st_path}: tensor {k!r} has shape {list(t[k].shape)}, but "
+                                f"{meta_path} implies [{n}]; the two files do not belong "
+                                f"together. {fix}")
+        for k in ("edge_target", "edge_source"):
+            v = t[k]
+            if v.is_floating_point() or (v.numel() and (int(v.min()) < 0
+                                                        or int(v.max()) >= n_nodes)):
+                raise BadFormat(f"{st_path}: {k} holds node indices outside [0, {n_nodes}); "
+                                f"{fix}")
         t["edge_target"] = t["edge_target"].long()
         t["edge_source"] = t["edge_source"].long()
-        return cls(prompt=meta["prompt"], tokens=meta["tokens"], token_strs=meta["token_strs"],
-                   n_layers=meta["n_layers"], logit_strs=meta["logit_strs"],
-                   metadata=meta.get("metadata", {}), **{k: t[k] for k in _TENSORS})
+        return cls(prompt=prompt, tokens=tokens, token_strs=strs, n_layers=n_layers,
+                   logit_strs=logit_strs, metadata=meta.get("metadata", {}),
+                   **{k: t[k] for k in _TENSORS})
+
+
+def _list_of(x, typ) -> bool:
+    return isinstance(x, list) and all(isinstance(v, typ) and not isinstance(v, bool) for v in x)
 
 
 _TENSORS = ("feat_layer", "feat_pos", "feat_index", "activation", "logit_tokens", "logit_probs",

@@ -105,7 +105,7 @@ def load_transcoders(path: str | Path, layers: list[int] | None = None) -> Trans
     out = {}
     for layer, sae_dir in found.items():
         tc = load_saelens(sae_dir)
-        _check_activation(tc, read_json(sae_dir / "cfg.json"), sae_dir)
+        _check_activation(tc, read_json(sae_dir / "cfg.json", expect=dict), sae_dir)
         out[layer] = tc.float().eval().requires_grad_(False)
     return TranscoderSet(out, source=str(path))
 
@@ -147,17 +147,22 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
 
 
 def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens: int = 200_000,
-                      width: int = 2048, k: int = 16, architecture: str = "topk",
+                      width: int = 2048, k: int | None = None, architecture: str = "topk",
                       batch_size: int = 1024, lr: float = 4e-3, activations: str = "",
                       seed: int = 0, d_model: int | None = None, skip: bool = False,
-                      progress: bool = True):
+                      progress: bool = True, device: str = "auto", model_device: str = "auto",
+                      model_dtype: str = "float32", loaded=None):
     """Train one transcoder per layer in `layers` from one data source; returns the run.
 
     Streams from `model` (one forward pass feeds every layer) unless `activations` names a
     store holding both hooks of each layer. The run (kind "transcoders") holds `layer_LL/`.
+    The transcoders train on `device`, the streamed model runs on `model_device` in
+    `model_dtype` (interp.devices); `loaded` is that model if it is already loaded.
     """
     from interp.workspace import run_context
+    from saes.architectures import architecture_class
     from saes.base import SAEConfig
+    from saes.data import DataConfig
     from saes.multi import train_many
     from saes.train import TrainConfig
 
@@ -167,22 +172,30 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
     if d_model is None:
         from interp.models.loading import load_model
 
-        d_model = load_model(model or None).cfg.d_model
+        loaded = loaded or load_model(model or None, device=model_device, dtype=model_dtype)
+        d_model = loaded.cfg.d_model
     out = Path(out)
+    # k (16 unless given) for the top-k family; given to another architecture it is an error
+    own = ({"k": 16 if k is None else k} if "k" in architecture_class(architecture).options
+           else {} if k is None else {"k": k})
     cfgs, dirs = [], []
     for layer in layers:
-        sae = SAEConfig(architecture=architecture, d_in=d_model, d_sae=width, k=k,
+        sae = SAEConfig(architecture=architecture, d_in=d_model, d_sae=width, **own,
                         transcoder=True, skip=skip, hook_name=HOOK_IN.format(layer=layer),
                         hook_name_out=HOOK_OUT.format(layer=layer), model_name=model)
-        cfgs.append(TrainConfig(sae=sae, activations=activations, model=model,
-                                total_tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
-                                checkpoint_every=0))
+        cfgs.append(TrainConfig(sae=sae, total_tokens=tokens, batch_size=batch_size, lr=lr,
+                                seed=seed, checkpoint_every=0, device=device))
         dirs.append(out / f"layer_{layer:02d}")
-    config = {"model": model, "layers": layers, "tokens": tokens, "width": width, "k": k,
+    config = {"model": model, "layers": layers, "tokens": tokens, "width": width,
+              "k": own.get("k"),
               "architecture": architecture, "batch_size": batch_size, "lr": lr,
-              "activations": activations, "seed": seed, "skip": skip}
+              "activations": activations, "seed": seed, "skip": skip, "device": device,
+              "model_device": model_device, "model_dtype": model_dtype}
+    data = DataConfig(activations=activations, model=model, seed=seed,
+                      model_device=model_device, model_dtype=model_dtype)
     with run_context(KIND, out.name, config, path=out) as run:
-        train_many(cfgs, dirs, progress=progress)
+        source = data.source(model=loaded) if loaded is not None and not activations else None
+        train_many(cfgs, dirs, data, progress=progress, source=source)
         run.finish(metrics={"layers": len(layers), "tokens": tokens},
                    artefacts={f"layer_{layer:02d}": f"layer_{layer:02d}/sae" for layer in layers})
     return run

@@ -12,7 +12,7 @@ _LAZY = {
     "HookedModel": "interp.models.base",
     "ActivationStore": "interp.store",
     "StoreConfig": "interp.store",
-    "cache_activations": "interp.store",
+    "cache_activations": "interp.caching",
     "CorpusSpec": "interp.data",
     "InterpError": "interp.errors",
 }

@@ -1,7 +1,7 @@
 """Writing activation stores: capture several hooks in one forward pass, cache them to disk
 (resumably, shard by shard), or stream them without touching disk.
 
-The layout and the reader are in `interp.store` (which re-exports these names).
+The layout and the reader are in `interp.store`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from torch import Tensor
 
 from interp.data import corpus_fingerprint, iter_token_batches
 from interp.errors import CorruptShard, InterpError, StoreMismatch
-from interp.io import atomic_write_bytes, atomic_write_json, read_json
-from interp.store import DTYPES, FORMAT, VERSION, ActivationStore, StoreConfig
+from interp.io import atomic_write_bytes, atomic_write_json
+from interp.store import (DTYPES, FORMAT, VERSION, ActivationStore, StoreConfig,
+                          read_manifest)
 
 
 # --------------------------------------------------------------------------- capture
@@ -34,7 +35,9 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
     One forward pass per batch caches every hook and stops after the deepest one. Rows are
     filtered (BOS position, high-norm outliers; a row is dropped if any hook's vector is an
     outlier, so all hooks keep the same rows). Outlier thresholds come from the first batch
-    unless given (a resumed run passes the original ones).
+    unless given (a resumed run passes the original ones). The rows and kept positions stay on
+    the model's device (a writer moves them to the host; a streaming trainer on that device
+    takes them as they are); the token ids are on the host.
     """
     hooks = model.validate_hooks(list(config.hooks))
     stop = model.stop_layer_for(hooks)
@@ -45,7 +48,7 @@ def capture_batches(model, config: StoreConfig, skip_windows: int = 0,
                                   skip_windows=skip_windows):
         _, cache = model.run_with_cache(ids, hooks=hooks, stop_at_layer=stop)
         acts = {h: _flat(cache[h]) for h in hooks}
-        keep = torch.ones(ids.numel(), dtype=torch.bool)
+        keep = torch.ones(ids.numel(), dtype=torch.bool, device=acts[hooks[0]].device)
         if config.drop_bos:
             keep.view(ids.shape)[:, 0] = False
         if config.outlier_ratio is not None:
@@ -68,9 +71,14 @@ def check_store(out_dir: str | Path, config: StoreConfig) -> dict | None:
     out = Path(out_dir)
     if not (out / "manifest.json").is_file():
         return None
-    manifest = read_json(out / "manifest.json")
-    if manifest.get("config") != config.to_dict():
-        old, new = manifest.get("config", {}), config.to_dict()
+    manifest = read_manifest(out / "manifest.json")
+    old = manifest.get("config", {})
+    try:  # a manifest written before newer settings existed reads with their defaults
+        old = StoreConfig.from_dict(old).identity()
+    except InterpError:
+        old = old if isinstance(old, dict) else {}
+    new = config.identity()
+    if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise StoreMismatch(f"{out} already holds a store made with other settings "
                             f"(differing: {diff}). Use another --out directory, or delete it.")
@@ -101,7 +109,8 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
     if model is None:
         from interp.models.loading import load_model
 
-        model = load_model(config.model, backend=config.backend)
+        model = load_model(config.model, backend=config.backend, device=config.device,
+                           dtype=config.model_dtype)
     hooks = model.validate_hooks(list(config.hooks))
     if manifest is None:
         manifest = {
@@ -130,9 +139,9 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
         tokens = torch.cat([p[0] for p in pending]).to(torch.int32)
         offsets, pos = 0, []
         for ids, positions, _ in pending:
-            pos.append(positions + offsets)
+            pos.append(positions.cpu() + offsets)
             offsets += ids.numel()
-        tensors = {h: torch.cat([p[2][h] for p in pending]) for h in hooks}
+        tensors = {h: torch.cat([p[2][h].cpu() for p in pending]) for h in hooks}
         tensors["tokens"] = tokens
         tensors["positions"] = torch.cat(pos).to(torch.int32)
         from safetensors.torch import save
@@ -171,11 +180,36 @@ def cache_activations(out_dir: str | Path, config: StoreConfig = StoreConfig(), 
     return ActivationStore(out)
 
 
+def cache_run(config: StoreConfig, name: str | None = None, out: str | Path | None = None,
+              workspace: str | Path | None = None, model=None, progress: bool = True):
+    """Cache activations as a workspace run (`runs/activations/<name>`, or `out`): the store,
+    and a run.json whose metrics are the store's summary and the throughput. Resumable like
+    `cache_activations`; a store made with other settings is refused before run.json is
+    touched. A job done in one go also records its seconds and tokens/s. Returns the run."""
+    import time
+
+    from interp.workspace import run_context, run_dir
+
+    name = name or (Path(out).name if out else "cache-" + config.hooks[0].replace(".", "-"))
+    fresh = check_store(out or run_dir("activations", name, workspace), config) is None
+    t0 = time.perf_counter()
+    with run_context("activations", name, config.to_dict(), root=workspace, path=out) as run:
+        store = cache_activations(run.path, config, model=model, progress=progress)
+        metrics = store.summary()
+        if fresh:  # the throughput of the whole job (a resumed job measured only its last leg)
+            metrics["seconds"] = round(time.perf_counter() - t0, 1)
+            metrics["tokens_per_s"] = round(store.manifest["n_tokens_seen"]
+                                            / max(metrics["seconds"], 1e-3))
+        run.finish(metrics=metrics, artefacts={"manifest": "manifest.json"})
+    return run
+
+
 def stream_activations(model, config: StoreConfig, batch_size: int = 4096, *, seed: int = 0,
                        buffer_rows: int = 1 << 16) -> Iterator[dict[str, Tensor]]:
     """Activations straight from the model without touching disk, shuffled in a buffer.
 
-    Yields dicts {hook: [batch_size, d]} (float32) until the corpus or `config.n_tokens` runs out.
+    Yields dicts {hook: [batch_size, d]} (float32, on the model's device) until the corpus or
+    `config.n_tokens` runs out.
     """
     gen = torch.Generator().manual_seed(seed)
     buf: dict[str, list[Tensor]] = {h: [] for h in config.hooks}
@@ -195,7 +229,7 @@ def _drain(buf: dict[str, list[Tensor]], gen, batch_size: int, keep_partial: boo
     if not full:
         return
     n = next(iter(full.values())).shape[0]
-    perm = torch.randperm(n, generator=gen)
+    perm = torch.randperm(n, generator=gen).to(next(iter(full.values())).device)
     n_batches = n // batch_size
     for b in range(n_batches):
         idx = perm[b * batch_size:(b + 1) * batch_size]

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interp.errors import check_config_keys, ConfigError, DataError, unknown_name_message
+from interp.config import Config
+from interp.errors import ConfigError, DataError, unknown_name_message
 
 if TYPE_CHECKING:
     from jaxtyping import Int
@@ -39,7 +40,7 @@ _HF_SHUFFLE_BUFFER = 10_000
 
 
 @dataclass(frozen=True)
-class CorpusSpec:
+class CorpusSpec(Config):
     """Where the text comes from and which documents of it to use (serialised into every run)."""
 
     source: str = "cpython"  # a built-in name, a local file/directory, or "hf:<dataset>"
@@ -59,12 +60,6 @@ class CorpusSpec:
             raise ConfigError(f"CorpusSpec.max_docs must be >= 1 or None, got {self.max_docs}.")
         if self.doc_separator == "":
             raise ConfigError("CorpusSpec.doc_separator must be a non-empty string or None.")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CorpusSpec:
-        """Build from a dict (e.g. a run.json's config), rejecting keys this spec does not have."""
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The main job (`make demo`): the whole story on the default model and corpus.
 
 Each step writes a run into the workspace and is skipped when its run is already done, so a
-second `make demo` reuses finished work. Steps are a registry: a capability adds its
-`demo_step(workspace: Path, echo) -> Path` with one line in `DEMO_STEPS`. The demo ends by
-printing the command that opens the explorer on the workspace.
+second `make demo` reuses finished work. The steps are the table `interp.commands.DEMO_STEPS`:
+a capability adds its `demo_step(workspace: Path, echo) -> Path` with one line there. The demo
+ends by printing the command that opens the explorer on the workspace.
 """
 
 from __future__ import annotations
@@ -11,39 +11,15 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from interp.store import StoreConfig, cache_activations
-from interp.workspace import is_done, list_runs, load_run, run_context, run_dir
+from interp.commands import DEMO_STEPS, DemoStep
+from interp.store import StoreConfig
+from interp.workspace import is_done, list_runs, load_run, run_dir
 
 DEMO_HOOK = "blocks.15.hook_resid_post"
 DEMO_STORE = "demo-resid15"  # runs/activations/<this>: the store the later steps read
 DEMO_SAE = "demo-topk-resid15"  # runs/sae/<this>: the SAE the later steps analyse
-
-
-@dataclass(frozen=True)
-class DemoStep:
-    """One step of the demo: `target` is "module:function", called as
-    `function(workspace, echo) -> Path` (the run directory it wrote or found done)."""
-
-    name: str
-    target: str
-    required: bool = False  # a required step's failure stops the demo; others are reported
-
-
-DEMO_STEPS: list[DemoStep] = [
-    DemoStep("activations", "interp.demo:cache_step", required=True),
-    DemoStep("sae", "interp.demo:sae_step", required=True),
-    DemoStep("features", "saes.features:demo_step"),
-    DemoStep("atoms", "saes.atoms.runs:demo_step"),
-    DemoStep("codebook", "saes.codebook.runs:demo_step"),
-    DemoStep("graph", "circuits.demo:demo_step"),
-    DemoStep("linearise", "interp.linearise.runs:demo_step"),
-    DemoStep("localist", "interp.localist.demo:demo_step"),
-    DemoStep("probes", "probes.demo:demo_step"),
-    # one line per further capability, in the order they should run
-]
 
 
 def demo_store_path(workspace: Path) -> Path:
@@ -60,53 +36,31 @@ def resolve_step(step: DemoStep):
     return getattr(importlib.import_module(module), func)
 
 
-def cache_step(workspace: Path, echo=print, tokens: int = 131_072) -> Path:
+def cache_step(workspace: Path, echo=print, tokens: int = 131_072, device: str = "auto") -> Path:
     """Cache `tokens` tokens of the default model's layer-15 residual stream."""
-    from interp.cli import summary
+    from interp.caching import cache_run
 
-    config = StoreConfig(hooks=(DEMO_HOOK,), n_tokens=tokens)
+    config = StoreConfig(hooks=(DEMO_HOOK,), n_tokens=tokens, device=device)
     path = demo_store_path(workspace)
     if is_done(path):
         echo(f"activations: already cached in {path}")
         return path
     echo(f"activations: caching {tokens} tokens of {config.corpus.source!r} text at {DEMO_HOOK} "
          "with the default model (the first run converts the model once, ~30 s)")
-    t0 = time.perf_counter()
-    with run_context("activations", DEMO_STORE, config.to_dict(), root=workspace) as run:
-        store = cache_activations(run.path, config)
-        metrics = summary(store)
-        metrics["seconds"] = round(time.perf_counter() - t0, 1)
-        metrics["tokens_per_s"] = round(store.manifest["n_tokens_seen"] / metrics["seconds"])
-        run.finish(metrics=metrics, artefacts={"manifest": "manifest.json"})
-    return path
-
-
-def sae_step(workspace: Path, echo=print, sae_tokens: int = 1_048_576) -> Path:
-    """Train and evaluate a top-k SAE on the demo store."""
-    from saes.base import SAEConfig
-    from saes.runs import train_run
-    from saes.train import TrainConfig
-
-    store_path = demo_store_path(workspace)
-    path = demo_sae_path(workspace)
-    if is_done(path):
-        echo(f"sae: already trained in {path}")
-        return path
-    echo(f"sae: training a top-k SAE (k=32, 4608 latents) on {sae_tokens} activation vectors")
-    cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=576, d_sae=4608, k=32,
-                                    hook_name=DEMO_HOOK, model_name="SmolLM2-135M-Instruct"),
-                      activations=str(store_path), total_tokens=sae_tokens, batch_size=4096)
-    train_run(cfg, path, DEMO_SAE)
+    cache_run(config, DEMO_STORE, workspace=workspace)
     return path
 
 
 def run_demo(workspace: Path, tokens: int = 131_072, sae_tokens: int = 1_048_576,
-             echo=print, steps: list[DemoStep] | None = None) -> dict:
+             echo=print, steps: list[DemoStep] | None = None, device: str = "auto") -> dict:
     """Run every step of `DEMO_STEPS` (or `steps`) in order; return {step: run path}.
 
     A required step that fails stops the demo (its error propagates); any other failing step is
     reported and the demo goes on. The last line printed is the command that opens the explorer.
+    `device` (interp.devices) goes to every step whose function takes a `device`.
     """
+    import inspect
+
     workspace = Path(workspace)
     options = {"activations": {"tokens": tokens}, "sae": {"sae_tokens": sae_tokens}}
     done: dict[str, Path] = {}
@@ -115,8 +69,11 @@ def run_demo(workspace: Path, tokens: int = 131_072, sae_tokens: int = 1_048_576
     for step in steps if steps is not None else DEMO_STEPS:
         t0 = time.perf_counter()
         try:
-            done[step.name] = Path(resolve_step(step)(workspace, echo,
-                                                      **options.get(step.name, {})))
+            fn = resolve_step(step)
+            kw = dict(options.get(step.name, {}))
+            if "device" in inspect.signature(fn).parameters:
+                kw["device"] = device
+            done[step.name] = Path(fn(workspace, echo, **kw))
         except Exception as e:
             if step.required:
                 raise

@@ -25,11 +25,44 @@ class ModelLoadError(InterpError):
     """A model (or its tokenizer) could not be found or loaded."""
 
 
+class PretrainedNotFound(ModelLoadError):
+    """The files of a pretrained dictionary are in no local directory, not in the Hugging Face
+    cache, and cannot be downloaded (offline, missing on the Hub, or gated)."""
+
+
+class ModelMismatch(InterpError, ValueError):
+    """A dictionary (SAE, transcoder) that does not fit the model it is used with: another
+    width, or a hook the model does not have."""
+
+
+class UnsupportedModel(ModelLoadError):
+    """A model that a capability cannot serve (no adapter for its family, or a kind of model,
+    such as mixture-of-experts or encoder-only, that the capability does not handle)."""
+
+
 class ConfigError(InterpError, ValueError):
     """A config with an unknown key or an invalid value."""
 
 
-class CorruptShard(InterpError):
+class CorruptFile(InterpError, ValueError):
+    """A file whose bytes cannot be what they should be: truncated, bit-flipped, not JSON /
+    safetensors / Parquet at all, not a regular file, or larger than its kind can be."""
+
+
+class MissingFile(InterpError, FileNotFoundError):
+    """A file that a reader needs is not there."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror)
+        return str(self.args[0]) if self.args else ""
+
+
+class BadFormat(ConfigError):
+    """A file that parses but does not hold what its reader expects: a missing or mistyped
+    key, a tensor of the wrong shape, another format's marker, a declared size that does not
+    fit the data."""
+
+
+class CorruptShard(CorruptFile):
     """A shard of an activation store is missing, truncated or fails its checksum."""
 
 
@@ -43,6 +76,24 @@ class DataError(InterpError, ValueError):
 
 class WorkspaceError(InterpError):
     """A run directory that cannot be read or written."""
+
+
+class UnsafePath(WorkspaceError):
+    """A path read from a file or given as a name that would leave the directory it must stay
+    in (`..`, an absolute path, a symlink pointing out)."""
+
+
+class WrongRunKind(WorkspaceError):
+    """A run directory of another kind than the command needs (e.g. a features run given to
+    `eval-sae`)."""
+
+
+class DeviceError(InterpError, ValueError):
+    """A device or dtype that is malformed or not available on this machine."""
+
+
+class DeviceMemoryError(InterpError):
+    """A run whose estimated memory does not fit the device it is asked to run on."""
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
@@ -67,12 +118,12 @@ def unknown_name_message(kind: str, name: str, candidates: Iterable[str], hint: 
 
 
 def check_config_keys(cls, d: dict) -> None:
-    """Raise `ConfigError` if `d` has keys that the dataclass `cls` does not (configs reject
-    unknown keys rather than ignore them), naming them and the valid ones."""
+    """Raise `ConfigError` if `d` has a key the dataclass `cls` does not (configs reject unknown
+    keys rather than ignore them), naming the nearest valid key and listing them all."""
     import dataclasses
 
     valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in d if k not in valid]
-    if unknown:
-        raise ConfigError(f"Unknown {cls.__name__} key(s) {', '.join(map(repr, unknown))}; "
-                          f"valid keys: {', '.join(valid)}.")
+    for key in d:
+        if key not in valid:
+            raise ConfigError(unknown_name_message(f"{cls.__name__} key", str(key), valid,
+                                                   hint=f"Valid keys: {', '.join(valid)}."))

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from interp.errors import WorkspaceError
+from interp.errors import UnsafePath, WorkspaceError, WrongRunKind
 from interp.io import atomic_write_json, read_json
 
 STATUSES = ("running", "done", "failed")
@@ -55,10 +55,13 @@ class Run:
             raise WorkspaceError(f"Run {self.path} has no artefact {key!r}; it has "
                                  f"{sorted(self.artefacts)}.")
         rel = self.artefacts[key]
+        if not isinstance(rel, str) or not rel or "\0" in rel:
+            raise WorkspaceError(f"Artefact {key!r} of run {self.path} is {rel!r}, not a "
+                                 "relative path; the run.json was modified.")
         p = (self.path / rel).resolve()
         if self.path.resolve() not in p.parents and p != self.path.resolve():
-            raise WorkspaceError(f"Artefact {key!r} of run {self.path} points outside the run "
-                                 f"({rel!r}); refusing to read it.")
+            raise UnsafePath(f"Artefact {key!r} of run {self.path} points outside the run "
+                             f"({rel!r}); refusing to read it.")
         return p
 
     def finish(self, metrics: dict | None = None, artefacts: dict | None = None,
@@ -91,7 +94,7 @@ def create_run(kind: str, name: str, config: dict, root: str | os.PathLike | Non
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if (where / "run.json").is_file():
         with contextlib.suppress(Exception):
-            created = read_json(where / "run.json").get("created") or created
+            created = read_json(where / "run.json", expect=dict).get("created") or created
     run = Run(path=where, kind=kind, name=name, config=config, created=created)
     run.save()
     return run
@@ -124,13 +127,25 @@ def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises `WorkspaceError` if its run.json is missing or invalid."""
     path = Path(path)
     try:
-        d = read_json(path / "run.json")
+        d = read_json(path / "run.json", expect=dict)
         return Run(path=path, kind=str(d["kind"]), name=str(d["name"]),
                    config=dict(d.get("config") or {}), created=str(d.get("created", "")),
                    status=str(d.get("status", "running")), metrics=dict(d.get("metrics") or {}),
                    artefacts=dict(d.get("artefacts") or {}))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise WorkspaceError(f"{path / 'run.json'} cannot be read: {e}") from e
+
+
+def load_run_of_kind(path: str | os.PathLike, kinds: str | tuple[str, ...],
+                     command: str) -> Run:
+    """`load_run`, and `WrongRunKind` naming the directory, its kind and the kinds `command`
+    takes if it is another kind of run."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    run = load_run(path)
+    if run.kind not in kinds:
+        raise WrongRunKind(f"{path} is a {run.kind!r} run; {command} takes "
+                           f"{' or '.join(repr(k) for k in kinds)} runs.")
+    return run
 
 
 def list_runs(root: str | os.PathLike | None = None, kind: str | None = None) -> list[Run]:

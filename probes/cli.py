@@ -11,24 +11,26 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, help="Probes, lenses and layer geometry.")
 
 _MODEL = typer.Option(None, help="Model name or directory (default model if omitted).")
 _CORPUS = typer.Option("", help="cpython | python-docs | python-stdlib | a path | hf:<dataset> "
                                 "(default: the task's corpus, or python-docs).")
-_TOKENS = typer.Option(4096, "--tokens", help="Tokens to collect (BOS positions not counted).")
-_CTX = typer.Option(128, help="Tokens per chunk, BOS included.")
-_DOCS = typer.Option(None, help="Read at most this many documents.")
-_CHUNKS = typer.Option(1, help="Chunks of context-size tokens kept per document.")
-_BATCH = typer.Option(8, help="Chunks per forward pass.")
-_SEED = typer.Option(0, help="Seed (document shuffle, splits, control task).")
+_TOKENS = typer.Option(4096, "--tokens", min=1,
+                       help="Tokens to collect (BOS positions not counted).")
+_CTX = typer.Option(128, min=2, help="Tokens per chunk, BOS included.")
+_DOCS = typer.Option(None, min=1, help="Read at most this many documents.")
+_CHUNKS = typer.Option(1, min=1, help="Chunks of context-size tokens kept per document.")
+_BATCH = typer.Option(8, min=1, help="Chunks per forward pass.")
+_SEED = typer.Option(0, min=0, help="Seed (document shuffle, splits, control task).")
 _WS = typer.Option(None, envvar="INTERP_WORKSPACE", help="Workspace root.")
 _OUT = typer.Option(None, help="Run directory (default: <workspace>/runs/<kind>/<name>).")
+_DEVICE = device_option("Where the model runs (the analysis runs on the host).")
+_DTYPE = dtype_option("The model's compute dtype:")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _show(run) -> None:
@@ -44,14 +46,16 @@ def probe(
     hook: str = typer.Option("", help="Probe this hook instead of the residual stream."),
     kind: str = typer.Option("logistic", help="logistic | ridge"),
     control: str = typer.Option("type", help="Control task: type | shuffle | none"),
-    val_frac: float = typer.Option(0.2, help="Fraction of documents held out for validation."),
+    val_frac: float = typer.Option(0.2, min=0, max=1,
+                                   help="Fraction of documents held out for validation."),
     l2: str = typer.Option("1e-4,1e-3,1e-2,1e-1,1", help="L2 values to choose from."),
-    max_iter: int = typer.Option(100, help="L-BFGS iterations (logistic)."),
+    max_iter: int = typer.Option(100, min=1, help="L-BFGS iterations (logistic)."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
     context_size: int = _CTX, max_docs: Optional[int] = _DOCS,
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
+    device: str = _DEVICE, dtype: str = _DTYPE,
 ) -> None:
     """Linear probes per layer for a token-labelling task, with a control task beside them."""
     from interp.errors import InterpError
@@ -64,23 +68,23 @@ def probe(
                           batch_size=batch_size, seed=seed, task=task, layers=layers, hook=hook,
                           kind=kind, control=control, val_frac=val_frac,
                           l2_grid=tuple(float(v) for v in l2.split(",") if v.strip()),
-                          max_iter=max_iter)
+                          max_iter=max_iter, device=device, dtype=dtype)
         run = probe_run(cfg, workspace, name, path=out)
     except (InterpError, ValueError) as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
 @app.command()
 def lens(
-    tuned_steps: int = typer.Option(0, help="Adam steps on the KL after the least-squares "
+    tuned_steps: int = typer.Option(0, min=0, help="Adam steps on the KL after the least-squares "
                                             "init of the tuned lens."),
-    tuned_lr: float = typer.Option(1e-3, help="Tuned-lens learning rate."),
-    ridge: float = typer.Option(1e-2, help="Ridge strength of the least-squares init."),
-    eval_tokens: int = typer.Option(512, help="Held-out tokens scored."),
+    tuned_lr: float = typer.Option(1e-3, min=0, help="Tuned-lens learning rate."),
+    ridge: float = typer.Option(1e-2, min=0, help="Ridge strength of the least-squares init."),
+    eval_tokens: int = typer.Option(512, min=1, help="Held-out tokens scored."),
     activations: Optional[Path] = typer.Option(None, help="Activation store with every "
                                                           "residual hook (instead of the model)."),
-    val_frac: float = typer.Option(0.2, help="Fraction of documents held out."),
+    val_frac: float = typer.Option(0.2, min=0, max=1, help="Fraction of documents held out."),
     example: str = typer.Option("The capital of France is Paris, and the capital of Italy is",
                                 help="Text shown under the lens, position by position."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
@@ -88,6 +92,7 @@ def lens(
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("lens", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
+    device: str = _DEVICE, dtype: str = _DTYPE,
 ) -> None:
     """Logit lens (with and without the final norm) and tuned lens per layer."""
     from interp.errors import InterpError
@@ -100,16 +105,16 @@ def lens(
                          batch_size=batch_size, seed=seed, val_frac=val_frac,
                          tuned_steps=tuned_steps, tuned_lr=tuned_lr, ridge=ridge,
                          eval_tokens=eval_tokens, example=example,
-                         activations=str(activations or ""))
+                         activations=str(activations or ""), device=device, dtype=dtype)
         run = lens_run(cfg, workspace, name, path=out)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
 @app.command()
 def geometry(
-    max_points_twonn: int = typer.Option(4096, help="Points per layer for TwoNN."),
+    max_points_twonn: int = typer.Option(4096, min=3, help="Points per layer for TwoNN."),
     activations: Optional[Path] = typer.Option(None, help="Activation store with every "
                                                           "residual hook (instead of the model)."),
     model: Optional[str] = _MODEL, corpus: str = _CORPUS, tokens: int = _TOKENS,
@@ -117,6 +122,7 @@ def geometry(
     chunks_per_doc: int = _CHUNKS, batch_size: int = _BATCH,
     seed: int = _SEED, name: str = typer.Option("geometry", help="Run name."),
     workspace: Optional[Path] = _WS, out: Optional[Path] = _OUT,
+    device: str = _DEVICE, dtype: str = _DTYPE,
 ) -> None:
     """Linearity, token nonlinearity, intrinsic dimension and anisotropy per layer."""
     from interp.errors import InterpError
@@ -127,8 +133,8 @@ def geometry(
                              max_tokens=tokens, context_size=context_size, max_docs=max_docs,
                              chunks_per_doc=chunks_per_doc,
                              batch_size=batch_size, seed=seed, max_points_twonn=max_points_twonn,
-                             activations=str(activations or ""))
+                             activations=str(activations or ""), device=device, dtype=dtype)
         run = geometry_run(cfg, workspace, name, path=out)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)

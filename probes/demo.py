@@ -18,7 +18,7 @@ DEMO_TOKENS = 2048
 DEMO_PROBE_LAYERS = "embed,4,9,14,19,24,29"
 
 
-def demo_step(workspace: Path, echo=print, model=None) -> Path:
+def demo_step(workspace: Path, echo=print, model=None, device: str = "auto") -> Path:
     """Write the three runs (if not done yet) and return the lens run's directory."""
     from probes.activations import collect, corpus_token_set, residual_hooks
     from probes.labels import get_task
@@ -37,21 +37,24 @@ def demo_step(workspace: Path, echo=print, model=None) -> Path:
     if model is None:
         from interp.models.loading import load_model
 
-        model = load_model()
+        model = load_model(device=device)
     task = get_task("word_class")
     tokens = corpus_token_set(model, "python-docs", 128, DEMO_TOKENS, task)
     hooks = residual_hooks(model.cfg.n_layers)
     acts = collect(model, tokens, hooks, batch_size=8, progress=False)
     states = (acts, hooks)
     if not is_done(paths["lens"]):
-        lens_run(LensConfig(max_tokens=DEMO_TOKENS, eval_tokens=128), workspace, "demo-lens",
+        lens_run(LensConfig(max_tokens=DEMO_TOKENS, eval_tokens=128, device=device), workspace,
+                 "demo-lens",
                  model=model, progress=False, states=states)
     if not is_done(paths["geometry"]):
-        geometry_run(GeometryConfig(max_tokens=DEMO_TOKENS, max_points_twonn=DEMO_TOKENS),
+        geometry_run(GeometryConfig(max_tokens=DEMO_TOKENS, max_points_twonn=DEMO_TOKENS,
+                                    device=device),
                      workspace, "demo-geometry", model=model, progress=False, states=states)
     if not is_done(paths["probe"]):
         probe_run(ProbeConfig(task="word_class", max_tokens=DEMO_TOKENS, kind="ridge",
-                              layers=DEMO_PROBE_LAYERS, l2_grid=(1e-3, 1e-2, 1e-1, 1.0)),
+                              layers=DEMO_PROBE_LAYERS, l2_grid=(1e-3, 1e-2, 1e-1, 1.0),
+                              device=device),
                   workspace, "demo-word-class", model=model, progress=False, acts=acts)
     for kind, p in paths.items():
         m = load_run(p).metrics

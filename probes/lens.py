@@ -28,7 +28,8 @@ from interp.errors import InterpError
 
 
 class Unembed(nn.Module):
-    """The model's final norm and unembedding, as one module: logits = W_U norm(h)."""
+    """The model's final norm and unembedding, as one module: logits = W_U norm(h), computed
+    on the model's device and returned on the input's (the lens statistics stay on the host)."""
 
     def __init__(self, model):
         super().__init__()
@@ -41,9 +42,9 @@ class Unembed(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, h: Float[Tensor, "... d"], norm: bool = True) -> Float[Tensor, "... vocab"]:
-        dtype = self.lm_head.weight.dtype
-        h = h.to(dtype)
-        return self.lm_head(self.norm(h) if norm else h).float()
+        w = self.lm_head.weight
+        out = self.lm_head(self.norm(h.to(w.device, w.dtype)) if norm else h.to(w.device, w.dtype))
+        return out.float().to(h.device)
 
 
 class TunedLens(nn.Module):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from interp.errors import check_config_keys
+from interp.config import Config
 from interp.io import atomic_write_json, save_safetensors_atomic
 from probes.activations import collect, corpus_token_set, residual_hooks, state_names
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Config):
     """Which text, how much of it, and how it is cut (shared by the three run kinds)."""
 
     model: str = "SmolLM2-135M-Instruct"
@@ -43,6 +43,14 @@ class DataConfig:
     activations: str = ""  # lens/geometry: read an activation store holding every residual
     #                        hook (`interp cache --hooks ...`) instead of running the model
     seed: int = 0
+    device: str = "auto"  # where the model runs (interp.devices); probes fit on the host
+    dtype: str = "float32"  # the model's compute dtype
+
+    def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
 
 
 @dataclass(frozen=True)
@@ -73,20 +81,12 @@ class GeometryConfig(DataConfig):
     max_points_twonn: int = 4096
 
 
-def config_from_dict(cls, d: dict):
-    """A config from a run.json's `config`, rejecting unknown keys."""
-    check_config_keys(cls, d)
-    if "l2_grid" in d:
-        d = {**d, "l2_grid": tuple(d["l2_grid"])}
-    return cls(**d)
-
-
 def _load(model, cfg: DataConfig):
     if model is not None:
         return model
     from interp.models.loading import load_model
 
-    return load_model(cfg.model)
+    return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
 
 
 def _states(model, cfg: DataConfig, task=None, source="python-docs", progress=False):
@@ -316,4 +316,4 @@ def read_layers(run_path: str | Path) -> dict:
     """The `layers.json` of a probe, lens or geometry run."""
     from interp.io import read_json
 
-    return read_json(Path(run_path) / "layers.json")
+    return read_json(Path(run_path) / "layers.json", expect=dict)

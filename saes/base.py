@@ -1,4 +1,4 @@
-"""Sparse dictionaries: the shared config, the base module and the architecture registry.
+"""Sparse dictionaries: the shared config and the base module.
 
 Every architecture (SAE, transcoder, skip-transcoder) is `x -> encode -> acts -> decode -> y`:
 
@@ -7,13 +7,12 @@ Every architecture (SAE, transcoder, skip-transcoder) is `x -> encode -> acts ->
     y    = acts @ W_dec + b_dec (+ x @ W_skip.T for skip-transcoders)     [.., d_out]
 
 The encoder is stored as `enc_weight` [d_sae, d_in] (the layout the sparse kernels want);
-`W_enc` is its transpose, as in SAELens. An architecture is one module defining a subclass and
-registering it with `@register("name")`.
+`W_enc` is its transpose, as in SAELens. An architecture is one module defining a subclass
+(its `architecture` names it) and one line in the registry, `saes.architectures.ARCHITECTURES`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,11 +20,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.errors import ConfigError, check_config_keys, unknown_name_message
+from interp.config import Config
+from interp.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class SAEConfig:
+class SAEConfig(Config):
     """Shape and sparsity settings of a sparse dictionary; other fields are ignored by
     architectures that do not use them."""
 
@@ -66,16 +66,6 @@ class SAEConfig:
     def apply_b_dec_to_input(self) -> bool:
         return not self.transcoder
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["matryoshka_widths"] = list(self.matryoshka_widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SAEConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
-
 
 @dataclass
 class LossOutput:
@@ -92,9 +82,14 @@ class SparseDictionary(nn.Module):
     """Base class: parameters, decoding, normalisation folding and export hooks."""
 
     architecture: ClassVar[str] = "base"
+    #: the architecture-specific SAEConfig fields it reads (another one's setting is an error)
+    options: ClassVar[tuple[str, ...]] = ()
     #: trained with unit-norm decoder rows (the trainer renormalises after each step);
     #: an architecture may make it a property of its config
     unit_norm_decoder: bool = True
+    #: [batch, d_sae] float tensors an autograd training step holds at its peak (saved
+    #: activations and the backward's temporaries), for the memory estimate (`step_memory`)
+    step_dense_tensors: ClassVar[float] = 6.0
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -189,6 +184,21 @@ class SparseDictionary(nn.Module):
         `dead` is a [d_sae] bool mask of dead latents (used by AuxK)."""
         raise NotImplementedError
 
+    def use_lowp(self, dtype: torch.dtype) -> bool:
+        """Switch the architecture's own low-precision kernels to `dtype` for training, if it
+        has any (standard: every dense matmul; top-k family: the selecting matmul, the values
+        recomputed exactly); False if it has none, and the trainer autocasts its step."""
+        return False
+
+    def step_memory(self, batch: int, device: torch.device) -> dict[str, int]:
+        """Bytes a training step on `batch` rows needs beyond the weights, gradients and Adam
+        state: {"buffers": kept from one step to the next, "step": alive only at the step's
+        peak} (`saes.memory`). The default counts `step_dense_tensors` float32 [batch, d_sae]
+        tensors and the reconstruction, its error and their gradient."""
+        c = self.cfg
+        return {"buffers": 0, "step": int(self.step_dense_tensors * batch * c.d_sae * 4
+                                           + 3 * batch * c.out_dim * 4)}
+
     def _skip(self, x: Tensor) -> Tensor | float:
         return x @ self.W_skip.T if self.W_skip is not None else 0.0
 
@@ -220,29 +230,3 @@ class SparseDictionary(nn.Module):
         for name in ("b_enc", "W_dec", "b_dec", "W_skip"):
             if name in tensors:
                 getattr(self, name).copy_(tensors[name])
-
-
-ARCHITECTURES: dict[str, type[SparseDictionary]] = {}
-
-
-def register(name: str):
-    """Class decorator adding an architecture to the registry under `name`."""
-    def deco(cls):
-        cls.architecture = name
-        ARCHITECTURES[name] = cls
-        return cls
-    return deco
-
-
-def architecture_class(name: str) -> type[SparseDictionary]:
-    import saes.architectures  # noqa: F401  (fills the registry)
-
-    if name not in ARCHITECTURES:
-        raise ConfigError(unknown_name_message("SAE architecture", name, ARCHITECTURES,
-                                               hint=f"Available: {', '.join(sorted(ARCHITECTURES))}."))
-    return ARCHITECTURES[name]
-
-
-def create_sae(cfg: SAEConfig, seed: int = 0) -> SparseDictionary:
-    """A freshly initialised dictionary of `cfg.architecture`."""
-    return architecture_class(cfg.architecture)(cfg).initialise(seed)

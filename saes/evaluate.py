@@ -347,7 +347,7 @@ def write_report(report: dict, path: str | Path) -> Path:
 
 
 def read_report(path: str | Path) -> dict:
-    return read_json(path)
+    return read_json(path, expect=dict)
 
 
 def _finite(obj):

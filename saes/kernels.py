@@ -17,13 +17,25 @@ shared by every backward that needs it.
   `embedding_bag` over the transposed code for dW_dec (no dense [batch, d_sae] tensor anywhere);
   `SparseDecodeMSE` fuses it with the reconstruction loss (fewer passes over [batch, d]).
 
+Devices: everything is plain PyTorch and allocates on its inputs' device. On the CPU a value
+read back costs nothing, so the kernels take data-dependent shortcuts there (counts by
+`bincount`, a sparse path chosen by the code's density, a matmul over the dead latents only);
+on an accelerator such a read would stall the device every step, so `sync_free(device)` picks
+paths whose shapes are known in advance (offsets by `searchsorted`, masked top-ks). The SDDMM
+uses the sparse CSR kernel where torch has one (CPU, CUDA) and a chunked gather elsewhere (MPS,
+and the meta device used to check allocations). `sync_free_paths()` forces the accelerator
+paths on the CPU, so they are tested against the same naive reference.
+
 Everything is tested against the dense computation (tests/test_sae_kernels.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +43,32 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
+_FORCE_SYNC_FREE = contextvars.ContextVar("sync_free", default=False)
+#: devices with a sparse CSR SDDMM (`torch.sparse.sampled_addmm`)
+_CSR_SDDMM_DEVICES = ("cpu", "cuda")
+
+
+def sync_free(device: torch.device) -> bool:
+    """Whether a step on `device` must avoid reading device values on the host (every device
+    but the CPU, or any device inside `sync_free_paths()`)."""
+    return device.type != "cpu" or _FORCE_SYNC_FREE.get()
+
+
+@contextlib.contextmanager
+def sync_free_paths() -> Iterator[None]:
+    """Run the accelerator (host-sync-free) paths on any device, the CPU included."""
+    token = _FORCE_SYNC_FREE.set(True)
+    try:
+        yield
+    finally:
+        _FORCE_SYNC_FREE.reset(token)
+
+
 def row_offsets(rows: Int[Tensor, " nnz"], n_rows: int) -> Int[Tensor, " n_rows"]:
     """Start of each row's entries in a row-sorted COO list (empty rows allowed)."""
+    if sync_free(rows.device):  # bincount sizes its output from the data: a host read
+        return torch.searchsorted(rows, torch.arange(n_rows, device=rows.device,
+                                                     dtype=rows.dtype))
     counts = torch.bincount(rows, minlength=n_rows)
     return counts.cumsum(0) - counts
 
@@ -49,7 +85,8 @@ class SparseCode:
     @classmethod
     def from_offsets(cls, cols: Tensor, offsets: Tensor, n_cols: int) -> SparseCode:
         counts = torch.diff(offsets, append=offsets.new_tensor([cols.shape[0]]))
-        rows = torch.repeat_interleave(torch.arange(offsets.shape[0], device=cols.device), counts)
+        rows = torch.repeat_interleave(torch.arange(offsets.shape[0], device=cols.device), counts,
+                                       output_size=cols.shape[0])
         return cls(rows, cols, offsets, n_cols)
 
     def transposed(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -60,9 +97,13 @@ class SparseCode:
             small = max(self.n_cols, self.n_rows, self.cols.shape[0]) < 2**31
             key = (self.cols.to(torch.int16) if self.n_cols <= 2**15 else
                    self.cols.to(torch.int32) if small else self.cols)
-            order = torch.sort(key, stable=True).indices
+            sorted_key, order = torch.sort(key, stable=True)
             rows_t = self.rows.index_select(0, order)
-            col_offsets = row_offsets(self.cols, self.n_cols)
+            if sync_free(self.cols.device):
+                col_offsets = torch.searchsorted(sorted_key, torch.arange(
+                    self.n_cols, device=key.device, dtype=key.dtype))
+            else:
+                col_offsets = row_offsets(self.cols, self.n_cols)
             if small:
                 rows_t, col_offsets = rows_t.to(torch.int32), col_offsets.to(torch.int32)
             self._t = (order, rows_t, col_offsets)
@@ -71,6 +112,8 @@ class SparseCode:
     def sddmm(self, a: Float[Tensor, "n_rows d"], b: Float[Tensor, "n_cols d"],
               bias: Tensor | None = None) -> Float[Tensor, " nnz"]:
         """a[rows[n]] . b[cols[n]] (+ bias[cols[n]]) for every entry, without a dense product."""
+        if a.device.type not in _CSR_SDDMM_DEVICES:
+            return self._gathered_sddmm(a, b, bias)
         if self._crow is None:
             self._crow = torch.cat([self.offsets, self.offsets.new_tensor([self.cols.shape[0]])])
         base = bias[self.cols] if bias is not None else a.new_zeros(self.cols.shape[0])
@@ -79,6 +122,18 @@ class SparseCode:
             pattern = torch.sparse_csr_tensor(self._crow, self.cols, base.to(a.dtype),
                                               (self.n_rows, self.n_cols), check_invariants=False)
             return torch.sparse.sampled_addmm(pattern, a, b.T).values()
+
+    def _gathered_sddmm(self, a: Tensor, b: Tensor, bias: Tensor | None,
+                        chunk: int = 1 << 16) -> Tensor:
+        """The SDDMM by gathering both rows of each entry (in chunks of entries, bounding the
+        [chunk, d] temporaries), for devices without a sparse CSR kernel."""
+        out = a.new_empty(self.cols.shape[0])
+        for s in range(0, self.cols.shape[0], chunk):
+            r, c = self.rows[s:s + chunk], self.cols[s:s + chunk]
+            out[s:s + chunk] = torch.linalg.vecdot(a.index_select(0, r), b.index_select(0, c))
+        if bias is not None:
+            out += bias[self.cols].to(out.dtype)
+        return out
 
 
 class SampledLinear(torch.autograd.Function):
@@ -245,6 +300,8 @@ def select_topk_lowp(x: Float[Tensor, "batch d_in"], weight: Float[Tensor, "d_sa
     and no [batch, d_sae] tensor is ever made. Returns (code, exact values [batch*k]).
     """
     b, d = x.shape[0], weight.shape[0]
+    if x.device.type != "cpu":  # the chunks are for a CPU's caches; a GPU wants one big matmul
+        chunk = b
     xl, wl, bl = x.to(dtype), weight.to(dtype).T, bias.to(dtype)
     idx = torch.empty(b, k, dtype=torch.long, device=x.device)
     buf = torch.empty(min(chunk, b), d, dtype=dtype, device=x.device)
@@ -275,16 +332,11 @@ def select_topk_exact(x: Float[Tensor, "batch d_in"], weight: Float[Tensor, "d_s
 
 
 def native_lowp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where matmuls run natively faster in it (CUDA; CPUs with AMX or AVX512-BF16),
-    else None: emulated bf16 on other CPUs is far slower than fp32."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-        avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return torch.bfloat16 if (amx or avx512_bf16) else None
-    return None
+    """The low precision `device` multiplies natively, or None (`interp.devices`): bf16 on
+    Ampere+ GPUs (bf16 tensor cores) and AMX / AVX512-BF16 CPUs, fp16 on Volta/Turing GPUs."""
+    from interp.devices import native_lowp_dtype as native
+
+    return native(device)
 
 
 def select_batch_topk(pre: Float[Tensor, "batch d_sae"], k: int):
@@ -298,8 +350,7 @@ def select_batch_topk(pre: Float[Tensor, "batch d_sae"], k: int):
 
 
 def select_dead_topk(pre: Float[Tensor, "batch d_sae"], dead: Tensor, k: int):
-    """COO of the k largest pre-activations among dead latents per row (for AuxK)."""
+    """COO of the k largest pre-activations among dead latents per row (for AuxK). With fewer
+    than k dead latents, the rest of each row's entries have value -inf (a ReLU makes them 0)."""
     masked = pre.masked_fill(~dead, float("-inf"))
-    k = min(k, int(dead.sum()))
-    rows, cols, vals, offsets = select_topk(masked, k)
-    return rows, cols, vals, offsets
+    return select_topk(masked, min(k, pre.shape[1]))

@@ -7,60 +7,35 @@ keeps its own run directory, checkpoint and metrics, so each is an ordinary run 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
+from interp.devices import to_device
 from interp.errors import ConfigError
 from saes.base import SparseDictionary
+from saes.data import BatchSource, DataConfig, as_source
+from saes.reader import Prefetcher, rank_batches
 from saes.train import TrainConfig, Trainer
 
-_SHARED = ("activations", "model", "total_tokens", "batch_size", "seed", "holdout_every",
-           "shuffle_buffer_rows")
+_SHARED = ("total_tokens", "batch_size")
 
 
 def _hooks(cfg: TrainConfig) -> list[str]:
     return [cfg.sae.hook_name] + ([cfg.sae.hook_name_out] if cfg.sae.transcoder else [])
 
 
-def shared_source(cfgs: Sequence[TrainConfig]):
-    """`source(start)`: an iterator of {hook: raw rows} global batches from batch `start`."""
-    first = cfgs[0]
-    hooks = list(dict.fromkeys(h for c in cfgs for h in _hooks(c)))
-
-    def source(start: int) -> Iterator[dict[str, Tensor]]:
-        if first.activations:
-            from interp.store import ActivationStore
-
-            store = ActivationStore(first.activations)
-            return store.batches(hooks, first.batch_size, seed=first.seed, split="train",
-                                 holdout_every=first.holdout_every,
-                                 buffer_rows=first.shuffle_buffer_rows, epochs=None,
-                                 start_batch=start)
-        from interp.models.loading import load_model
-        from interp.caching import stream_activations
-        from interp.store import StoreConfig
-
-        model = load_model(first.model or None)
-        it = stream_activations(model, StoreConfig(model=model.name, hooks=tuple(hooks),
-                                                   n_tokens=first.total_tokens * 2),
-                                first.batch_size, seed=first.seed)
-        for _ in range(start):
-            next(it)
-        return it
-
-    return source
-
-
 def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
-               progress: bool = True, trainers: list[Trainer] | None = None
+               data: DataConfig | BatchSource | Tensor | dict, progress: bool = True,
+               trainers: list[Trainer] | None = None, source: BatchSource | None = None
                ) -> list[SparseDictionary | None]:
     """Train every config into its run directory from one shared data source.
 
-    The configs must agree on the data (`activations`/`model`, tokens, batch size, seed); they
-    may differ in hook, architecture, width and optimiser settings. Resumes together from their
-    checkpoints (which must be at the same step). `trainers`, if given, receives the Trainers.
+    The configs must agree on tokens and batch size; they may differ in hook, architecture,
+    width, optimiser settings and device (each batch is read once and copied to each). Resumes together from their checkpoints (which must be at the
+    same step). `trainers`, if given, receives the Trainers.
     """
     if len(cfgs) != len(run_dirs) or not cfgs:
         raise ConfigError("train_many needs one run directory per config (and at least one).")
@@ -69,13 +44,10 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
         if len(values) > 1:
             raise ConfigError(f"train_many: the configs differ in {key!r} ({sorted(map(str, values))}); "
                               "dictionaries trained together share their data settings.")
-    source = shared_source(cfgs)
-
-    def own(cfg):
-        hin, hout = _hooks(cfg)[0], _hooks(cfg)[-1]
-        return lambda start: ((b[hin], b[hout]) for b in source(start))
-
-    made = [Trainer(c, d, progress=False, batches=own(c)) for c, d in zip(cfgs, run_dirs)]
+    source = source if source is not None else as_source(data)
+    made = [Trainer(c, d, data, progress=False) for c, d in zip(cfgs, run_dirs)]
+    for t in made:
+        t.source = source  # one reader for all (the DataConfig goes into their checkpoints)
     if trainers is not None:
         trainers.extend(made)
     trainers = made
@@ -90,17 +62,28 @@ def train_many(cfgs: Sequence[TrainConfig], run_dirs: Sequence[str | Path],
         t.begin()
     bar = tqdm(total=cfgs[0].total_steps, initial=step, unit="step", disable=not progress,
                desc=f"{len(trainers)} dictionaries")
+    batches = None
     try:
-        batches = source(step)
+        hooks = list(dict.fromkeys(h for c in cfgs for h in _hooks(c)))
+        first = trainers[0]
+
+        def make():
+            return rank_batches(source, hooks, cfgs[0].batch_size, step, cfgs[0].total_steps,
+                                first.rank, first.world)
+
+        batches = Prefetcher(make, first.prefetch) if first.prefetch else make()
         while step < cfgs[0].total_steps:
             batch = next(batches)
             for t, c in zip(trainers, cfgs):
-                hooks = _hooks(c)
-                t.step_on(batch[hooks[0]], batch[hooks[-1]])
+                hin, hout = _hooks(c)[0], _hooks(c)[-1]
+                t.step_on(to_device(batch[hin], t.device, torch.float32),
+                          to_device(batch[hout], t.device, torch.float32))
             step += 1
             bar.update(1)
     finally:
+        if isinstance(batches, Prefetcher):
+            batches.close()
         bar.close()
-        for t in trainers:
+        for t in reversed(trainers):  # each restores the handlers it found: last in, first out
             t.close()
     return [t.finish() for t in trainers]

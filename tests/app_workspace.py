@@ -1,6 +1,8 @@
-"""A small real workspace for the explorer's tests: a tiny model's activation store and an SAE
-trained on it in seconds, plus the awkward cases (broken, failed, running, unknown kind, a
-run.json that points outside the workspace)."""
+"""The explorer's tests: a small real workspace (a tiny model's activation store and an SAE
+trained on it in seconds, plus the awkward cases: broken, failed, running, unknown kind, a
+run.json that points outside the workspace), and `open_page`, which runs one page of the
+explorer under `streamlit.testing.v1.AppTest` (through the `explorer` fixture of conftest.py,
+which also clears Streamlit's caches)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,16 @@ import shutil
 from pathlib import Path
 
 HOOK = "blocks.0.hook_resid_post"
-HOME = str(Path(__file__).resolve().parent.parent / "app" / "Home.py")
+ENTRY = Path(__file__).resolve().parent.parent / "app" / "explorer.py"
 
 
 def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
-    from interp.cli import summary
     from interp.data import CorpusSpec
-    from interp.store import StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import StoreConfig
     from interp.workspace import run_context, run_dir
     from saes.base import SAEConfig
+    from saes.data import DataConfig
     from saes.runs import train_run
     from saes.train import TrainConfig
 
@@ -29,13 +32,12 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
                       batch_size=8, shard_windows=32, corpus=CorpusSpec(source="python-docs"))
     with run_context("activations", "tiny-store", cfg.to_dict(), root=ws) as run:
         store = cache_activations(run.path, cfg, model=model, progress=False)
-        run.finish(metrics=summary(store), artefacts={"manifest": "manifest.json"})
+        run.finish(metrics=store.summary(), artefacts={"manifest": "manifest.json"})
     tcfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=64, d_sae=256, k=8, hook_name=HOOK,
                                      model_name=str(model_dir)),
-                       activations=str(run.path), total_tokens=256 * 30, batch_size=256,
-                       checkpoint_every=0, log_every=3)
+                       total_tokens=256 * 30, batch_size=256, checkpoint_every=0, log_every=3)
     sae_run = run_dir("sae", "tiny-topk", ws)
-    train_run(tcfg, sae_run, progress=False, eval_windows=4)
+    train_run(tcfg, DataConfig(activations=str(run.path)), sae_run, progress=False, eval_windows=4)
     from saes.features import features_run
 
     features_run(sae_run, 64 * 32, name="tiny-topk", workspace=ws, model=model, progress=False)
@@ -65,16 +67,30 @@ def build_workspace(ws: Path, model_dir: Path, model=None) -> Path:
 
 
 # --------------------------------------------------------------------------- AppTest helpers
-def page(ws, monkeypatch, path: str | None = None, **query):
-    """Run Home (or `path`, e.g. "pages/2_SAEs.py") on workspace `ws` with URL `query`; fails
-    on any exception the page raised. Clear st.cache_data/cache_resource between tests."""
-    monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
+def _explorer(url_path):
+    """The AppTest script: the explorer's main(), after switching once to `url_path` (what a
+    click on a page link does; AppTest.switch_page only reaches file-based pages)."""
+    import streamlit as st
+
+    from app.navigation import main, pages
+
+    if url_path is not None and not st.session_state.get("apptest-opened"):
+        st.session_state["apptest-opened"] = True
+        (page,) = [p for p in pages() if p.url_path == url_path]
+        st.switch_page(page, query_params=st.query_params.to_dict())
+    main()
+
+
+def open_page(url_path: str | None = None, timeout: float = 120, **query):
+    """Run the explorer's page at `url_path` ('SAEs', 'All_runs'; None: Home) with URL `query`
+    on the workspace in $INTERP_WORKSPACE; fails on any exception the page raised."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(HOME, default_timeout=120)
+    if url_path is None:
+        at = AppTest.from_file(ENTRY, default_timeout=timeout)  # the real entry point
+    else:
+        at = AppTest.from_function(_explorer, args=(url_path,), default_timeout=timeout)
     at.query_params.update(query)
-    if path:
-        at.switch_page(path)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -53,3 +53,34 @@ def all_cores():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def streamlit_caches():
+    """Clear st.cache_data / st.cache_resource before and after the test: they outlive
+    AppTest instances in one process."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture()
+def explorer(monkeypatch, streamlit_caches):
+    """Open a page of the Streamlit explorer under AppTest on a workspace:
+    `explorer(ws, "SAEs", run="tiny")` runs the page at that URL path (None: Home) with those
+    query parameters and returns the finished AppTest, failing on any exception. Caches are
+    cleared before every page (see tests/app_workspace.py)."""
+    import streamlit as st
+    from app_workspace import open_page
+
+    def open_(ws, url_path=None, **query):
+        monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        return open_page(url_path, **query)
+
+    return open_

@@ -1,27 +1,24 @@
 """The explorer's pages under `streamlit.testing.v1.AppTest`, on a workspace of real tiny runs
 (an activation store, an SAE trained on it, its feature tables) plus broken, failed, running,
 unknown-kind and escaping runs: every page renders, shows the run's own numbers, and never a
-traceback."""
+traceback. Hostile workspaces: tests/test_app_hostile.py; the data layer: tests/test_app_data.py."""
 
 from __future__ import annotations
 
 import ast
 import json
 import math
-import sys
+import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("streamlit")
-if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
-    sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
-import streamlit as st  # noqa: E402
-
-from app_workspace import HOOK, build_workspace, charts, page, values  # noqa: E402
+from app.kinds import GENERIC, KINDS, KindView
+from app_workspace import HOOK, build_workspace, charts, values
 
 APP = Path(__file__).resolve().parent.parent / "app"
-ALL_PAGES = sorted(p.relative_to(APP).as_posix() for p in (APP / "pages").glob("*.py"))
+ALL_PAGES = [v.url_path for v in (*KINDS.values(), GENERIC)]
 
 
 @pytest.fixture(scope="module")
@@ -29,36 +26,69 @@ def ws(tmp_path_factory, tiny_llama_dir, tiny_llama):
     return build_workspace(tmp_path_factory.mktemp("app") / "ws", tiny_llama_dir, tiny_llama)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    # st.cache_data / cache_resource survive across AppTest instances in one process
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
+def test_registry_entries_have_views_and_distinct_pages():
+    from app.kinds import view_module
 
-
-def test_registry_entries_have_views_and_pages():
-    from app.kinds import GENERIC, KINDS, view_module
-
+    urls = [v.url_path for v in (*KINDS.values(), GENERIC)]
+    assert len(set(urls)) == len(urls) and all(urls)  # Home alone has the root URL
     for kind, view in {**KINDS, "?": GENERIC}.items():
-        assert (APP / view.page).is_file(), f"{kind}: page {view.page} missing"
-        assert callable(view_module(kind).render)
+        assert callable(view_module(kind).render), kind
+    with pytest.raises(ValueError, match="registered twice"):
+        from app.kinds import _registry
+
+        _registry(KindView("a", "A"), KindView("b", "A"))  # same URL path
+
+
+def test_app_folder_has_no_path_hacks_or_case_collisions():
+    files = [p.relative_to(APP).as_posix() for p in APP.rglob("*")
+             if "__pycache__" not in p.parts]
+    assert [f for f, n in Counter(f.lower() for f in files).items() if n > 1] == []
+    hacks = [f for f in files if f.endswith(".py") and "sys.path" in (APP / f).read_text()]
+    assert hacks == [] and not (APP / "pages").exists()
 
 
 @pytest.mark.parametrize("path", ALL_PAGES)
-def test_every_page_renders_on_the_workspace(ws, monkeypatch, path):
-    at = page(ws, monkeypatch, path)
-    assert at.title and not at.exception
+def test_every_page_renders_on_the_workspace(ws, explorer, path):
+    at = explorer(ws, path)
+    title = next(v.title for v in (*KINDS.values(), GENERIC) if v.url_path == path)
+    assert [t.value for t in at.title] == [title] and not at.exception
 
 
 @pytest.mark.parametrize("path", [None, *ALL_PAGES])
-def test_every_page_is_friendly_on_an_empty_workspace(tmp_path, monkeypatch, path):
-    at = page(tmp_path / "nothing-here", monkeypatch, path)
+def test_every_page_is_friendly_on_an_empty_workspace(tmp_path, explorer, path):
+    at = explorer(tmp_path / "nothing-here", path)
     assert any("make demo" in i.value for i in at.info)
 
 
-def test_home_lists_runs_by_kind_with_status_and_metrics(ws, monkeypatch):
-    at = page(ws, monkeypatch)
+def test_a_new_kind_is_one_registry_line(ws, explorer, monkeypatch):
+    """Registering a kind (here with the generic view) gives it a page, a Home section and
+    links, with nothing else to write."""
+    import shutil
+
+    from app import kinds
+
+    src = ws / "runs/mystery/unknown-kind"
+    dst = ws / "runs/circuit/tiny-circuit"
+    shutil.copytree(src, dst)
+    run = json.loads((dst / "run.json").read_text())
+    (dst / "run.json").write_text(json.dumps({**run, "kind": "circuit", "name": "tiny-circuit"}))
+    monkeypatch.setitem(kinds.KINDS, "circuit", KindView("circuit", "Circuit discovery",
+                                                          ("score",), view="app.views.generic"))
+    try:
+        home = explorer(ws)
+        assert "Circuit discovery" in [h.value for h in home.header]
+        links = [u for df in home.dataframe for u in df.value["open"]]
+        assert "Circuit_discovery?run=tiny-circuit" in links
+        at = explorer(ws, "Circuit_discovery", run="tiny-circuit")
+        assert [t.value for t in at.title] == ["Circuit discovery"]
+        assert at.selectbox[0].value == "tiny-circuit"
+        assert {m.label: m.value for m in at.metric} == {"score": "0.5"}
+    finally:
+        shutil.rmtree(ws / "runs/circuit")
+
+
+def test_home_lists_runs_by_kind_with_status_and_metrics(ws, explorer):
+    at = explorer(ws)
     assert [h.value for h in at.header][:3] == ["Activation stores", "SAEs and transcoders",
                                                  "Feature browser"]
     assert any(h.value.startswith("mystery") for h in at.header)
@@ -75,10 +105,10 @@ def test_home_lists_runs_by_kind_with_status_and_metrics(ws, monkeypatch):
     assert "broken-json" in warnings and "outside the workspace" in warnings
 
 
-def test_activation_store_page_shows_hooks_norms_and_tokens(ws, monkeypatch):
+def test_activation_store_page_shows_hooks_norms_and_tokens(ws, explorer):
     from interp.store import ActivationStore
 
-    at = page(ws, monkeypatch, "pages/1_Activation_stores.py")
+    at = explorer(ws, "Activation_stores")
     assert at.selectbox[0].value == "tiny-store"
     hooks = at.dataframe[0].value
     assert list(hooks["hook"]) == [HOOK] and int(hooks["d"].iloc[0]) == 64
@@ -101,7 +131,9 @@ def store_tokenizer(ws):
     return AutoTokenizer.from_pretrained(cfg["model"])
 
 
-def test_tokenizers_are_read_only_inside_the_workspace(ws, monkeypatch, tiny_llama_dir):
+@pytest.mark.timeout(120)  # a tokenizer loader that opened the FIFO would block forever
+def test_tokenizers_are_read_only_inside_the_workspace(ws, monkeypatch, tiny_llama_dir,
+                                                       streamlit_caches):
     from app.tokens import token_strings
 
     monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
@@ -109,9 +141,20 @@ def test_tokenizers_are_read_only_inside_the_workspace(ws, monkeypatch, tiny_lla
     assert token_strings([70, 71], str(inside)) == [store_tokenizer(ws).decode([i])
                                                     for i in (70, 71)]
     assert token_strings([70, 71], str(tiny_llama_dir)) == ["<70>", "<71>"]  # outside: ids
+    if hasattr(os, "mkfifo"):  # a FIFO as tokenizer.json: treated as missing, never opened
+        import shutil
+
+        fifo_model = ws / "models" / "with-fifo"
+        shutil.copytree(inside, fifo_model)
+        (fifo_model / "tokenizer.json").unlink()
+        os.mkfifo(fifo_model / "tokenizer.json")
+        try:
+            assert token_strings([70, 71], str(fifo_model)) == ["<70>", "<71>"]
+        finally:
+            shutil.rmtree(fifo_model)
 
 
-def test_store_with_a_shard_outside_is_refused(ws, monkeypatch, tmp_path):
+def test_store_with_a_shard_outside_is_refused(ws, explorer):
     import shutil
 
     bad = ws / "runs/activations/evil-store"
@@ -122,14 +165,33 @@ def test_store_with_a_shard_outside_is_refused(ws, monkeypatch, tmp_path):
     manifest["shards"][0]["file"] = "../../../../outside.safetensors"
     (bad / "manifest.json").write_text(json.dumps(manifest))
     try:
-        at = page(ws, monkeypatch, "pages/1_Activation_stores.py", run="evil-store")
+        at = explorer(ws, "Activation_stores", run="evil-store")
         assert any("outside the store" in e.value for e in at.error) and not charts(at)
     finally:
         shutil.rmtree(bad)
 
 
-def test_sae_page_shows_curves_eval_and_density(ws, monkeypatch):
-    at = page(ws, monkeypatch, "pages/2_SAEs.py")
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX feature")
+@pytest.mark.timeout(120)  # a page that opened the FIFO would block forever
+def test_store_with_a_fifo_shard_is_refused(ws, explorer):
+    import shutil
+
+    bad = ws / "runs/activations/fifo-store"
+    shutil.copytree(ws / "runs/activations/tiny-store", bad)
+    run = json.loads((bad / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps({**run, "name": "fifo-store"}))
+    shard = json.loads((bad / "manifest.json").read_text())["shards"][0]["file"]
+    (bad / shard).unlink()
+    os.mkfifo(bad / shard)
+    try:
+        at = explorer(ws, "Activation_stores", run="fifo-store")
+        assert any("not a regular file" in e.value for e in at.error) and not charts(at)
+    finally:
+        shutil.rmtree(bad)
+
+
+def test_sae_page_shows_curves_eval_and_density(ws, explorer):
+    at = explorer(ws, "SAEs")
     assert at.selectbox[0].value == "tiny-topk"  # the newest *done* run, not the running one
     curves, summary, density = charts(at)
     records = [json.loads(line) for line in
@@ -143,8 +205,8 @@ def test_sae_page_shows_curves_eval_and_density(ws, monkeypatch):
 
 
 @pytest.mark.parametrize("run,banner", [("failed-run", "failed"), ("still-running", "running")])
-def test_sae_page_on_unfinished_runs(ws, monkeypatch, run, banner):
-    at = page(ws, monkeypatch, "pages/2_SAEs.py", run=run)
+def test_sae_page_on_unfinished_runs(ws, explorer, run, banner):
+    at = explorer(ws, "SAEs", run=run)
     assert at.selectbox[0].value == run
     notes = " ".join(x.value for x in [*at.error, *at.warning])
     assert banner in notes
@@ -153,8 +215,8 @@ def test_sae_page_on_unfinished_runs(ws, monkeypatch, run, banner):
 
 
 @pytest.mark.parametrize("run", ["broken-json", "escape", "../../../etc", "no-such-run"])
-def test_sae_page_on_broken_or_bogus_runs(ws, monkeypatch, run):
-    at = page(ws, monkeypatch, "pages/2_SAEs.py", run=run)
+def test_sae_page_on_broken_or_bogus_runs(ws, explorer, run):
+    at = explorer(ws, "SAEs", run=run)
     if run in ("broken-json", "escape"):
         assert at.selectbox[0].value == run and at.error and not charts(at)
     else:  # names not in the workspace are ignored: the newest done run is shown
@@ -167,11 +229,11 @@ def _index(ws):
     return FeatureIndex(ws / "runs/features/tiny-topk")
 
 
-def test_feature_browser_by_id(ws, monkeypatch):
+def test_feature_browser_by_id(ws, explorer):
     idx = _index(ws)
     alive = [r["latent"] for r in idx.latents(order_by="max_act")]
     latent = alive[0]
-    at = page(ws, monkeypatch, "pages/3_Feature_browser.py", latent=str(latent))
+    at = explorer(ws, "Feature_browser", latent=str(latent))
     assert f"Latent {latent}" in [s.value for s in at.subheader]
     want = idx.page(latent)
     shown = {m.label: m.value for m in at.metric}
@@ -185,12 +247,12 @@ def test_feature_browser_by_id(ws, monkeypatch):
     assert {t for t, _ in want.top_logits} >= {ast.literal_eval(y) for y in values(logits["data"][1]["y"])}
 
 
-def test_feature_browser_by_token(ws, monkeypatch):
+def test_feature_browser_by_token(ws, explorer):
     idx = _index(ws)
     latent = idx.latents(order_by="max_act")[0]["latent"]
     ctx = idx.page(latent).contexts[0]
     token = ctx.tokens[ctx.center]
-    at = page(ws, monkeypatch, "pages/3_Feature_browser.py")
+    at = explorer(ws, "Feature_browser")
     at.text_input(key="latent-token").input(token).run()
     hits = next(df.value for df in at.dataframe if "hits" in df.value.columns)
     assert latent in list(hits["latent"])
@@ -200,45 +262,61 @@ def test_feature_browser_by_token(ws, monkeypatch):
     assert f"Latent {latent}" in [s.value for s in at.subheader]
 
 
-def test_all_runs_page_shows_unknown_kinds_generically(ws, monkeypatch):
-    at = page(ws, monkeypatch, "pages/9_All_runs.py", kind="mystery")
+def test_feature_browser_marks_tables_that_are_not_parquet(ws, explorer):
+    import shutil
+
+    bad = ws / "runs/features/not-parquet"
+    shutil.copytree(ws / "runs/features/tiny-topk", bad)
+    run = json.loads((bad / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps({**run, "name": "not-parquet"}))
+    (bad / "contexts.parquet").write_text("latent,context\n1,hello\n")
+    try:
+        at = explorer(ws, "Feature_browser", run="not-parquet")
+        assert at.selectbox[0].value == "not-parquet"
+        assert any("contexts.parquet" in e.value and "not a Parquet file" in e.value
+                   for e in at.error)
+        assert not charts(at)
+    finally:
+        shutil.rmtree(bad)
+
+
+def test_all_runs_page_shows_unknown_kinds_generically(ws, explorer):
+    at = explorer(ws, "All_runs", kind="mystery")
     assert at.selectbox[0].value == "mystery"
     (table,) = [df.value for df in at.dataframe]
     assert list(table["artefact"]) == ["table"] and not table["present"].iloc[0]
 
 
 def test_bounded_reads_refuse_outside_and_oversized(ws, monkeypatch, tmp_path):
-    from app import ui
+    from app import data
 
     monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
-    with pytest.raises(ui.ExplorerError, match="outside the workspace"):
-        ui.read_json(tmp_path / "x.json")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(data.ExplorerError, match="outside the workspace"):
+        data.read_json(tmp_path / "x.json")
     big = ws / "runs/sae/tiny-topk/big.json"
     big.write_text(json.dumps({"a": "x" * 2000}))
-    with pytest.raises(ui.ExplorerError, match="more than the explorer reads"):
-        ui.read_json(big, limit=1000)
+    with pytest.raises(data.ExplorerError, match="more than the explorer reads"):
+        data.read_json(big, limit=1000)
     log = ws / "runs/sae/tiny-topk/log.jsonl"
     log.write_text("".join(json.dumps({"step": i}) + "\n" for i in range(10_000)) + "garbage\n")
-    recs, truncated = ui.read_jsonl(log, max_bytes=20_000, max_points=100)
+    recs, truncated = data.read_jsonl(log, max_bytes=20_000, max_points=100)
     assert truncated and len(recs) <= 101 and recs[-1]["step"] == 9_999
     assert recs[0]["step"] > 8_000  # only the tail was read
     big.unlink()
     log.unlink()
 
 
-def test_home_links_open_each_runs_page(ws, monkeypatch):
+def test_home_links_open_each_runs_page(ws, explorer):
     from urllib.parse import parse_qs, urlsplit
 
-    from app.home import page_url
-
-    at = page(ws, monkeypatch)
+    at = explorer(ws)
     links = [u for df in at.dataframe for u in df.value["open"]]
     assert "All_runs?kind=mystery&run=unknown-kind" in links
-    pages = {page_url(p): p for p in ALL_PAGES}
     for link in links:
         url = urlsplit(link)
+        assert url.path in ALL_PAGES
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        st.cache_data.clear()
-        target = page(ws, monkeypatch, pages[url.path], **query)
+        target = explorer(ws, url.path, **query)
         (picker,) = [b for b in target.selectbox if (b.key or "").startswith("pick-")]
         assert picker.value == query["run"]  # the link opens that very run

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from app.kinds import KINDS
+from app_workspace import charts
 
-import pytest
-
-pytest.importorskip("streamlit")
-if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
-    sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
-import streamlit as st  # noqa: E402
-from app_workspace import charts, page  # noqa: E402
-
-PAGE = "pages/11_Atoms.py"
+PAGE = KINDS["atoms"].url_path
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-
-
-def test_atoms_page_shows_the_table_angles_and_coherence(tmp_path, monkeypatch, tiny_llama):
+def test_atoms_page_shows_the_table_angles_and_coherence(tmp_path, explorer, tiny_llama):
     from saes.atoms.compare import AtomsConfig
     from saes.atoms.runs import atoms_run
 
@@ -34,7 +19,7 @@ def test_atoms_page_shows_the_table_angles_and_coherence(tmp_path, monkeypatch, 
                       n_recovery=2, max_eval=64)
     run = atoms_run(cfg, "tiny", workspace=ws, model=tiny_llama, progress=False)
     assert run.status == "done" and set(run.metrics["ordering_holds"]) == set(cfg.hooks)
-    at = page(ws, monkeypatch, PAGE, run="tiny")
+    at = explorer(ws, PAGE, run="tiny")
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
     assert "Neurons vs features vs atoms" in titles
     assert any("Euclidean vs AIP angles" in t for t in titles)

@@ -5,18 +5,16 @@ its figures and a feature page; screenshots land in the test's tmp dir."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("selenium")
-pytest.importorskip("streamlit")
-if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
-    sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
 
 from app import browser  # noqa: E402
+from app.kinds import KINDS  # noqa: E402
 from app_workspace import build_workspace  # noqa: E402
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +37,8 @@ def test_browser_shows_runs_and_plots(chromium, tmp_path, tiny_llama_dir, tiny_l
         shots = browser.screenshot_pages(url, tmp_path / "shots", driver=chromium)
         body = chromium.find_element(By.TAG_NAME, "body").text
         assert "tiny-topk" in body and "Top contexts" in body  # the run, on the last page
+        nav = chromium.find_element(By.CSS_SELECTOR, '[data-testid="stSidebarNav"]').text
+        assert [t for t in [v.title for v in KINDS.values()] + ["All runs"] if t not in nav] == []
         chromium.get(f"{url}/Feature_browser?run=tiny-topk&latent=3")
         browser.wait_for_page(chromium, "Latent 3", plots=1)
         chromium.save_screenshot(str(tmp_path / "shots" / "latent3.png"))

@@ -3,18 +3,12 @@ schedule comparison on the tiny Llama), with streamlit AppTest."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-pytest.importorskip("streamlit")
-if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
-    sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
-import streamlit as st  # noqa: E402
-from app_workspace import charts, page  # noqa: E402
+from app.kinds import KINDS
+from app_workspace import charts
 
-PAGE = "pages/8_Locality_dial.py"
+PAGE = KINDS["localist"].url_path
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +27,8 @@ def ws(tmp_path_factory, tiny_llama_dir, tiny_llama):
     return root
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-
-
-def test_sweep_page_shows_the_tradeoff(ws, monkeypatch):
-    at = page(ws, monkeypatch, PAGE, run="tiny-sweep")
+def test_sweep_page_shows_the_tradeoff(ws, explorer):
+    at = explorer(ws, PAGE, run="tiny-sweep")
     figs = charts(at)
     titles = [f["layout"]["title"]["text"] for f in figs]
     assert titles[0].startswith("Locality dial")
@@ -51,8 +38,8 @@ def test_sweep_page_shows_the_tradeoff(ws, monkeypatch):
     assert (0.0, 1.0) in xs
 
 
-def test_schedules_page_shows_each_schedule(ws, monkeypatch):
-    at = page(ws, monkeypatch, PAGE, run="tiny-schedules")
+def test_schedules_page_shows_each_schedule(ws, explorer):
+    at = explorer(ws, PAGE, run="tiny-schedules")
     figs = charts(at)
     assert figs[0]["layout"]["title"]["text"].startswith("Progressive locality schedules")
     bars = figs[0]["data"][0]["x"]

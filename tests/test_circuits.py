@@ -303,7 +303,8 @@ def test_default_model_freezes_exactly_and_is_complete(default_model, all_cores)
     """SmolLM2's frozen system reproduces its logits; untrained TopK transcoders at two layers
     still give a complete graph (every other layer is error nodes)."""
     from circuits.transcoders import TranscoderSet
-    from saes.base import SAEConfig, create_sae
+    from saes.architectures import create_sae
+    from saes.base import SAEConfig
 
     tcs = {}
     for layer in (2, 5):

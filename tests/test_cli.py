@@ -375,5 +375,8 @@ def test_the_resumed_store_has_the_same_bytes_as_an_uninterrupted_one(resumed):
     manifest = read(resumed["out"] / "manifest.json")
     assert run["metrics"]["rows"] == manifest["n_rows"]
     assert 0 < manifest["n_rows"] < manifest["n_windows"] * 63  # the outlier filter dropped rows
-    assert run == {**read(resumed["reference"] / "run.json"), "name": "store",
-                   "created": run["created"]}
+    reference = read(resumed["reference"] / "run.json")
+    assert set(reference["metrics"]) - set(run["metrics"]) == {"seconds", "tokens_per_s"}
+    for timing in ("seconds", "tokens_per_s"):  # measured for a job done in one go only
+        del reference["metrics"][timing]
+    assert run == {**reference, "name": "store", "created": run["created"]}

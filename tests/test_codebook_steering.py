@@ -132,13 +132,11 @@ def test_default_model_steered_towards_a_topic_by_one_residual_code(default_mode
     assert stats["steering_codes"][0]["code"] == res["codes"][0][2]
 
 
-def test_topic_steer_run_on_a_tiny_model_and_its_explorer_page(tiny_llama, tmp_path, monkeypatch):
+def test_topic_steer_run_on_a_tiny_model_and_its_explorer_page(tiny_llama, tmp_path, explorer):
     """The pipeline's files on a tiny (untrained) model, shown by the explorer's codebook page:
     the steering figure and the table of the codes the search chose."""
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("streamlit")
+    from app.kinds import KINDS
+    from app_workspace import charts
     from saes.codebook.topic import TopicSteerConfig, topic_steer_run
 
     cfg = TopicSteerConfig(hook="blocks.1.hook_resid_post", n_codes=32, windows=16,
@@ -147,14 +145,7 @@ def test_topic_steer_run_on_a_tiny_model_and_its_explorer_page(tiny_llama, tmp_p
     run, res = topic_steer_run(cfg, tmp_path, "tiny", model=tiny_llama, progress=False)
     assert run.status == "done" and 0 <= res["steered_share"] <= 1
     assert set(run.artefacts) >= {"codebooks", "code_stats", "steering"}
-    here = Path(__file__).resolve().parent
-    sys.path[:0] = [str(here), str(here.parent)]  # app_workspace; the checkout's `app`
-    import streamlit as st
-    from app_workspace import charts, page
-
-    st.cache_data.clear()
-    at = page(tmp_path, monkeypatch, "pages/12_Codebooks.py", run="tiny")
-    assert not at.exception
+    at = explorer(tmp_path, KINDS["codebook"].url_path, run="tiny")
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
     assert any(t.startswith("Steering by codes") for t in titles), titles
     assert any("Steering codes" in m.value for m in at.markdown)

@@ -51,7 +51,8 @@ def test_backends_agree_on_the_default_model(default_model):
 
 
 def test_store_on_the_default_model_drops_the_attention_sink(default_model, tmp_path):
-    from interp.store import StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import StoreConfig
 
     cfg = StoreConfig(hooks=("blocks.15.hook_resid_post",), n_tokens=4 * 128, batch_size=4,
                       shard_windows=4)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from interp.data import CorpusSpec
-from saes.base import SAEConfig, create_sae
+from saes.architectures import create_sae
+from saes.base import SAEConfig
 from saes.features import (FeatureIndex, FeatureStatsConfig, feature_stats, features_run,
                            model_batches, store_batches)
 from saes.formats import save_saelens
@@ -119,7 +120,8 @@ def test_memory_does_not_grow_with_tokens(detector, tiny_llama):
 
 def test_store_source_gives_the_model_source_results(detector, tiny_llama, tiny_llama_dir,
                                                      tmp_path):
-    from interp.store import StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import StoreConfig
 
     store = cache_activations(tmp_path / "store", StoreConfig(
         model=str(tiny_llama_dir), hooks=(HOOK,), n_tokens=N_TOK, context_size=128,

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from interp.linearise.analysis import LineariseConfig, linearise
-from interp.linearise.families import read_net
 from interp.linearise.jacobian import DetachedJacobian, autograd_jacobian, reconstruction_error
-from interp.linearise.network import FINAL, Frozen, run
 from interp.linearise.svd import block_krylov_svd, dense_svd, randomized_svd
+from interp.models.families import read_net
+from interp.models.frozen import FINAL, Frozen, run
 
 IDS = torch.tensor([0, 40, 73, 80, 80, 83, 12, 87, 83, 86, 80, 72])  # <bos> + "Hello, world"
 SITES = [FINAL, "blocks.0.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.0.hook_resid_post"]
@@ -39,10 +39,10 @@ def _gemma():
 def tiny_models(tiny_llama, tiny_gpt2_dir):
     from interp.models.loading import load_model
 
-    return {"llama": tiny_llama, "gpt2": load_model(tiny_gpt2_dir), "gemma3": _gemma()}
+    return {"llama": tiny_llama, "gpt2": load_model(tiny_gpt2_dir), "gemma3_text": _gemma()}
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma3"])
+@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma3_text"])
 def family(request, tiny_models):
     return request.param, tiny_models[request.param]
 

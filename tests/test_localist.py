@@ -279,7 +279,7 @@ def test_default_model_demo_step(tmp_path, default_model, monkeypatch):
     import interp.localist.demo as demo
     from interp.workspace import load_run
 
-    monkeypatch.setattr(demo, "_load_default", lambda: default_model)
+    monkeypatch.setattr(demo, "_load_default", lambda device="auto": default_model)
     before = _digest(default_model)
     path = demo.demo_step(tmp_path, echo=lambda *a: None)
     run = load_run(path)

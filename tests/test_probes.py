@@ -275,7 +275,8 @@ def test_cli_writes_probe_lens_and_geometry_runs(tiny_llama_dir, tmp_path):
 
 def test_lens_and_geometry_read_an_activation_store(tiny_llama, tiny_llama_dir, tmp_path):
     from interp.data import CorpusSpec
-    from interp.store import StoreConfig, cache_activations
+    from interp.caching import cache_activations
+    from interp.store import StoreConfig
     from probes.activations import from_store
     from probes.runs import GeometryConfig, LensConfig, geometry_run, lens_run, read_layers
 

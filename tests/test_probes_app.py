@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("streamlit")
-if (_repo := str(Path(__file__).resolve().parent.parent)) not in sys.path:
-    sys.path.insert(0, _repo)  # `app` is a folder of the checkout, not an installed package
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-HOME = str(Path(__file__).resolve().parent.parent / "app" / "Home.py")
+from app.kinds import KINDS
+from app_workspace import charts
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +30,13 @@ def ws(tmp_path_factory, tiny_llama_dir, tiny_llama):
     return root
 
 
-@pytest.mark.parametrize("page, n_charts", [("pages/4_Probes.py", 1), ("pages/5_Lenses.py", 3),
-                                            ("pages/6_Layer_geometry.py", 3)])
-def test_probe_lens_geometry_pages_show_their_figures(ws, monkeypatch, page, n_charts):
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    monkeypatch.setenv("INTERP_WORKSPACE", str(ws))
-    at = AppTest.from_file(HOME, default_timeout=120)
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+@pytest.mark.parametrize("kind, n_charts, title", [
+    ("probe", 1, "Linear probe: word_class"),
+    ("lens", 3, "KL to the model's output distribution"),
+    ("geometry", 3, "Layer linearity")])
+def test_probe_lens_geometry_pages_show_their_figures(ws, explorer, kind, n_charts, title):
+    at = explorer(ws, KINDS[kind].url_path)
+    specs = charts(at)
     assert len(specs) >= n_charts
     titles = " ".join(str(s.get("layout", {}).get("title", {}).get("text", "")) for s in specs)
-    expected = {"pages/4_Probes.py": "Linear probe: word_class",
-                "pages/5_Lenses.py": "KL to the model's output distribution",
-                "pages/6_Layer_geometry.py": "Layer linearity"}[page]
-    assert expected in titles
+    assert title in titles

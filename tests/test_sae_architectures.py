@@ -11,7 +11,8 @@ import torch
 from interp.errors import ConfigError
 from saes.architectures.discrete import code_overlap
 from saes.architectures.jumprelu import JumpReLUFunction, StepFunction
-from saes.base import ARCHITECTURES, SAEConfig, create_sae
+from saes.architectures import ARCHITECTURES, create_sae
+from saes.base import SAEConfig
 
 D_IN, D_SAE, D_OUT = 16, 64, 12
 
@@ -339,12 +340,23 @@ def _standard_case(kind: str):
 PATHS = {"dense": (-1.0, 1.0), "sparse": (1.0, 1.0), "sparse-mm": (1.0, -1.0)}
 
 
+@pytest.mark.parametrize("paths", ["cpu", "sync-free"])
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("kind", ["sae", "transcoder"])
-def test_standard_fused_step_matches_autograd(path, kind):
+def test_standard_fused_step_matches_autograd(path, kind, paths):
     """`StandardStep`'s hand-written backward (dense and sparse-code paths) gives autograd's
     loss and gradients on the formula, for an SAE (b_dec shifts the input) and a transcoder;
-    again with reused buffers (a workspace), twice in a row."""
+    again with reused buffers (a workspace), twice in a row. "sync-free": the accelerator's
+    path (always dense, the L0 a device tensor)."""
+    import contextlib
+
+    from saes.kernels import sync_free_paths
+
+    with sync_free_paths() if paths == "sync-free" else contextlib.nullcontext():
+        _check_standard_step(path, kind)
+
+
+def _check_standard_step(path, kind):
     from saes.architectures.standard import StandardStep
 
     cfg, x, y, params, ref, want = _standard_case(kind)

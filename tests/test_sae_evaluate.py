@@ -14,7 +14,8 @@ from interp.data import CorpusSpec, token_windows
 from interp.errors import ConfigError
 from interp.caching import cache_activations
 from interp.store import StoreConfig
-from saes.base import SAEConfig, SparseDictionary, architecture_class, create_sae
+from saes.architectures import architecture_class, create_sae
+from saes.base import SAEConfig, SparseDictionary
 from saes.evaluate import (DENSE_THRESHOLD, LOG10_DENSITY_FLOOR, density_histogram, evaluate_sae,
                            read_report, reconstruction_metrics, spliced_lm_metrics, write_report)
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from interp.errors import ConfigError, ModelLoadError
-from saes.base import SAEConfig, create_sae
+from saes.architectures import architecture_class, create_sae
+from saes.base import SAEConfig
 from saes.formats import (SAELENS_VERSION, convert_dictionary_learning, load_dictionary_learning,
                           load_saelens, load_saelens_from_hub, load_saelens_sparsity,
                           load_sparsify, save_saelens)
@@ -70,8 +71,9 @@ EXPORTABLE = {  # id: (architecture, config kwargs, SAELens class it must load a
 
 
 def _make(arch, kw, seed=0):
-    cfg = SAEConfig(architecture=arch, d_in=D_IN, d_sae=D_SAE, k=4, hook_name="blocks.1.hook_mlp_in",
-                    hook_name_out="blocks.1.hook_mlp_out", model_name="tiny", **kw)
+    own = {"k": 4} if "k" in architecture_class(arch).options else {}
+    cfg = SAEConfig(architecture=arch, d_in=D_IN, d_sae=D_SAE, hook_name="blocks.1.hook_mlp_in",
+                    hook_name_out="blocks.1.hook_mlp_out", model_name="tiny", **own, **kw)
     return randomise(create_sae(cfg), seed)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from saes.base import SAEConfig, create_sae
+from saes.architectures import create_sae
+from saes.base import SAEConfig
 from saes.kernels import (SampledLinear, SparseCode, SparseDecode, SparseDecodeMSE, _group_size,
                           grouped_topk_indices, select_topk_lowp, sparse_decode)
 
@@ -127,8 +130,18 @@ def test_sparse_decode_without_a_code_matches_dense():
         torch.testing.assert_close(a.grad, b.grad)
 
 
+@pytest.mark.parametrize("paths", ["cpu", "sync-free"])
 @pytest.mark.parametrize("with_dead", [False, True])
-def test_topk_training_loss_matches_dense_reference(with_dead):
+def test_topk_training_loss_matches_dense_reference(with_dead, paths):
+    """The top-k step (sparse kernels, AuxK) against the dense computation, on the CPU's paths
+    and on the accelerator's (no host reads: searchsorted offsets, a masked AuxK)."""
+    from saes.kernels import sync_free_paths
+
+    with sync_free_paths() if paths == "sync-free" else contextlib.nullcontext():
+        _check_topk_against_dense_reference(with_dead)
+
+
+def _check_topk_against_dense_reference(with_dead):
     cfg = SAEConfig(architecture="topk", d_in=24, d_sae=384, k=8, aux_k=16)
     sae = create_sae(cfg, seed=0)
     g = torch.Generator().manual_seed(5)

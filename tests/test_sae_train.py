@@ -17,7 +17,8 @@ from interp.data import CorpusSpec
 from interp.caching import cache_activations
 from interp.store import StoreConfig
 from saes.base import SAEConfig
-from saes.train import TrainConfig, Trainer, lr_factor
+from saes.data import DataConfig, TensorSource
+from saes.train import TrainConfig, Trainer, lr_factor, split_config
 
 HOOK, HOOK_OUT = "blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -33,27 +34,17 @@ def store_dir(tiny_llama, tiny_llama_dir, tmp_path_factory):
     return out
 
 
-def cycled(data, batch: int = 256):
-    """A `Trainer(batches=...)` source: batch i is rows [i*batch, (i+1)*batch) mod len(data)."""
-    n = data.shape[0] // batch
-
-    def source(start):
-        i = start
-        while True:
-            x = data[(i % n) * batch:(i % n + 1) * batch]
-            yield x, x
-            i += 1
-
-    return source
-
-
-def tcfg(store_dir, **kw):
+def tcfg(**kw):
     sae = dict(architecture="topk", d_in=64, d_sae=256, k=8, hook_name=HOOK)
     sae.update(kw.pop("sae", {}))
-    base = dict(sae=SAEConfig(**sae), activations=str(store_dir), total_tokens=256 * 40,
-                batch_size=256, checkpoint_every=0, log_every=5, dead_tokens=256 * 4)
+    base = dict(sae=SAEConfig(**sae), total_tokens=256 * 40, batch_size=256, checkpoint_every=0,
+                log_every=5, dead_tokens=256 * 4)
     base.update(kw)
     return TrainConfig(**base)
+
+
+def data(store_dir, **kw) -> DataConfig:
+    return DataConfig(activations=str(store_dir), **kw)
 
 
 def weights(sae):
@@ -61,7 +52,7 @@ def weights(sae):
 
 
 def test_training_reduces_fvu_and_logs(store_dir, tmp_path):
-    t = Trainer(tcfg(store_dir), tmp_path, progress=False)
+    t = Trainer(tcfg(), tmp_path, data(store_dir), progress=False)
     sae = t.train()
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["step"] == 40 and recs[-1]["l0"] <= 8
@@ -74,7 +65,7 @@ def test_training_reduces_fvu_and_logs(store_dir, tmp_path):
 def test_exported_sae_works_on_raw_activations(store_dir, tmp_path):
     from interp.store import ActivationStore
 
-    t = Trainer(tcfg(store_dir), tmp_path, progress=False)
+    t = Trainer(tcfg(), tmp_path, data(store_dir), progress=False)
     sae = t.train()
     assert t.scale_in != 1.0
     x = ActivationStore(store_dir).activations(HOOK, split="eval")[:200]
@@ -86,12 +77,12 @@ def test_exported_sae_works_on_raw_activations(store_dir, tmp_path):
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 def test_resume_is_bit_exact(store_dir, tmp_path, arch):
-    cfg = tcfg(store_dir, sae={"architecture": arch})
-    whole = Trainer(cfg, tmp_path / "a", progress=False)
+    cfg = tcfg(sae={"architecture": arch})
+    whole = Trainer(cfg, tmp_path / "a", data(store_dir), progress=False)
     whole.train()
-    first = Trainer(cfg, tmp_path / "b", progress=False)
+    first = Trainer(cfg, tmp_path / "b", data(store_dir), progress=False)
     assert first.train(stop_after=17) is None and first.step == 17
-    second = Trainer(cfg, tmp_path / "b", progress=False)
+    second = Trainer(cfg, tmp_path / "b", data(store_dir), progress=False)
     assert second.resumed and second.step == 17
     assert (second.since_fired > 0).any()  # dead-latent counters came back too
     second.train()
@@ -102,15 +93,15 @@ def test_resume_is_bit_exact(store_dir, tmp_path, arch):
 
 
 def test_resuming_with_another_config_is_refused(store_dir, tmp_path):
-    Trainer(tcfg(store_dir), tmp_path, progress=False).train(stop_after=2)
+    Trainer(tcfg(), tmp_path, data(store_dir), progress=False).train(stop_after=2)
     with pytest.raises(Exception, match="another config"):
-        Trainer(tcfg(store_dir, lr=3e-3), tmp_path, progress=False)
+        Trainer(tcfg(lr=3e-3), tmp_path, data(store_dir), progress=False)
 
 
 def test_transcoder_learns_the_mapping(store_dir, tmp_path):
-    cfg = tcfg(store_dir, sae={"hook_name": HOOK, "hook_name_out": HOOK_OUT, "transcoder": True,
+    cfg = tcfg(sae={"hook_name": HOOK, "hook_name_out": HOOK_OUT, "transcoder": True,
                                "d_sae": 256, "k": 16}, total_tokens=256 * 60)
-    t = Trainer(cfg, tmp_path, progress=False)
+    t = Trainer(cfg, tmp_path, data(store_dir), progress=False)
     t.train()
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["fvu"] < 0.8 * recs[0]["fvu"]
@@ -133,42 +124,123 @@ def _train_cmd(store_dir, out, *extra):
             *extra]
 
 
-def test_ctrl_c_writes_a_checkpoint_and_resume_finishes_identically(store_dir, tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(store_dir, out), env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+def test_a_signal_mid_run_checkpoints_and_the_resumed_run_is_bit_exact(tmp_path):
+    """A real SIGINT, raised by the data source at batch 17 (so it lands mid-run on any
+    machine), stops training after that step with a checkpoint; resuming from it finishes with
+    the bytes of an uninterrupted run."""
+    rows = torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(0))
+    plain = TensorSource(rows)
+
+    class Interrupting(TensorSource):
+        def batches(self, hooks, batch_size, start=0, n_batches=None):
+            for i, batch in enumerate(super().batches(hooks, batch_size, start), start):
+                if i == 17:
+                    os.kill(os.getpid(), signal.SIGINT)
+                yield batch
+
+    cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=32, d_sae=128, k=4),
+                      total_tokens=256 * 40, batch_size=256, checkpoint_every=0, log_every=5)
+    cut = Trainer(cfg, tmp_path / "cut", Interrupting(rows), progress=False)
+    before = signal.getsignal(signal.SIGINT)  # whatever the test runner had installed
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    assert signal.getsignal(signal.SIGINT) is before  # the trainer's handler is removed again
+    meta = json.loads((tmp_path / "cut" / "checkpoint" / "trainer.json").read_text())
+    assert meta["step"] == 18  # the step that was running when the signal came, then stop
+    rest = Trainer(cfg, tmp_path / "cut", plain, progress=False)
+    assert rest.resumed and rest.step == 18
+    rest.train()
+    whole = Trainer(cfg, tmp_path / "whole", plain, progress=False)
+    whole.train()
+    assert (tmp_path / "cut" / "sae" / "sae_weights.safetensors").read_bytes() == \
+        (tmp_path / "whole" / "sae" / "sae_weights.safetensors").read_bytes()
+
+
+# A run far longer than any test waits: the signal always lands mid-run, whatever the speed.
+ENDLESS = str(256 * 1_000_000)
+
+
+def _wait_for_training(proc, out: Path, timeout: float = 300) -> None:
+    """Block until the process has logged a training step (or died: then fail with its log)."""
     metrics = out / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text()) < 10):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    deadline = time.time() + timeout
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} before training: "
+                                 f"{proc.stderr.read()[-2000:]}")
+        assert time.time() < deadline, "no training step logged in time"
+        time.sleep(0.1)
+
+
+def _assert_usable_checkpoint(out: Path, cfg_dict: dict) -> int:
+    """The checkpoint loads and training continues from it; returns its step."""
     meta = json.loads((out / "checkpoint" / "trainer.json").read_text())
-    assert 0 < meta["step"] < 400
-    assert json.loads((out / "run.json").read_text())["status"] == "failed"
-    done = subprocess.run([sys.executable, "-m", "interp.cli", "resume", str(out)], env=ENV,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads((out / "run.json").read_text())["status"] == "done"
-    ref = tmp_path / "ref"
-    whole = subprocess.run(_train_cmd(store_dir, ref), env=ENV, capture_output=True, text=True,
-                           timeout=300)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    a = (out / "sae" / "sae_weights.safetensors").read_bytes()
-    assert a == (ref / "sae" / "sae_weights.safetensors").read_bytes()
+    cfg, data_cfg = split_config(cfg_dict)
+    t = Trainer(cfg, out, data_cfg, progress=False)
+    assert t.resumed and t.step == meta["step"] > 0
+    assert t.train(stop_after=1) is None and t.step == meta["step"] + 1
+    return meta["step"]
 
 
+def test_ctrl_c_on_the_cli_leaves_a_usable_checkpoint(store_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(store_dir, out, "--tokens", ENDLESS), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc, out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "checkpoint" in err
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "failed"
+    _assert_usable_checkpoint(out, run["config"])
+
+
+def test_sigterm_with_a_prefetching_reader_leaves_a_usable_checkpoint(store_dir, tmp_path):
+    """The reader's thread (--prefetch 2) is stopped and joined before the checkpoint is
+    written, and the process exits without aborting (no thread outlives the interpreter)."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(store_dir, out, "--tokens", ENDLESS, "--prefetch", "2"),
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode not in (0, -signal.SIGABRT) and "terminate called" not in err, err
+    assert "checkpoint" in err
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["data"]["prefetch"] == 2
+    _assert_usable_checkpoint(out, run["config"])
+
+
+@pytest.mark.dist
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(store_dir, tmp_path):
+    """torchrun forwards SIGTERM to both ranks; they stop after the same step (the stop is
+    decided collectively), rank 0 writes the checkpoint, and no rank aborts at exit."""
+    out = tmp_path / "two"
+    proc = subprocess.Popen([*TORCHRUN, *_train_cmd(store_dir, out, "--tokens", ENDLESS)[2:]],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_training(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "terminate called" not in err, err[-3000:]
+    assert err.count("writing a checkpoint after this step") == 2, err[-3000:]
+    _assert_usable_checkpoint(out, json.loads((out / "run.json").read_text())["config"])
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m"]
+
+
+@pytest.mark.dist
 def test_two_processes_match_one(store_dir, tmp_path):
     cmd = ["--tokens", str(256 * 12)]
     single = subprocess.run(_train_cmd(store_dir, tmp_path / "one", *cmd), env=ENV,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    torchrun = Path(sys.executable).parent / "torchrun"
-    ddp = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
-                          *_train_cmd(store_dir, tmp_path / "two", *cmd)[2:]],
+    ddp = subprocess.run([*TORCHRUN, *_train_cmd(store_dir, tmp_path / "two", *cmd)[2:]],
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "terminate called" not in ddp.stderr
     from safetensors.torch import load_file
 
     a = load_file(str(tmp_path / "one" / "sae" / "sae_weights.safetensors"))
@@ -211,33 +283,37 @@ def test_cli_trains_evaluates_and_reports(store_dir, tmp_path):
 def test_train_many_matches_separate_runs(store_dir, tmp_path):
     from saes.multi import train_many
 
-    a = tcfg(store_dir, total_tokens=256 * 12)
-    b = tcfg(store_dir, total_tokens=256 * 12,
+    a = tcfg(total_tokens=256 * 12)
+    b = tcfg(total_tokens=256 * 12,
              sae={"architecture": "batchtopk", "hook_name": HOOK, "hook_name_out": HOOK_OUT,
                   "transcoder": True, "d_sae": 128})
-    together = train_many([a, b], [tmp_path / "a", tmp_path / "b"], progress=False)
+    before = signal.getsignal(signal.SIGINT)
+    together = train_many([a, b], [tmp_path / "a", tmp_path / "b"], data(store_dir),
+                          progress=False)
+    # each trainer put back the handlers it found (in reverse): none of theirs is left behind
+    assert signal.getsignal(signal.SIGINT) is before
     for cfg, sae, name in ((a, together[0], "sa"), (b, together[1], "sb")):
-        alone = Trainer(cfg, tmp_path / name, progress=False).train()
+        alone = Trainer(cfg, tmp_path / name, data(store_dir), progress=False).train()
         for k, v in alone.state_dict().items():
             assert torch.equal(v, sae.state_dict()[k]), k
     with pytest.raises(Exception, match="batch_size"):
-        train_many([a, tcfg(store_dir, batch_size=128, total_tokens=256 * 12)],
-                   [tmp_path / "c", tmp_path / "d"], progress=False)
+        train_many([a, tcfg(batch_size=128, total_tokens=256 * 12)],
+                   [tmp_path / "c", tmp_path / "d"], data(store_dir), progress=False)
 
 
 def test_trainer_takes_an_in_memory_batch_source(tmp_path):
-    """`Trainer(batches=...)` trains from a tensor (no store, no model) and resumes exactly."""
-    source = cycled(torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(0)))
+    """A trainer reads tensors in memory (no store, no model) and resumes exactly."""
+    source = TensorSource(torch.randn(256 * 8, 32, generator=torch.Generator().manual_seed(0)))
 
     cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=32, d_sae=128, k=4),
                       total_tokens=256 * 20, batch_size=256, checkpoint_every=0, log_every=5)
-    whole = Trainer(cfg, tmp_path / "a", progress=False, batches=source)
+    whole = Trainer(cfg, tmp_path / "a", source, progress=False)
     whole.train()
     recs = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["fvu"] < recs[0]["fvu"]
-    part = Trainer(cfg, tmp_path / "b", progress=False, batches=source)
+    part = Trainer(cfg, tmp_path / "b", source, progress=False)
     part.train(stop_after=7)
-    rest = Trainer(cfg, tmp_path / "b", progress=False, batches=source)
+    rest = Trainer(cfg, tmp_path / "b", source, progress=False)
     rest.train()
     a, b = weights(whole.sae), weights(rest.sae)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -264,36 +340,40 @@ def test_cli_trains_one_dictionary_per_hook(store_dir, tmp_path):
     assert bad.exit_code == 2 and "--hook-out" in bad.output
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("arch", ["standard", "topk", "batchtopk", "jumprelu"])
-def test_bf16_training_learns(arch, tmp_path):
-    """`bf16=True` (the architecture's own bf16 matmuls, or an autocast step) still trains:
-    the loss falls and the first step's loss is the fp32 one to bf16 precision."""
+def test_low_precision_training_learns(arch, dtype, tmp_path):
+    """`autocast` bfloat16 / float16 (the architecture's own low-precision matmuls, or an
+    autocast step; fp16 with loss scaling) still trains: the loss falls and the first step's
+    loss is the fp32 one to low precision."""
     g = torch.Generator().manual_seed(0)
-    source = cycled(torch.randn(256 * 4, 32, generator=g) @ torch.randn(32, 32, generator=g))
+    source = TensorSource(torch.randn(256 * 4, 32, generator=g) @ torch.randn(32, 32, generator=g))
 
     runs = {}
-    for bf16 in (False, True):
-        cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=32, d_sae=128, k=4,
-                                        l1_coefficient=0.5), total_tokens=256 * 30,
-                          batch_size=256, checkpoint_every=0, log_every=1, bf16=bf16)
-        Trainer(cfg, tmp_path / f"{arch}-{bf16}", progress=False, batches=source).train()
-        runs[bf16] = [json.loads(line)["loss"] for line in
-                      (tmp_path / f"{arch}-{bf16}" / "metrics.jsonl").read_text().splitlines()]
-    assert runs[True][-1] < 0.7 * runs[True][0]
-    assert runs[True][0] == pytest.approx(runs[False][0], rel=0.05)
+    for autocast in ("float32", dtype):
+        own = {"standard": {"l1_coefficient": 0.5}, "jumprelu": {}}.get(arch, {"k": 4})
+        cfg = TrainConfig(sae=SAEConfig(architecture=arch, d_in=32, d_sae=128, **own),
+                          total_tokens=256 * 30, batch_size=256, checkpoint_every=0,
+                          log_every=1, autocast=autocast)
+        Trainer(cfg, tmp_path / f"{arch}-{autocast}", source, progress=False).train()
+        runs[autocast] = [json.loads(line)["loss"] for line in
+                          (tmp_path / f"{arch}-{autocast}" / "metrics.jsonl").read_text()
+                          .splitlines()]
+    assert runs[dtype][-1] < 0.7 * runs[dtype][0]
+    assert runs[dtype][0] == pytest.approx(runs["float32"][0], rel=0.05)
 
 
 def test_max_grad_norm_clips_the_gradient_adam_sees(tmp_path):
     """`max_grad_norm` (SAELens's trainer clips at 1.0) scales the global gradient norm down
     to it before each Adam step; without it the raw (larger) gradient reaches Adam."""
     g = torch.Generator().manual_seed(0)
-    source = cycled(torch.randn(256 * 2, 32, generator=g) * 3)
+    source = TensorSource(torch.randn(256 * 2, 32, generator=g) * 3)
     seen = {}
     for clip in (0.0, 0.5):
         cfg = TrainConfig(sae=SAEConfig(architecture="standard", d_in=32, d_sae=64,
                                         l1_coefficient=0.5), total_tokens=256 * 3,
                           batch_size=256, checkpoint_every=0, max_grad_norm=clip)
-        t = Trainer(cfg, tmp_path / str(clip), progress=False, batches=source)
+        t = Trainer(cfg, tmp_path / str(clip), source, progress=False)
         norms = seen[clip] = []
 
         def note(opt, args, kwargs, norms=norms, params=list(t.sae.parameters())):

@@ -8,7 +8,8 @@ import streamlit as st
 
 from app.figures import fig_norm_histogram
 from app.tokens import token_html, token_strings
-from app.ui import ExplorerError, artefact, inside, plot, read_json
+from app.data import ExplorerError, artefact, check_file, inside, read_json
+from app.ui import plot
 from interp.workspace import Run
 
 SAMPLE_ROWS = 20_000  # rows of one shard read for the norms histogram
@@ -33,12 +34,17 @@ def open_store(run: Run):
     from interp.store import ActivationStore
 
     manifest = artefact(run, "manifest")
-    read_json(manifest)  # bounded, inside the workspace
+    read_json(manifest.parent / "manifest.json", expect=dict)  # what the store reads: bounded
     store = ActivationStore(manifest.parent, verify=False)
-    for info in store.manifest.get("shards", []):
-        if not inside(store.path / str(info.get("file", "")), store.path):
+    shards = store.manifest.get("shards", [])
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise ExplorerError(f"The manifest of {run.kind}/{run.name} has no list of shards.")
+    for info in shards:
+        f = store.path / str(info.get("file", ""))
+        if not inside(f, store.path):
             raise ExplorerError(f"The manifest of {run.kind}/{run.name} names a shard outside "
                                 f"the store ({info.get('file')!r}); not read.")
+        check_file(f, what=f"Shard {info.get('file')!r} of {run.kind}/{run.name}")
     return store, manifest
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import artefact, plot, read_json
+from app.data import artefact, read_json
+from app.ui import plot
 from interp.workspace import Run
 
 Q_FORMS = ("quantile", "per_unit", "per_sample")
@@ -16,7 +17,7 @@ def render(run: Run) -> None:
     from saes.atoms.plots import (fig_angle_histograms, fig_atoms_comparison,
                                   fig_coherence_histogram)
 
-    table = read_json(artefact(run, "table"))
+    table = read_json(artefact(run, "table"), expect=list)
     if not table:
         st.info("The comparison table is empty.")
         return
@@ -28,7 +29,7 @@ def render(run: Run) -> None:
     st.dataframe(table, use_container_width=True)
     hooks = list(dict.fromkeys(r["hook"] for r in table))
     hook = st.selectbox("Hook", hooks)
-    angles = read_json(artefact(run, "angles")).get(hook)
+    angles = read_json(artefact(run, "angles"), expect=dict).get(hook)
     if angles:
         plot(fig_angle_histograms(angles, f"{hook}: Euclidean vs AIP angles"), key="angles")
     path = artefact(run, "coherence", required=False)

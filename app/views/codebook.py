@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import artefact, guard, plot, read_json, read_jsonl
+from app.data import artefact, read_json, read_jsonl
+from app.ui import guard, plot
 from interp.workspace import Run
 
 
@@ -20,7 +21,7 @@ def render(run: Run) -> None:
             records, _ = read_jsonl(path)
             plot(plots.fig_training(records), key="cb-training")
     if mode == "fsm":
-        analysis = read_json(artefact(run, "analysis"))
+        analysis = read_json(artefact(run, "analysis"), expect=dict)
         with guard("purity"):
             plot(plots.fig_purity(analysis["purity"], analysis.get("state_purity")),
                  key="cb-purity")
@@ -37,7 +38,7 @@ def render(run: Run) -> None:
             plot(plots.fig_steering(analysis["steering"]), key="cb-fsm-steering")
     stats_path = artefact(run, "code_stats", required=False)
     if stats_path is not None:
-        stats = read_json(stats_path)
+        stats = read_json(stats_path, expect=dict)
         for hook, s in stats.items():
             with guard(f"code usage at {hook}"):
                 plot(plots.fig_code_counts(s["counts"], hook), key=f"cb-counts-{hook}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import ExplorerError, artefact, inside, plot, read_json, workspace
+from app.data import artefact, check_parquet, read_json
+from app.ui import plot
 from interp.workspace import Run
 
 TABLE_ROWS = 200  # latents listed per table
@@ -29,12 +30,10 @@ def open_index(run: Run):
     """The run's `FeatureIndex`, after checking its files stay inside the workspace and its
     features.json is of bounded size."""
     meta = artefact(run, "features")
-    read_json(meta)
+    read_json(meta, expect=dict)
     for name in ("latents.parquet", "contexts.parquet", "vocab.parquet"):
-        f = meta.parent / name
-        if not f.is_file() or not inside(f, workspace()):
-            raise ExplorerError(f"{f.name} of {run.kind}/{run.name} is missing or outside the "
-                                "workspace; re-run `interp features` for this SAE.")
+        check_parquet(meta.parent / name, what=f"{name} of {run.kind}/{run.name} (re-run "
+                                               "`interp features` for this SAE)")
     return _index(str(meta.parent), meta.stat().st_mtime_ns)
 
 

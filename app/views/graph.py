@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import artefact, plot
+from app.data import artefact, check_file, read_json
+from app.ui import plot
 from interp.workspace import Run
 
 
@@ -14,6 +15,12 @@ def summary(run: Run) -> dict:
     m = run.metrics
     return {k: m.get(k) for k in ("n_tokens", "n_features", "kept_nodes", "replacement_score",
                                   "completeness_score", "top_logit")}
+
+
+def _threshold(run: Run, key: str, default: float) -> float:
+    """The run's pruning threshold for a slider over [0.5, 1], or `default` if it is not one."""
+    v = run.config.get(key, default)
+    return float(v) if isinstance(v, (int, float)) and 0.5 <= v <= 1.0 else default
 
 
 def render(run: Run) -> None:
@@ -25,14 +32,14 @@ def render(run: Run) -> None:
     if path is None:
         st.info("This run has no graph yet.")
         return
+    read_json(path / "graph.json", expect=dict)  # bounded, before Graph.load reads it whole
+    check_file(path / "graph.safetensors")
     graph = Graph.load(path)
     st.markdown(f"**Prompt** `{graph.prompt}` · top logit `{graph.logit_strs[0]}` "
                 f"(p={float(graph.logit_probs[0]):.3f}) · {graph.n_features} active features")
     c1, c2 = st.columns(2)
-    node_t = c1.slider("node threshold", 0.5, 1.0, float(run.config.get("node_threshold", 0.8)),
-                       0.01)
-    edge_t = c2.slider("edge threshold", 0.5, 1.0, float(run.config.get("edge_threshold", 0.98)),
-                       0.01)
+    node_t = c1.slider("node threshold", 0.5, 1.0, _threshold(run, "node_threshold", 0.8), 0.01)
+    edge_t = c2.slider("edge threshold", 0.5, 1.0, _threshold(run, "edge_threshold", 0.98), 0.01)
     pr = prune_graph(graph, node_t, edge_t)
     tab_g, tab_i, tab_l = st.tabs(["Graph", "Influence", "Layers"])
     with tab_g:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import artefact, guard, plot, read_json
+from app.data import artefact, read_json
+from app.ui import guard, plot
 from interp.workspace import Run
 
 
 def render(run: Run) -> None:
     from interp.linearise import plots
 
-    summary = read_json(artefact(run, "summary"))
+    summary = read_json(artefact(run, "summary"), expect=dict)
     m = summary.get("metrics", {})
     pred = summary.get("prediction", [{}])[0]
     st.markdown(

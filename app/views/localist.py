@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import artefact, guard, plot, read_json
+from app.data import artefact, read_json
+from app.ui import guard, plot
 from interp.workspace import Run
 
 MAX_ITEMS = 32  # result files read per run
@@ -19,7 +20,7 @@ def _results(run: Run, names: list[str]) -> dict[str, dict]:
     for n in names[:MAX_ITEMS]:
         path = folder / f"{n}.json"
         if path.is_file():
-            out[n] = read_json(path)
+            out[n] = read_json(path, expect=dict)
     return out
 
 
@@ -64,9 +65,9 @@ def _schedules(run: Run, rows: list[dict]) -> None:
 
 
 def render(run: Run) -> None:
-    rows = read_json(artefact(run, "table_json"))
+    rows = read_json(artefact(run, "table_json"), expect=list)
     st.caption("Localist-style, clean-room construction (group-lasso penalty + additive block "
-               "bias); not the patented method of the Localist LLM papers. See the README.")
+               "bias); not the patented method of the Localist LLM papers. See docs/localist.md.")
     if run.config.get("mode") == "schedules":
         _schedules(run, rows)
     else:

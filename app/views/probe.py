@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import artefact, guard, plot, read_json
+from app.data import artefact, read_json
+from app.ui import guard, plot
 from interp.workspace import Run
 
 
 def render(run: Run) -> None:
     from probes.plots import fig_probe_curve
 
-    layers = read_json(artefact(run, "layers"))
+    layers = read_json(artefact(run, "layers"), expect=dict)
     counts = dict(zip(layers.get("classes", []), layers.get("class_counts", [])))
     st.markdown(f"**Task** `{layers.get('task', '?')}` · probe `{run.config.get('kind', '?')}` · "
                 f"control `{run.config.get('control', '?')}` · split by document")

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.ui import artefact, plot, read_json, read_jsonl, scan_runs
+from app.data import artefact, read_json, read_jsonl, scan_runs
+from app.run_page import page_of
+from app.ui import plot
 from interp.workspace import Run
 
 
@@ -42,7 +44,7 @@ def render(run: Run) -> None:
     report = None
     path = artefact(run, "eval", required=False)
     if path is not None:
-        report = read_json(path)
+        report = read_json(path, expect=dict)
     with tab_eval:
         if report is None:
             st.info("Not evaluated yet: run `interp eval-sae " + str(run.path) + "`.")
@@ -78,7 +80,7 @@ def feature_links(run: Run) -> None:
     """Links to this SAE's feature pages, or the command that computes them."""
     found = feature_runs_of(run)
     for r in found:
-        st.page_link("pages/3_Feature_browser.py", label=f"Browse its features ({r.name})",
+        st.page_link(page_of("features"), label=f"Browse its features ({r.name})",
                      icon=":material/search:", query_params={"run": r.name})
     if not found and run.status == "done":
         st.caption(f"No feature pages for this SAE yet: `interp features {run.path}`.")

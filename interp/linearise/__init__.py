@@ -3,8 +3,8 @@
 Freeze the norm scales, the activated gates and the attention patterns at their values on one
 prompt and the network is linear in its input embeddings: y = Σ_i J_i x_i reproduces the output.
 
-- `families`: a Hugging Face model (Llama / Mistral / Qwen, GPT-2, Gemma 3) read into one form;
-- `network`: the detached forward pass, its replay as a linear map, the hand-written adjoint;
+- the network itself is the frozen network of `interp.models` (`families` read a Hugging Face
+  model into it, `frozen` runs it detached or replayed, `adjoint` is its transpose);
 - `jacobian`: `DetachedJacobian` (products, exactness, dense J) and the autograd references;
 - `svd`: top singular triplets from products (block Krylov, randomized), stable rank;
 - `decode`, `analysis`: decodings to tokens, per-layer Jacobians, `linearise(model, config)`;
@@ -21,7 +21,7 @@ _LAZY = {
     "Linearisation": "interp.linearise.analysis",
     "DetachedJacobian": "interp.linearise.jacobian",
     "autograd_jacobian": "interp.linearise.jacobian",
-    "read_net": "interp.linearise.families",
+    "read_net": "interp.models.families",
     "linearise_run": "interp.linearise.runs",
     "load_linearisation": "interp.linearise.runs",
     "demo_step": "interp.linearise.runs",

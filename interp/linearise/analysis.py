@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, InterpError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError, InterpError
 from interp.linearise.decode import decode_left, decode_right, output_logits
-from interp.linearise.families import read_net
 from interp.linearise.jacobian import DetachedJacobian
-from interp.linearise.network import FINAL
 from interp.linearise.svd import dense_svd, frobenius_outside, stable_rank
+from interp.models.families import read_net
+from interp.models.frozen import FINAL
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("resid_post", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
-class LineariseConfig:
+class LineariseConfig(Config):
     """What to linearise and how much to analyse (flags of `interp linearise` map 1:1)."""
 
     prompt: str = "The bridge out of Marin is the"
@@ -67,14 +68,6 @@ class LineariseConfig:
             raise ConfigError(f"components {bad or '()'} invalid: choose from {COMPONENTS}.")
         if not self.prompt:
             raise ConfigError("prompt is empty: give the text whose prediction to linearise.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LineariseConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 @dataclass
@@ -124,7 +117,8 @@ def linearise(model, config: LineariseConfig, tokenizer=None, progress: bool = F
     }
     y = jac.y
     metrics = {"bias_share": float(jac.bias_term.norm() / y.norm()), "y_norm": float(y.norm())}
-    logits = output_logits(net, y, final_applied=site == FINAL)
+    # the model's own output logits (unembedding bias, Gemma 2's soft-cap) at the final site
+    logits = net.cap(net.logits(y)) if site == FINAL else output_logits(net, y, False)
     probs = torch.softmax(logits.double(), -1)
     top = probs.topk(5)
     summary["prediction"] = [{"token_id": int(i), "token": tokenizer.decode([int(i)]),

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, help="Exact Jacobian linearisation of a forward pass.")
 
 
@@ -22,21 +24,21 @@ def linearise(
     position: int = typer.Option(-1, help="Target position (negative counts from the end)."),
     layer: Optional[int] = typer.Option(None, help="Linearise blocks.L.hook_resid_post instead "
                                                    "of the final normed output."),
-    k: int = typer.Option(32, help="Singular triplets of the stacked Jacobian."),
+    k: int = typer.Option(32, min=1, help="Singular triplets of the stacked Jacobian."),
     dtype: str = typer.Option("float32", help="float32 | float64"),
     full: bool = typer.Option(False, help="Also build the dense Jacobian (per-token SVDs)."),
     per_layer: bool = typer.Option(True, help="Cumulative Jacobian of every layer's outputs."),
     components: str = typer.Option("resid_post,attn_out,mlp_out",
                                    help="Per-layer sites (comma-separated)."),
-    layer_k: int = typer.Option(4, help="Singular values per per-layer Jacobian."),
-    n_decode: int = typer.Option(8, help="Singular vectors decoded to tokens."),
-    top_tokens: int = typer.Option(8, help="Tokens per decoded vector."),
-    block: int = typer.Option(0, help="Probe vectors per block Krylov step (0: chosen from "
+    layer_k: int = typer.Option(4, min=1, help="Singular values per per-layer Jacobian."),
+    n_decode: int = typer.Option(8, min=0, help="Singular vectors decoded to tokens."),
+    top_tokens: int = typer.Option(8, min=1, help="Tokens per decoded vector."),
+    block: int = typer.Option(0, min=0, help="Probe vectors per block Krylov step (0: chosen from "
                                       "the prompt length)."),
-    n_iter: Optional[int] = typer.Option(None, help="At most this many block Krylov steps."),
-    tol: float = typer.Option(1e-5, help="Stop when the top-k singular values' estimated "
+    n_iter: Optional[int] = typer.Option(None, min=1, help="At most this many block Krylov steps."),
+    tol: float = typer.Option(1e-5, min=0, help="Stop when the top-k singular values' estimated "
                                          "relative error is below this."),
-    seed: int = typer.Option(0, help="Seed of the random probes."),
+    seed: int = typer.Option(0, min=0, help="Seed of the random probes."),
     prepend_bos: bool = typer.Option(True, help="Put BOS in front of the prompt."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:
@@ -58,8 +60,7 @@ def linearise(
                               n_iter=n_iter, tol=tol, seed=seed, prepend_bos=prepend_bos)
         run = linearise_run(cfg, name=name, workspace=workspace, out=out)
     except InterpError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+        fail(e)
     m = run.metrics
     if as_json:
         typer.echo(json.dumps(m))

@@ -1,4 +1,5 @@
-"""Reading singular vectors as tokens (Golden, arXiv 2505.24293, §3.3; METHODS.md §3.4).
+"""Reading singular vectors as tokens (Golden, arXiv 2505.24293, §3.3; the analyses in
+docs/linearise.md).
 
 A left singular vector u lives in the output space: its sign is aligned with the output
 (usign = sign(ŷ · u)) and usign · W_U u ranks output tokens. For an intermediate residual site the
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp.linearise.families import Net
+from interp.models.transformer import Net
 
 
 def output_logits(net: Net, u: Tensor, final_applied: bool) -> Tensor:

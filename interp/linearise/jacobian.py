@@ -3,7 +3,7 @@
 Golden (arXiv 2505.24293, eq. 2): at the operating point x* (the prompt's input embeddings),
 y* = Σ_i J⁺_i(x*) · x*_i, with J⁺ the Jacobian of the detached forward. `DetachedJacobian`
 records the frozen factors with one forward pass and then applies J (`matvec`, a replayed forward
-pass over a batch of vectors) and Jᵀ (`rmatvec`, the hand-written adjoint) without autograd;
+pass over a batch of vectors) and Jᵀ (`rmatvec`, the hand-written adjoint of `interp.models.adjoint`) without autograd;
 `dense()` materialises J from d_model adjoint products and `svd()` its top singular triplets
 from a block Krylov space. The exactness check needs a single forward product: J x* (plus the
 constant bias term c = F(0) for models with biases) against y*; `svd()` computes it in its first
@@ -21,8 +21,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InterpError
-from interp.linearise.families import Net
-from interp.linearise.network import FINAL, Frozen, adjoint, parse_site, run
+from interp.models.adjoint import Adjoint
+from interp.models.frozen import FINAL, Frozen, parse_site, run
+from interp.models.transformer import Net
 from interp.linearise.svd import Triplets, block_krylov_svd, krylov_block
 
 
@@ -49,6 +50,7 @@ class DetachedJacobian:
         with torch.no_grad():
             self.y = run(net, self.x, fz, [site])[site][-1]
             self.frozen = fz.replay()
+            self.adjoint = Adjoint(net, self.frozen.values)
             self.bias_term = (run(net, torch.zeros_like(self.x), self.frozen, [site])[site][-1]
                               if net.has_bias else torch.zeros_like(self.y))
         self._jx: Tensor | None = None  # J x*, kept once computed
@@ -73,8 +75,9 @@ class DetachedJacobian:
                 ) -> Float[Tensor, "batch pos d_model"]:
         """Jᵀ u for a batch of output-space vectors (any site up to the recorded one)."""
         with torch.no_grad():
-            return adjoint(self.net, u.to(self.net.dtype), self.frozen, site or self.site,
-                           self.n_pos - 1, self.n_pos)
+            G = self.adjoint.site(u.to(self.net.dtype), site or self.site, self.n_pos - 1,
+                                  self.n_pos)
+        return G.transpose(0, 1)
 
     def reconstruct(self) -> Tensor:
         """Σ_i J_i x_i (+ the bias term): equals `y` when the linearisation is exact."""

@@ -37,12 +37,12 @@ def save_linearisation(result: Linearisation, path: str | Path) -> None:
 def load_linearisation(path: str | Path, tensors: bool = False) -> Linearisation:
     """Read a linearise run directory (summary only unless `tensors`)."""
     path = Path(path)
-    summary = read_json(path / ARTEFACTS["summary"])
+    summary = read_json(path / ARTEFACTS["summary"], expect=dict)
     ts = {}
     if tensors:
-        from safetensors.torch import load_file
+        from interp.io import load_safetensors
 
-        ts = load_file(str(path / ARTEFACTS["tensors"]))
+        ts = load_safetensors(path / ARTEFACTS["tensors"], "run `interp linearise` again.")
     return Linearisation(summary=summary, tensors=ts)
 
 

@@ -15,20 +15,21 @@ block (`target="current"`) or the one before it (`target="previous"`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys, unknown_name_message
+from interp.config import Config
+from interp.errors import ConfigError, unknown_name_message
 
 TARGETS = ("current", "previous")
 DEFAULT_ANCHORS = ("def ", "class ", "return ", "import ", "if ", "for ")
 
 
 @dataclass(frozen=True)
-class BlockSpec:
+class BlockSpec(Config):
     """How positions are grouped into semantic blocks and which block each query points at."""
 
     kind: str = "punct"  # window | punct | anchor
@@ -52,14 +53,6 @@ class BlockSpec:
         if self.kind == "anchor" and not any(a for a in self.anchors):
             raise ConfigError("BlockSpec.anchors is empty: give at least one anchor string.")
         object.__setattr__(self, "anchors", tuple(self.anchors))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BlockSpec:
-        check_config_keys(cls, d)
-        return cls(**{**d, "anchors": tuple(d.get("anchors", DEFAULT_ANCHORS))})
 
 
 @dataclass

@@ -12,9 +12,12 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Locality-dial models (Localist-style, clean-room; see the README's "
-                       "patent notice): lambda sweeps and progressive schedules.")
+                  help="Locality-dial models (Localist-style, clean-room; patent notice in "
+                       "docs/localist.md): lambda sweeps and progressive schedules.")
 
 _WS = typer.Option(None, envvar="INTERP_WORKSPACE", help="Workspace root.")
 _OUT = typer.Option(None, help="Run directory (default: <workspace>/runs/localist/<name>).")
@@ -22,10 +25,6 @@ _BLOCKS = typer.Option("punct", help="Semantic blocks: punct (sentence/line span
                                      "anchor (spans starting at def/class/return/...).")
 _TARGET = typer.Option("current", help="Each query's target block: current | previous.")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _quick() -> bool:
@@ -50,23 +49,26 @@ def sweep(
                                                     "continues the step)."),
     out: Optional[Path] = _OUT,
     name: Optional[str] = typer.Option(None, help="Run name (default: the --out folder name)."),
-    steps: int = typer.Option(400, help="Training steps per lambda."),
-    layers: int = typer.Option(2, help="Transformer layers."),
-    d_model: int = typer.Option(64, help="Model width."),
-    heads: int = typer.Option(4, help="Attention heads."),
-    context_size: int = typer.Option(128, help="Characters per window (BOS included)."),
-    batch_size: int = typer.Option(16, help="Windows per step."),
-    lr: float = typer.Option(3e-3, help="AdamW learning rate."),
-    penalty: float = typer.Option(0.3, help="kappa: group-lasso weight at lambda = 1."),
-    bias_strength: float = typer.Option(2.0, help="Bias off the target block at lambda = 1."),
+    steps: int = typer.Option(400, min=0, help="Training steps per lambda."),
+    layers: int = typer.Option(2, min=1, help="Transformer layers."),
+    d_model: int = typer.Option(64, min=1, help="Model width."),
+    heads: int = typer.Option(4, min=1, help="Attention heads."),
+    context_size: int = typer.Option(128, min=2, help="Characters per window (BOS included)."),
+    batch_size: int = typer.Option(16, min=1, help="Windows per step."),
+    lr: float = typer.Option(3e-3, min=0, help="AdamW learning rate."),
+    penalty: float = typer.Option(0.3, min=0, help="kappa: group-lasso weight at lambda = 1."),
+    bias_strength: float = typer.Option(2.0, min=0,
+                                        help="Bias off the target block at lambda = 1."),
     blocks: str = _BLOCKS,
     target: str = _TARGET,
     corpus: str = typer.Option("python-docs", help="Corpus (character-level)."),
-    seed: int = typer.Option(0, help="Seed (same seed: lambda = 0 is the unpenalised model)."),
+    seed: int = typer.Option(0, min=0,
+                             help="Seed (same seed: lambda = 0 is the unpenalised model)."),
     inference: bool = typer.Option(True, help="Also turn the lambda=0 model's dial at "
                                               "inference (no retraining)."),
-    threads: int = typer.Option(1, help="Torch threads (a tiny model runs fastest on one)."),
+    threads: int = typer.Option(1, min=1, help="Torch threads (a tiny model runs fastest on one)."),
     workspace: Optional[Path] = _WS,
+    device: str = device_option("Where the models train."),
 ) -> None:
     """Train a small transformer from scratch per lambda; write the AILA-style table and figures.
 
@@ -86,11 +88,12 @@ def sweep(
         cfg = LocalistConfig(penalty=penalty, bias_strength=bias_strength,
                              blocks=BlockSpec(kind=blocks, target=target), n_layers=layers,
                              d_model=d_model, n_heads=heads, context_size=context_size,
-                             steps=steps, batch_size=batch_size, lr=lr, seed=seed, corpus=corpus)
+                             steps=steps, batch_size=batch_size, lr=lr, seed=seed, corpus=corpus,
+                             device=device)
         run = run_sweep(parse_floats(lambdas), cfg, name=name, out=out, workspace=workspace,
                         inference=inference, progress=True)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
@@ -100,20 +103,24 @@ def schedules(
     out: Optional[Path] = _OUT,
     name: Optional[str] = typer.Option(None, help="Run name (default: the --out folder name)."),
     model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
-    lam_max: float = typer.Option(1.0, help="The last layer's dial."),
-    train_layers: int = typer.Option(2, help="Fine-tune the last k blocks (0: inference only)."),
-    steps: int = typer.Option(20, help="Fine-tune steps per schedule (0: inference only)."),
-    batch_size: int = typer.Option(4, help="Windows per step."),
-    context_size: int = typer.Option(128, help="Tokens per window."),
-    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
-    penalty: float = typer.Option(0.3, help="kappa: group-lasso weight at lambda = 1."),
-    bias_strength: float = typer.Option(2.0, help="Bias off the target block at lambda = 1."),
+    lam_max: float = typer.Option(1.0, min=0, max=1, help="The last layer's dial."),
+    train_layers: int = typer.Option(2, min=0,
+                                     help="Fine-tune the last k blocks (0: inference only)."),
+    steps: int = typer.Option(20, min=0, help="Fine-tune steps per schedule (0: inference only)."),
+    batch_size: int = typer.Option(4, min=1, help="Windows per step."),
+    context_size: int = typer.Option(128, min=2, help="Tokens per window."),
+    lr: float = typer.Option(1e-4, min=0, help="AdamW learning rate."),
+    penalty: float = typer.Option(0.3, min=0, help="kappa: group-lasso weight at lambda = 1."),
+    bias_strength: float = typer.Option(2.0, min=0,
+                                        help="Bias off the target block at lambda = 1."),
     blocks: str = _BLOCKS,
     target: str = _TARGET,
     corpus: str = typer.Option("python-docs", help="Corpus."),
-    eval_windows: int = typer.Option(8, help="Held-out windows."),
-    seed: int = typer.Option(0, help="Seed."),
+    eval_windows: int = typer.Option(8, min=1, help="Held-out windows."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
     workspace: Optional[Path] = _WS,
+    device: str = device_option("Where the model runs and is fine-tuned."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Compare uniform and progressive per-layer dials on a pretrained model (last-layers
     fine-tune through the HookedModel hooks). INTERP_QUICK=1: 4 steps, context 64, 4 windows."""
@@ -132,8 +139,8 @@ def schedules(
                              blocks=BlockSpec(kind=blocks, target=target),
                              train_layers=train_layers, steps=steps, batch_size=batch_size,
                              context_size=context_size, lr=lr, corpus=corpus,
-                             eval_windows=eval_windows, seed=seed)
+                             eval_windows=eval_windows, seed=seed, device=device, dtype=dtype)
         run = run_schedules(cfg, name=name, out=out, workspace=workspace, progress=True)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)

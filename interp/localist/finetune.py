@@ -11,7 +11,6 @@ inference-only effect of each schedule (no fine-tune) is measured first. `train_
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 from interp.localist.blocks import BlockSpec
 from interp.localist.dial import named_schedules
 from interp.localist.evaluate import evaluate_dial
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Config):
     """A progressive-schedule comparison on a pretrained model (serialised into run.json)."""
 
     model: str = "SmolLM2-135M-Instruct"  # a name load_model accepts
@@ -46,8 +46,14 @@ class ScheduleConfig:
     corpus: str = "python-docs"
     eval_windows: int = 8
     seed: int = 0
+    device: str = "auto"  # where the model runs and is fine-tuned (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self) -> None:
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         if isinstance(self.blocks, dict):
             object.__setattr__(self, "blocks", BlockSpec.from_dict(self.blocks))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -61,17 +67,6 @@ class ScheduleConfig:
         for name in ("batch_size", "eval_windows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        d["blocks"]["anchors"] = list(self.blocks.anchors)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ScheduleConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def schedule_windows(cfg: ScheduleConfig, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +122,7 @@ def finetune_schedule(model, dials: list[float], train: torch.Tensor, cfg: Sched
     try:
         for step in tqdm(range(cfg.steps), desc=desc or "fine-tune", unit="step",
                          disable=not progress):
-            ids = train[order[step * cfg.batch_size: (step + 1) * cfg.batch_size]]
+            ids = train[order[step * cfg.batch_size: (step + 1) * cfg.batch_size]].to(model.device)
             ce, pen = locality_step(model, ids, dials, cfg.blocks, cfg.penalty,
                                     cfg.bias_strength, layers=layers)
             loss = ce + pen if pen.requires_grad else ce

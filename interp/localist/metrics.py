@@ -1,6 +1,6 @@
 """Locality metrics of attention patterns, the group-lasso penalty, and language-model scores.
 
-Definitions (the reconstruction in METHODS.md section 4.2, labelled "Localist-style"):
+Definitions (the reconstruction in docs/localist.md, "The method", labelled "Localist-style"):
 
 - attention entropy of query i, in bits: H_i = -sum_j a_ij log2 a_ij, bounded by log2 of the
   number of keys i can see (log2(i + 1) under a causal mask without padding);

@@ -87,7 +87,7 @@ def _write_table(run: Run, rows: list[dict]) -> dict:
 
 def _cached(path: Path, config: dict) -> dict | None:
     try:
-        d = read_json(path)
+        d = read_json(path, expect=dict)
     except (OSError, ValueError):
         return None
     return d if d.get("config") == config else None
@@ -188,15 +188,24 @@ def run_sweep(lambdas: Sequence[float], base: LocalistConfig | None = None, *,
 def load_sweep_model(run_path: str | os.PathLike, lam: float,
                      cfg: LocalistConfig | None = None):
     """The small model a sweep trained at `lam`, as a HookedModel."""
-    from safetensors.torch import load_file
+    from interp.errors import BadFormat
+    from interp.io import load_safetensors
 
     run_path = Path(run_path)
     if cfg is None:
-        d = read_json(run_path / "results" / f"{_key(lam)}.json")["config"]
+        f = run_path / "results" / f"{_key(lam)}.json"
+        d = read_json(f, expect=dict).get("config")
+        if not isinstance(d, dict):
+            raise BadFormat(f"{f} has no 'config' object; run the sweep again.")
         cfg = LocalistConfig.from_dict(d)
+    weights = load_safetensors(run_path / "models" / f"{_key(lam)}.safetensors",
+                               "run the sweep again.")
     model = build_char_model(cfg)
-    missing, unexpected = model.hf_model.load_state_dict(
-        load_file(str(run_path / "models" / f"{_key(lam)}.safetensors")), strict=False)
+    try:
+        missing, unexpected = model.hf_model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise BadFormat(f"The weights in {run_path} do not fit the model of its config "
+                        f"({str(e).splitlines()[0]}).") from e
     if unexpected or any(k != "lm_head.weight" for k in missing):
         raise ConfigError(f"The weights in {run_path} do not fit the model of its config "
                           f"(missing {missing}, unexpected {unexpected}).")
@@ -216,7 +225,7 @@ def run_schedules(cfg: ScheduleConfig | None = None, *, model=None, name: str | 
     name = name or (Path(out).name if out else "schedules")
     config = {"mode": "schedules", **cfg.to_dict()}
     with run_context(KIND, name, config, root=workspace, path=out) as run:
-        model = model or load_model(cfg.model)
+        model = model or load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
         item_cfg = cfg.to_dict()
 
         def done(s: str):

@@ -12,7 +12,6 @@ torch-backend `HookedModel`, so the same dial and metrics serve it and the defau
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -23,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 from interp.localist.blocks import BlockSpec
 from interp.localist.dial import layer_dials
 from interp.localist.evaluate import dialled_forward, evaluate_dial, penalty
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LocalistConfig:
+class LocalistConfig(Config):
     """One small model trained at one dial setting (serialised into run.json)."""
 
     lam: float = 0.0  # the dial in [0, 1]: 0 distributed, 1 localist
@@ -55,8 +55,12 @@ class LocalistConfig:
     n_tokens: int = 400_000  # corpus tokens to read (train + eval)
     eval_windows: int = 32  # the last windows, never trained on
     log_every: int = 25
+    device: str = "auto"  # where the model trains (interp.devices)
 
     def __post_init__(self) -> None:
+        from interp.devices import check_device
+
+        object.__setattr__(self, "device", check_device(self.device))
         if isinstance(self.blocks, dict):
             object.__setattr__(self, "blocks", BlockSpec.from_dict(self.blocks))
         if self.dials is not None:
@@ -75,17 +79,6 @@ class LocalistConfig:
 
     def layer_dials(self) -> list[float]:
         return layer_dials(self.dials if self.dials is not None else self.lam, self.n_layers)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["dials"] = list(self.dials) if self.dials is not None else None
-        d["blocks"]["anchors"] = list(self.blocks.anchors)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LocalistConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------- model and data
@@ -152,7 +145,7 @@ def make_optimizer(model, cfg: LocalistConfig) -> torch.optim.Optimizer:
 
 
 def lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten().to(logits.device))
 
 
 # ----------------------------------------------------------------------------- training
@@ -182,8 +175,12 @@ def train_localist(cfg: LocalistConfig, model=None, progress: bool = False
 
     History records every `log_every` steps: step, lr, ce, penalty.
     """
+    from interp.devices import resolve_device
+
     torch.manual_seed(cfg.seed)
-    model = model or build_char_model(cfg)
+    if model is None:
+        model = build_char_model(cfg)
+        model.hf_model.to(resolve_device(cfg.device))
     train, _ = split_windows(cfg)
     order = batch_indices(cfg, len(train))
     opt = make_optimizer(model, cfg)
@@ -194,7 +191,7 @@ def train_localist(cfg: LocalistConfig, model=None, progress: bool = False
                      disable=not progress):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        ids = train[order[step]]
+        ids = train[order[step]].to(model.device)
         ce, pen = locality_step(model, ids, dials, cfg.blocks, cfg.penalty, cfg.bias_strength,
                                 cfg.bias_in_training)
         loss = ce + pen if pen.requires_grad else ce

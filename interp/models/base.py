@@ -11,50 +11,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import HookNotWritable, InterpError
-from interp.models.hookspec import HookPoint, architecture_for, execution_order, validate_hook_names
+from interp.models.facts import ModelFacts
+from interp.models.families import family_for, find_family
+from interp.models.hookspec import HookPoint, execution_order, validate_hook_names
 
 HookFn = Callable[[Tensor, HookPoint], "Tensor | None"]
 Inputs = "str | Sequence[str] | Tensor"
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """Shape facts of a model, read from its config."""
-
-    name: str
-    model_type: str
-    n_layers: int
-    d_model: int
-    d_mlp: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_vocab: int
-    n_ctx: int
-
-    @classmethod
-    def from_config(cls, name: str, config) -> ModelFacts:
-        g = lambda *keys: next(getattr(config, k) for k in keys if getattr(config, k, None))  # noqa: E731
-        d_model = g("hidden_size", "n_embd")
-        n_heads = g("num_attention_heads", "n_head")
-        return cls(
-            name=name, model_type=config.model_type, n_layers=g("num_hidden_layers", "n_layer"),
-            d_model=d_model, d_mlp=getattr(config, "intermediate_size", None)
-            or getattr(config, "n_inner", None) or 4 * d_model,
-            n_heads=n_heads, n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
-            d_head=getattr(config, "head_dim", None) or d_model // n_heads,
-            d_vocab=config.vocab_size, n_ctx=g("max_position_embeddings", "n_positions"),
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class HookedModel:
@@ -67,9 +35,16 @@ class HookedModel:
         self.tokenizer = tokenizer
         self.name = name
         self.cfg = ModelFacts.from_config(name, hf_model.config)
-        self.arch = architecture_for(hf_model.config)
-        self.hook_points: dict[str, HookPoint] = self.arch.hooks(hf_model.config)
+        self.family = find_family(hf_model.config)  # None: no adapter (library backends only)
+        self.arch = self.family  # its module layout: `.blocks`, `.final_norm`
+        self._batch_shape: tuple[int, int] = (1, 1)  # of the running forward (flat hooks)
+        self.hook_points: dict[str, HookPoint] = self._hook_points()
         self._active: list[tuple[str, HookFn]] = []
+
+    def _hook_points(self) -> dict[str, HookPoint]:
+        """The canonical hook table: the family adapter's (backends may add their own)."""
+        return family_for(self.hf_model.config, f"the {self.backend} backend").hooks(
+            self.hf_model.config)
 
     # ----------------------------------------------------------------- facts and names
     def hook_names(self) -> list[str]:
@@ -223,10 +198,29 @@ class HookedModel:
 
     # ----------------------------------------------------------------- helpers for backends
     def _view(self, point: HookPoint, x: Tensor) -> Tensor:
+        """The module's raw value as the hook sees it (unflattened batch, slice, heads)."""
+        if point.flat:
+            x = x.view(*self._batch_shape, *x.shape[1:])
+        if point.part:
+            a, b = point.part
+            g = point.part_groups
+            x = x.unflatten(-1, (g, -1))[..., a:b].flatten(-2) if g else x[..., a:b]
         return x.unflatten(-1, (point.heads, -1)) if point.heads else x
 
-    def _unview(self, point: HookPoint, x: Tensor) -> Tensor:
-        return x.flatten(-2) if point.heads else x
+    def _unview(self, point: HookPoint, new: Tensor, raw: Tensor) -> Tensor:
+        """A hook's replacement value back in the module's layout (`raw`: its original value)."""
+        if point.heads:
+            new = new.flatten(-2)
+        if point.flat:
+            new = new.flatten(0, 1)
+        if point.part:
+            a, b = point.part
+            g = point.part_groups
+            out = raw.clone()
+            (out.unflatten(-1, (g, -1)) if g else out)[..., a:b] = (
+                new.unflatten(-1, (g, -1)) if g else new)
+            new = out
+        return new
 
 
 def _depth(point) -> int:

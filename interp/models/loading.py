@@ -151,10 +151,13 @@ def load_model(name: str | os.PathLike | None = None, backend: str = "torch",
     `name`: None for the default model (SmolLM2-135M-Instruct), a local HF model directory, or
     a Hub id. `backend`: "torch" (plain PyTorch hooks, fastest), "transformer_lens"
     (TransformerBridge) or "nnsight". Every backend uses the same canonical hook names.
+    `device` and `dtype` follow `interp.devices` (e.g. "auto", "cuda:1"; "bfloat16", "auto").
     """
     if backend not in BACKENDS:
         raise ModelLoadError(unknown_name_message("backend", backend, BACKENDS))
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    from interp.devices import resolve_device, resolve_dtype
+
+    device = resolve_device(device)  # the policy: auto | cpu | cuda[:N] | mps
+    dtype = resolve_dtype(dtype, device)
     display, model, tokenizer = load_hf(name, dtype=dtype, device=device)
     return _backends()[backend](model, tokenizer, display)

@@ -1,7 +1,7 @@
 """Tiny models for tests and examples, built in code from a seed (no download).
 
-`build_tiny_model("llama")` gives a 2-layer Llama-style causal LM with a character-level
-tokenizer; `save_tiny_model(dir, ...)` writes it as an ordinary Hugging Face model directory, so it
+`build_tiny_model("llama")` gives a 2-layer Llama-style causal LM (any registered family:
+"gpt2", "gpt_neox", "gemma2", ...) with a character-level tokenizer; `save_tiny_model(dir, ...)` writes it as an ordinary Hugging Face model directory, so it
 loads through `load_model(dir)` on every backend like any other local model.
 """
 
@@ -42,29 +42,25 @@ def char_tokenizer(save_dir: str | Path | None = None):
 
 def tiny_config(arch: str = "llama", n_layers: int = 2, d_model: int = 64, n_heads: int = 4,
                 d_mlp: int | None = None, vocab_size: int | None = None, n_ctx: int = 256):
-    """A small Hugging Face config of the given architecture ("llama" or "gpt2")."""
-    from transformers import GPT2Config, LlamaConfig
+    """A small Hugging Face config of a registered family (`arch`: its `model_type`, e.g.
+    "llama", "gpt2", "gpt_neox", "gemma2"; see `interp.models.families.FAMILIES`)."""
+    from interp.errors import ConfigError, unknown_name_message
+    from interp.models.families import FAMILIES
 
-    vocab_size = vocab_size or len(SPECIAL_TOKENS) + len(CHARS)
-    d_mlp = d_mlp or 4 * d_model
-    if arch == "llama":
-        return LlamaConfig(
-            vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp,
-            num_hidden_layers=n_layers, num_attention_heads=n_heads,
-            num_key_value_heads=max(1, n_heads // 2), max_position_embeddings=n_ctx,
-            tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=2,
-        )
-    if arch == "gpt2":
-        return GPT2Config(
-            vocab_size=vocab_size, n_embd=d_model, n_inner=d_mlp, n_layer=n_layers, n_head=n_heads,
-            n_positions=n_ctx, bos_token_id=0, eos_token_id=1, pad_token_id=2,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        )
-    raise ValueError(f"Unknown tiny architecture {arch!r}; choose 'llama' or 'gpt2'.")
+    if arch not in FAMILIES:
+        raise ConfigError(unknown_name_message("tiny architecture", arch, FAMILIES,
+                                               hint=f"Choose one of {', '.join(FAMILIES)}."))
+    return FAMILIES[arch].tiny_config(
+        n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp or 4 * d_model,
+        vocab_size=vocab_size or len(SPECIAL_TOKENS) + len(CHARS), n_ctx=n_ctx)
 
 
-def build_tiny_model(arch: str = "llama", seed: int = 0, **config_kwargs):
-    """A randomly initialised tiny causal LM (eval mode, fp32, eager attention) from `seed`."""
+def build_tiny_model(arch: str = "llama", seed: int = 0, perturb_biases: bool = False,
+                     **config_kwargs):
+    """A randomly initialised tiny causal LM (eval mode, fp32, eager attention) from `seed`.
+
+    Norm weights (which start at 1, or 0 for Gemma's 1 + w) are perturbed so tests see them;
+    `perturb_biases` also gives every zero-initialised bias random values."""
     from transformers import AutoModelForCausalLM
 
     config = tiny_config(arch, **config_kwargs)
@@ -73,10 +69,12 @@ def build_tiny_model(arch: str = "llama", seed: int = 0, **config_kwargs):
     try:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-        with torch.no_grad():  # norms start at weight 1: perturb them so tests see their effect
+        with torch.no_grad():
             for name, p in model.named_parameters():
                 if "norm" in name or ".ln_" in name:
                     p.add_(0.2 * torch.randn_like(p))
+                elif perturb_biases and name.endswith(".bias"):
+                    p.add_(0.1 * torch.randn_like(p))
     finally:
         torch.random.set_rng_state(gen_state)
     return model.eval()

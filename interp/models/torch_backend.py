@@ -36,7 +36,7 @@ class TorchHookedModel(HookedModel):
             return None
         if not point.writable:
             raise HookNotWritable(f"Hook {point.name!r} is read-only.")
-        return self._unview(point, new)
+        return self._unview(point, new, x)
 
     def _attach(self, point: HookPoint, fn: HookFn):
         module = self._modules[point.module]
@@ -70,6 +70,7 @@ class TorchHookedModel(HookedModel):
 
     def _run(self, ids, mask, fwd_hooks, cache_names, stop_at_layer):
         cache: dict[str, Tensor] = {}
+        self._batch_shape = tuple(ids.shape[:2])
 
         def save(x: Tensor, point: HookPoint):
             cache[point.name] = x if x.requires_grad else x.detach()

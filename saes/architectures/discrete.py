@@ -21,7 +21,6 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from saes.architectures.topk import TopKSAE
-from saes.base import register
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,10 @@ class CodeOverlap:
     example_share: float
 
 
-@register("discrete")
 class DiscreteSAE(TopKSAE):
     """TopK SAE whose inputs are summarised by integer codes (their top latents)."""
+
+    architecture = "discrete"
 
     @torch.no_grad()
     def codes(self, x: Float[Tensor, "... d_in"]) -> Int[Tensor, "... k"]:

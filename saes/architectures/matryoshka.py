@@ -22,7 +22,7 @@ from torch import Tensor
 
 from interp.errors import ConfigError
 from saes.architectures.topk import BatchTopKSAE
-from saes.base import LossOutput, SAEConfig, register
+from saes.base import LossOutput, SAEConfig
 from saes.kernels import sparse_decode
 
 
@@ -37,9 +37,11 @@ def matryoshka_widths(cfg: SAEConfig) -> tuple[int, ...]:
     return tuple(widths)
 
 
-@register("matryoshka_batchtopk")
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     """BatchTopK SAE trained with the mean of the nested-prefix reconstruction losses."""
+
+    architecture = "matryoshka_batchtopk"
+    options = ("k", "aux_k", "aux_coefficient", "matryoshka_widths")  # SAEConfig fields it reads
 
     def __init__(self, cfg):
         super().__init__(cfg)

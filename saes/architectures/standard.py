@@ -23,6 +23,9 @@ the active entries only (the top-k family's kernels: `embedding_bag`s, and an SD
 moderately sparse code, one dense matmul read at the active entries). With bf16 (`matmul_dtype`)
 every [batch, d_sae]-sized operation runs in bf16: the matmuls, the code, the gathers. All paths
 compute the same gradients as autograd on the formula above (tests/test_sae_architectures.py).
+On an accelerator (`saes.kernels.sync_free`) the step is always dense: choosing the sparse path
+would read the code's density back to the host every step, and a GPU's dense (bf16) matmuls
+are fast; the L0 stays a device tensor.
 
 SAELens's trainer clips the gradient norm at 1.0, and its standard SAE's sparsity depends on it
 (`TrainConfig.max_grad_norm`; see saes/train.py).
@@ -35,8 +38,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from saes.base import LossOutput, SparseDictionary, register
-from saes.kernels import SparseCode, row_offsets
+from saes.base import LossOutput, SparseDictionary
+from saes.kernels import SparseCode, row_offsets, sync_free
 
 INIT_DECODER_NORM = 0.1
 #: at or below this fraction of active entries the step runs on the sparse code. Measured
@@ -80,9 +83,13 @@ class StandardStep(torch.autograd.Function):
         F.threshold_(acts, 0.0, 0.0)
         bits = acts.view(_INT_OF[cdt])
         norms = torch.linalg.vector_norm(W_dec, dim=1)
-        nnz = int(torch.count_nonzero(bits))
+        nnz = torch.count_nonzero(bits)
+        if sync_free(x.device):
+            sparse_density = -1.0  # dense: no host read of the density
+        else:
+            nnz = int(nnz)
         flat = code = vals = None
-        if nnz <= sparse_density * acts.numel():
+        if sparse_density >= 0 and nnz <= sparse_density * acts.numel():
             flat = bits.view(-1).nonzero().squeeze(1)
             rows = torch.div(flat, d, rounding_mode="floor")
             cols = flat - rows * d
@@ -105,8 +112,9 @@ class StandardStep(torch.autograd.Function):
         mse, l1 = mse.clone(), l1.clone()  # outputs of their own (loss must not alias them)
         ctx.save_for_backward(xl, enc_weight, W_dec, Wd, norms, err, colsum, acts, vals, flat)
         ctx.code, ctx.lam, ctx.shift, ctx.work = code, lam, shift, work
-        ctx.mark_non_differentiable(recon, mse, l1)
-        return loss, recon, mse, l1, colsum > 0, nnz / b
+        l0 = nnz / b  # a device tensor on the sync-free path
+        ctx.mark_non_differentiable(recon, mse, l1, *([l0] if isinstance(l0, Tensor) else []))
+        return loss, recon, mse, l1, colsum > 0, l0
 
     @staticmethod
     def backward(ctx, g, *_):
@@ -171,6 +179,14 @@ def _colsum(a: Tensor, dtype: torch.dtype) -> Tensor:
     return a.sum(0).to(dtype)
 
 
+def _autocast_on(device: torch.device) -> bool:
+    """Whether autocast is on for `device` (False for devices without autocast, e.g. meta)."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except RuntimeError:
+        return False
+
+
 def dense_loss_output(loss: Tensor, recon: Tensor, acts: Float[Tensor, "batch d_sae"],
                       parts: dict[str, Tensor]) -> LossOutput:
     """A `LossOutput` from dense activations: which latents fired and the mean L0."""
@@ -179,13 +195,15 @@ def dense_loss_output(loss: Tensor, recon: Tensor, acts: Float[Tensor, "batch d_
                       l0=active.sum(dim=-1).float().mean(), parts=parts)
 
 
-@register("standard")
 class StandardSAE(SparseDictionary):
     """ReLU SAE (or transcoder) trained with the decoder-norm-weighted L1 penalty."""
 
+    architecture = "standard"
+    options = ("l1_coefficient",)  # the SAEConfig fields it reads
+
     unit_norm_decoder = False  # the penalty weights by ||W_dec_j||: the trainer must not renormalise
-    #: dtype of the dense matmuls in training (None: full precision; the trainer's `bf16=True`
-    #: sets bfloat16, worth it where the hardware multiplies bf16 natively)
+    #: dtype of the dense matmuls in training (None: full precision; the trainer's `autocast`
+    #: sets its dtype (`use_lowp`), worth it where the hardware multiplies it natively)
     matmul_dtype: torch.dtype | None = None
 
     @property
@@ -202,6 +220,22 @@ class StandardSAE(SparseDictionary):
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         return F.relu(self.pre_acts(x))
 
+    def use_lowp(self, dtype):
+        self.matmul_dtype = dtype
+        return True
+
+    def step_memory(self, batch, device):
+        """`StandardStep`'s two reused [batch, d_sae] buffers (the code and its gradient), and
+        on the CPU the sparse code at the densest it is used (ids, values, the transpose)."""
+        if self.W_skip is not None:
+            return super().step_memory(batch, device)
+        item = self.matmul_dtype.itemsize if self.matmul_dtype is not None else 4
+        s, c = self.cfg.d_sae, self.cfg
+        density = 0.0 if sync_free(device) else (SPARSE_DENSITY_LOWP if self.matmul_dtype
+                                                 else SPARSE_DENSITY)
+        return {"buffers": 2 * batch * s * item,
+                "step": int(44 * density * batch * s) + 3 * batch * c.out_dim * 4}
+
     @torch.no_grad()
     def initialise(self, seed: int = 0) -> StandardSAE:
         """As the April update advises: decoder rows of norm 0.1 (not 1), the encoder their
@@ -216,7 +250,7 @@ class StandardSAE(SparseDictionary):
     def training_loss(self, x: Tensor, target: Tensor, dead: Tensor | None = None,
                       sparsity_scale: float = 1.0) -> LossOutput:
         lam = sparsity_scale * self.cfg.l1_coefficient
-        if self.W_skip is None and not torch.is_autocast_enabled(x.device.type):
+        if self.W_skip is None and not _autocast_on(x.device):
             lowp = self.matmul_dtype
             loss, recon, mse, l1, fired, l0 = StandardStep.apply(
                 x, target, self.enc_weight, self.b_enc, self.W_dec, self.b_dec, lam,
@@ -224,7 +258,8 @@ class StandardSAE(SparseDictionary):
                 SPARSE_DENSITY_LOWP if lowp else SPARSE_DENSITY, lowp,
                 SDDMM_DENSITY_LOWP if lowp else SDDMM_DENSITY, self._work)
             return LossOutput(loss=loss, recon=recon, fired=fired,
-                              l0=torch.tensor(float(l0)), parts={"mse": mse, "l1": l1})
+                              l0=l0 if isinstance(l0, Tensor) else torch.tensor(l0),
+                              parts={"mse": mse, "l1": l1})
         return self.reference_loss(x, target, sparsity_scale)
 
     def reference_loss(self, x: Tensor, target: Tensor, sparsity_scale: float = 1.0

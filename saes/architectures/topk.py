@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saes.base import LossOutput, SparseDictionary, register
+from saes.base import LossOutput, SparseDictionary
 from saes.kernels import (SampledLinear, SparseCode, SparseDecode, SparseDecodeMSE,
-                          native_lowp_dtype, select_batch_topk, select_topk, select_topk_exact,
-                          select_topk_lowp, sparse_decode)
+                          native_lowp_dtype, select_batch_topk, select_dead_topk, select_topk,
+                          select_topk_exact, select_topk_lowp, sparse_decode, sync_free)
 
 
 class _TopKFamily(SparseDictionary):
@@ -25,6 +25,8 @@ class _TopKFamily(SparseDictionary):
     After selection nothing is dense: the encoder and decoder gradients go through the
     selected code only (`saes.kernels`), and AuxK looks at the dead latents' columns only.
     """
+
+    options = ("k", "aux_k", "aux_coefficient")  # the SAEConfig fields it reads
 
     _code: SparseCode | None = None  # the batch's code while `training_loss` runs
 
@@ -41,8 +43,12 @@ class _TopKFamily(SparseDictionary):
         return state
 
     #: dtype of the selecting matmul; the selected values are then recomputed exactly (None:
-    #: full precision; the trainer's `bf16=True` sets bfloat16)
+    #: full precision; the trainer's `autocast` sets its dtype, `use_lowp`)
     select_dtype: torch.dtype | str | None = None
+
+    def use_lowp(self, dtype):
+        self.select_dtype = dtype
+        return True
 
     def _select(self, x_c: Tensor) -> tuple[SparseCode, Tensor]:
         """The code of this batch and its exact pre-activation values (called without grad)."""
@@ -87,10 +93,16 @@ class _TopKFamily(SparseDictionary):
             self._code = None
         parts = {"mse": mse.detach()}
         loss = mse
-        if dead is not None and self.cfg.aux_coefficient > 0 and bool(dead.any()):
-            aux = self._aux_loss(x_c, err.detach(), dead)
-            loss = loss + self.cfg.aux_coefficient * aux
-            parts["aux"] = aux.detach()
+        if dead is not None and self.cfg.aux_coefficient > 0:
+            if sync_free(x.device):  # no host read of the dead count: a masked top-k, zeroed
+                aux = self._aux_loss_masked(x_c, err.detach(), dead)  # when none is dead
+            elif bool(dead.any()):
+                aux = self._aux_loss(x_c, err.detach(), dead)
+            else:
+                aux = None
+            if aux is not None:
+                loss = loss + self.cfg.aux_coefficient * aux
+                parts["aux"] = aux.detach()
         active = acts > 0
         fired = torch.zeros(self.cfg.d_sae, dtype=acts.dtype, device=x.device)
         fired = fired.index_add_(0, code.cols, active.to(acts.dtype)) > 0
@@ -114,8 +126,43 @@ class _TopKFamily(SparseDictionary):
         aux_recon = SparseDecode.apply(acts, self.W_dec, code)
         return (e - aux_recon).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
 
+    def _aux_loss_masked(self, x_c: Tensor, e: Tensor, dead: Tensor) -> Tensor:
+        """AuxK with shapes known in advance: the top `aux_k` of all pre-activations with live
+        latents masked to -inf (entries beyond the dead count are -inf, 0 after the ReLU), and
+        the loss multiplied by whether any latent is dead. The same loss and gradients as
+        `_aux_loss`, without reading the number of dead latents on the host."""
+        with torch.no_grad():
+            pre = F.linear(x_c, self.enc_weight, self.b_enc)
+            rows, cols, vals, offsets = select_dead_topk(pre, dead, self.cfg.aux_k)
+            code = SparseCode(rows, cols, offsets, self.cfg.d_sae)
+        acts = self._encode_sparse(x_c, code, vals)
+        aux_recon = SparseDecode.apply(acts, self.W_dec, code)
+        aux = (e - aux_recon).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean().clamp_min(1e-12)
+        return aux * dead.any().to(aux.dtype)
+
     def _after_step(self, acts, active) -> None:
         pass
+
+    def step_memory(self, batch, device):
+        """The selection's buffers (`_select_memory`), AuxK over every latent at worst (all
+        dead), and the sparse codes."""
+        c, s = self.cfg, self.cfg.d_sae
+        buffers, select = self._select_memory(batch, device)
+        if sync_free(device):
+            aux = 2 * batch * s * 4  # the masked pre-activations over every latent
+        else:
+            aux = batch * s * 4 + s * c.d_in * 4  # the dead latents' matmul and weights
+        codes = 48 * batch * (c.k + min(c.aux_k, s))  # ids, values, offsets, the transpose
+        return {"buffers": buffers,
+                "step": max(select, aux) + codes + 3 * batch * c.out_dim * 4}
+
+    def _select_memory(self, batch: int, device) -> tuple[int, int]:
+        """(bytes kept between steps, bytes alive while selecting): the dense pre-activations
+        in the selecting dtype, and that dtype's copy of the encoder."""
+        lowp = self.select_dtype if isinstance(self.select_dtype, torch.dtype) else None
+        item = lowp.itemsize if lowp is not None else 4
+        return 0, batch * self.cfg.d_sae * item + (
+            self.cfg.d_sae * self.cfg.d_in * item if lowp is not None else 0)
 
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
@@ -126,8 +173,8 @@ class _TopKFamily(SparseDictionary):
         g.addcmul_(torch.linalg.vecdot(g, w).unsqueeze(1), w, value=-1)
 
 
-@register("topk")
 class TopKSAE(_TopKFamily):
+    architecture = "topk"
     #: dtype of the selecting matmul (the selected values are then recomputed exactly):
     #: "auto" is bf16 where the hardware multiplies it natively, else full precision
     select_dtype: torch.dtype | str | None = "auto"
@@ -149,6 +196,14 @@ class TopKSAE(_TopKFamily):
         vals, idx = pre.topk(self.cfg.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
 
+    def _select_memory(self, batch, device):
+        dtype = native_lowp_dtype(device) if self.select_dtype == "auto" else self.select_dtype
+        s, d = self.cfg.d_sae, self.cfg.d_in
+        if dtype is not None and dtype != torch.float32:  # `select_topk_lowp`: row chunks
+            rows = min(256, batch) if device.type == "cpu" else batch
+            return 0, rows * s * dtype.itemsize + s * d * dtype.itemsize + batch * d * 2
+        return batch * s * 4, 0  # `select_topk_exact`: one reused [batch, d_sae] buffer
+
     def saelens_architecture(self) -> str:
         if self.cfg.skip or self.cfg.out_dim != self.cfg.d_in:
             raise NotImplementedError(
@@ -160,9 +215,10 @@ class TopKSAE(_TopKFamily):
         return {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}
 
 
-@register("batchtopk")
 class BatchTopKSAE(_TopKFamily):
     """Trained with batch-level top-k; encodes with the learned threshold (a JumpReLU)."""
+
+    architecture = "batchtopk"
 
     threshold_beta = 0.999
 
@@ -173,14 +229,20 @@ class BatchTopKSAE(_TopKFamily):
     def _select_dense(self, pre):
         return select_batch_topk(pre, self.cfg.k)
 
+    def _select_memory(self, batch, device):
+        """As the family's, plus the top-k over the flattened batch, which works on (value,
+        index) pairs of every entry: 16 bytes each (measured on the CPU)."""
+        buffers, select = super()._select_memory(batch, device)
+        return buffers, select + 16 * batch * self.cfg.d_sae
+
     @torch.no_grad()
     def _after_step(self, acts, active):
-        if bool(active.any()):
-            smallest = acts[active].min()
-            if self.threshold < 0:
-                self.threshold.copy_(smallest)
-            else:
-                self.threshold.lerp_(smallest, 1 - self.threshold_beta)
+        """A running mean of the smallest kept activation (the first one taken as it is),
+        without reading anything back to the host."""
+        smallest = acts.masked_fill(~active, float("inf")).min()
+        thr = self.threshold
+        new = torch.where(thr < 0, smallest, torch.lerp(thr, smallest, 1 - self.threshold_beta))
+        self.threshold.copy_(torch.where(active.any(), new, thr))
 
     def encode(self, x):
         pre = self.pre_acts(x)

@@ -1,5 +1,5 @@
 """Atoms of language-model representations (Hu et al., "Towards Atoms of Large Language Models",
-arXiv 2509.20784; METHODS.md section 1).
+arXiv 2509.20784; the method is written up in docs/features.md, "Atoms").
 
 - `saes.atoms.aip`: S~ = (E[kk^T] + ridge)^-1 (`estimate_metric`, centred or not), `whiten`,
   `aip`, `aip_cosine`, `angle_diagnostic` (Euclidean vs AIP angle histograms).

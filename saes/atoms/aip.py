@@ -11,7 +11,7 @@ equivalently ordinary cosine after whitening, u~ = S~^{1/2} u. D is unknown, so 
 as (E[k k^T] + ridge I)^-1 from activations k (if k = D delta with E[delta delta^T] ~ I then
 E[k k^T] ~ D D^T). `center=False` is the paper's literal uncentred second moment; `center=True`
 uses the covariance (consistent when the codes have a non-zero mean). The ridge is
-`ridge * trace(Sigma) / H` (METHODS.md section 1.6).
+`ridge * trace(Sigma) / H` (docs/features.md, "The atomic inner product").
 All matrices here are float64.
 """
 
@@ -122,7 +122,7 @@ def angle_diagnostic(x: Float[Tensor, "n H"], S: Tensor, center: bool = False,
     """The paper's representation-shift figure: histograms of pairwise Euclidean and AIP angles
     (if `center`, activations are centred first, matching a centred S~). The AIP mean should
     sit near 90 degrees; note the reviewers' caveat that the estimator makes this partly true
-    by construction (METHODS.md 1.1)."""
+    by construction (docs/features.md, "The atomic inner product")."""
     x = x.double()
     if center:
         x = x - x.mean(0)

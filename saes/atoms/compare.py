@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 from saes.atoms.aip import angle_diagnostic, estimate_metric
 from saes.atoms.coherence import faithfulness_r2, l0_per_sample, q_star, rip_bound, unit_coherence
 from saes.atoms.recovery import omp, recovery_rate
@@ -33,7 +34,7 @@ BASES = ("neurons", "features", "atoms")
 
 
 @dataclass(frozen=True)
-class AtomsConfig:
+class AtomsConfig(Config):
     """Settings of one comparison run (`interp atoms` maps its flags onto these fields)."""
 
     model: str = ""  # default model if empty
@@ -58,24 +59,20 @@ class AtomsConfig:
     atoms_init_threshold: float = 2.0  # in units of the whitened, normalised pre-activations
     sae_runs: tuple[str, ...] = ()  # SAE runs used as "features" for their hooks
     seed: int = 0
+    device: str = "auto"  # where the model runs and the SAEs train (the analysis: float64, CPU)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         object.__setattr__(self, "hooks", tuple(self.hooks))
         object.__setattr__(self, "sae_runs", tuple(self.sae_runs))
         if not self.hooks:
             raise ConfigError("Name at least one hook (e.g. blocks.15.hook_resid_post).")
         if self.eval_every < 2 or self.width_mult < 1 or self.n_tokens < self.context_size:
             raise ConfigError("Need eval_every >= 2, width_mult >= 1, n_tokens >= context_size.")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hooks"], d["sae_runs"] = list(self.hooks), list(self.sae_runs)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AtomsConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def collect_activations(model, cfg: AtomsConfig, progress: bool = True) -> dict[str, Tensor]:
@@ -84,7 +81,8 @@ def collect_activations(model, cfg: AtomsConfig, progress: bool = True) -> dict[
     from tqdm.auto import tqdm
 
     from interp.data import CorpusSpec
-    from interp.store import StoreConfig, capture_batches
+    from interp.caching import capture_batches
+    from interp.store import StoreConfig
 
     scfg = StoreConfig(model=model.name, hooks=cfg.hooks, n_tokens=cfg.n_tokens,
                        context_size=cfg.context_size, corpus=CorpusSpec(source=cfg.corpus))
@@ -93,7 +91,7 @@ def collect_activations(model, cfg: AtomsConfig, progress: bool = True) -> dict[
                desc="activations", disable=not progress)
     for ids, _, rows, _ in capture_batches(model, scfg):
         for h in cfg.hooks:
-            parts[h].append(rows[h].float())
+            parts[h].append(rows[h].float().cpu())  # the analysis runs on the host
         bar.update(ids.numel())
     bar.close()
     return {h: torch.cat(v) for h, v in parts.items()}
@@ -160,16 +158,18 @@ def compare_bases(acts: dict[str, Tensor], cfg: AtomsConfig, work_dir: str | Pat
         sae = (feature_saes or {}).get(hook)
         if sae is None:
             fcfg = SAEConfig(architecture="topk", d_in=H, d_sae=cfg.width_mult * H,
-                             k=cfg.feature_k, hook_name=hook)
+                             k=cfg.feature_k, hook_name=hook, model_name=cfg.model)
             sae = train_whitened_sae(train, None, work / f"{_slug(hook)}-features", fcfg,
                                      cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed,
-                                     progress)
+                                     progress, device=cfg.device)
         results["features"] = _measure_sae(sae, held, S, cfg)
         # atoms: a JumpReLU SAE on AIP-whitened activations, mapped back to raw space
-        acfg = atom_sae_config(H, cfg.width_mult * H, cfg.atoms_l0_coefficient, hook,
-                               cfg.atoms_init_threshold)
+        acfg = dataclasses.replace(atom_sae_config(H, cfg.width_mult * H, cfg.atoms_l0_coefficient,
+                                                   hook, cfg.atoms_init_threshold),
+                                   model_name=cfg.model)
         atoms = train_whitened_sae(train, S, work / f"{_slug(hook)}-atoms-whitened", acfg,
-                                   cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed, progress)
+                                   cfg.train_tokens, cfg.batch_size, cfg.lr, cfg.seed, progress,
+                                   device=cfg.device)
         save_saelens(atoms, work / f"{_slug(hook)}-atoms")
         results["atoms"] = _measure_sae(atoms, held, S, cfg)
         for basis in BASES:

@@ -42,7 +42,7 @@ def atoms_run(cfg: AtomsConfig, name: str = "atoms", workspace=None, out=None, m
             if model is None:
                 from interp.models.loading import load_model
 
-                model = load_model(cfg.model or None)
+                model = load_model(cfg.model or None, device=cfg.device, dtype=cfg.dtype)
             acts = collect_activations(model, cfg, progress=progress)
         acts = {h: acts[h] for h in cfg.hooks}
         t1 = time.perf_counter()
@@ -72,7 +72,7 @@ DEMO = AtomsConfig(n_tokens=8192, train_tokens=40 * 512, batch_size=512, width_m
                    n_angle_pairs=5000, n_recovery=8, max_eval=1024)
 
 
-def demo_step(workspace: Path, echo=print, cfg: AtomsConfig = DEMO) -> Path:
+def demo_step(workspace: Path, echo=print, cfg: AtomsConfig = DEMO, device: str = "auto") -> Path:
     """Demo: the neurons / features / atoms table at layers 5, 15, 25 of the default model at a
     small scale (about a minute); skipped when done. Returns the run directory."""
     from interp.workspace import run_dir
@@ -83,13 +83,15 @@ def demo_step(workspace: Path, echo=print, cfg: AtomsConfig = DEMO) -> Path:
         return path
     echo(f"atoms: neurons vs features vs atoms at {', '.join(cfg.hooks)} on {cfg.n_tokens} "
          "tokens (small-scale settings; the notebook runs a larger one)")
-    run = atoms_run(cfg, "demo-atoms", workspace=workspace)
+    import dataclasses
+
+    run = atoms_run(dataclasses.replace(cfg, device=device), "demo-atoms", workspace=workspace)
     echo(format_table(json.loads((run.path / "table.json").read_text())))
     return path
 
 
 def format_table(table: list[dict]) -> str:
-    """The comparison as a fixed-width text table (for the CLI and the README)."""
+    """The comparison as a fixed-width text table (for the CLI and docs/features.md)."""
     cols = ("layer", "basis", "live_units", "l0_mean", "mu_median", "q_star_quantile",
             "q_star_per_unit", "q_star_per_sample", "r2_euclid", "r2_aip", "omp_exact",
             "omp_checked")

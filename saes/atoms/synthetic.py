@@ -1,7 +1,8 @@
 """Synthetic atoms with a known AIP coherence, and sparse codes over them (float64).
 
-The METHODS.md plan asks for random atoms whose AIP coherence is <= eps. Truly random unit
-vectors (N = 256 in H = 64) have coherence near 0.5, for which the theorem's threshold interval
+The paper's small-scale test (docs/features.md, "Synthetic test") asks for random atoms whose
+AIP coherence is <= eps. Truly random unit vectors (N = 256 in H = 64) have coherence near 0.5,
+for which the theorem's threshold interval
 is empty for every K >= 2. So the whitened atoms here are a randomly rotated union of two
 orthonormal bases, the identity and the normalised Hadamard matrix (N = 2H, coherence exactly
 1/sqrt(H); a tight frame, U^T U = 2 I). A random invertible "representation shift" A maps them to

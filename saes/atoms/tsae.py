@@ -1,8 +1,9 @@
 """The threshold-activated SAE (TSAE) of "Towards Atoms of Large Language Models"
 (Hu et al., arXiv 2509.20784), built from known atoms or trained as a JumpReLU SAE.
 
-Theorem (paper note, METHODS.md 1.4). Atoms with unit AIP norm and coherence <= eps, codes
-K-sparse with non-zeros in [delta_min, delta_max]. With W_dec = D, W_enc = D^T S~ (no bias) the
+Theorem (the paper's; written up in docs/features.md, "The threshold SAE"). Atoms with unit
+AIP norm and coherence <= eps, codes K-sparse with non-zeros in [delta_min, delta_max]. With
+W_dec = D, W_enc = D^T S~ (no bias) the
 pre-activation of unit k is delta_k + sum_{i != k} delta_i <d_k, d_i>_S~, so for any threshold
 
     eps K delta_max  <  tau  <  delta_min - eps (K - 1) delta_max
@@ -29,7 +30,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import ConfigError
-from saes.base import SAEConfig, create_sae
+from saes.architectures import create_sae
+from saes.base import SAEConfig
 
 
 def threshold_interval(eps: float, K: int, delta_min: float, delta_max: float
@@ -97,10 +99,13 @@ def unwhiten_sae(sae, S_half: Tensor, S_half_inv: Tensor):
 
 def train_whitened_sae(x: Float[Tensor, "n H"], S: Tensor | None, run_dir: str | Path,
                        sae: SAEConfig, total_tokens: int, batch_size: int = 1024,
-                       lr: float = 4e-3, seed: int = 0, progress: bool = False):
+                       lr: float = 4e-3, seed: int = 0, progress: bool = False,
+                       device: str = "auto"):
     """Train `sae` with the repo's trainer on rows x (whitened by S~^{1/2} first when S is
-    given), reading an in-memory tensor; returns the trained dictionary acting on raw rows."""
+    given), reading an in-memory tensor, on `device`; returns the trained dictionary (on the
+    host) acting on raw rows."""
     from saes.atoms.aip import metric_roots
+    from saes.data import TensorSource
     from saes.train import TrainConfig, Trainer
 
     if x.shape[0] < batch_size:
@@ -110,22 +115,11 @@ def train_whitened_sae(x: Float[Tensor, "n H"], S: Tensor | None, run_dir: str |
         xw = (x.double() @ half).float()
     else:
         xw = x.float()
-    n_batches = xw.shape[0] // batch_size
-
-    def batches(start: int):
-        b = start
-        while True:
-            epoch, i = divmod(b, n_batches)
-            perm = torch.randperm(xw.shape[0], generator=torch.Generator().manual_seed(
-                seed * 7919 + epoch))
-            rows = xw[perm[i * batch_size:(i + 1) * batch_size]]
-            yield rows, rows
-            b += 1
-
     cfg = TrainConfig(sae=sae, total_tokens=total_tokens, batch_size=batch_size, lr=lr,
                       seed=seed, checkpoint_every=0, log_every=max(1, total_tokens // batch_size // 20),
-                      lr_decay="linear", dead_tokens=max(batch_size * 50, total_tokens // 4))
-    trained = Trainer(cfg, run_dir, progress=progress, batches=batches).train()
+                      lr_decay="linear", dead_tokens=max(batch_size * 50, total_tokens // 4),
+                      device=device)
+    trained = Trainer(cfg, run_dir, TensorSource(xw, shuffle=seed), progress=progress).train()
     if S is None:
         return trained
     return unwhiten_sae(trained, half, half_inv)

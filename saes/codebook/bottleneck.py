@@ -26,7 +26,6 @@ then needs its scale back).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +34,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from interp.errors import ConfigError, InterpError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError, InterpError
 
 SIMILARITIES = ("inner_product", "euclidean")
 LOSSES = ("aeloss", "base", "vqvae", "fullaeloss")
@@ -44,7 +44,7 @@ KMEANS_CHUNK = 8192  # rows per similarity matrix in the k-means init (bounds it
 
 
 @dataclass(frozen=True)
-class CodebookConfig:
+class CodebookConfig(Config):
     """Settings of one codebook layer (paper defaults for language models: C=10000, k=8;
     TokFSM: C=1000, k=1)."""
 
@@ -68,15 +68,6 @@ class CodebookConfig:
         if self.denormalise and not self.layer_norm:
             raise ConfigError("denormalise=True restores the scale LayerNorm removed: it needs "
                               "layer_norm=True.")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CodebookConfig:
-        d = {"denormalise": False, **d}  # configs written before the option existed
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def denormalise(out: Float[Tensor, "... d"], x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:

@@ -10,13 +10,12 @@ from typing import Optional
 
 import typer
 
+from interp.cli_devices import device_option, dtype_option
+from interp.cli_errors import fail
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Codebook features: VQ bottlenecks at hooks, TokFSM, steering by codes.")
 
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _show(run) -> None:
@@ -30,23 +29,25 @@ def train_cmd(
                                    help="Hook to quantise (repeat): attn.hook_z gets one "
                                         "codebook per head; hook_mlp_out / hook_resid_post one."),
     model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
-    codes: int = typer.Option(512, help="Codes per codebook (paper LMs: 10000)."),
-    k: int = typer.Option(8, help="Active codes per position (paper LMs: 8)."),
+    codes: int = typer.Option(512, min=1, help="Codes per codebook (paper LMs: 10000)."),
+    k: int = typer.Option(8, min=1, help="Active codes per position (paper LMs: 8)."),
     objective: str = typer.Option("reconstruction", help="reconstruction (codebooks only, "
                                   "frozen model) | lm (the paper: LM loss with codebooks)."),
     train_model: bool = typer.Option(False, help="With --objective lm: fine-tune the model too."),
     layer_norm: bool = typer.Option(False, help="Snap LayerNorm(x) (the paper; needs "
                                                  "--objective lm training) instead of raw x."),
-    steps: int = typer.Option(20, help="Training steps."),
-    lr: float = typer.Option(1e-2, help="Learning rate."),
-    batch_size: int = typer.Option(8, help="Windows per step."),
-    context_size: int = typer.Option(64, help="Tokens per window."),
+    steps: int = typer.Option(20, min=0, help="Training steps."),
+    lr: float = typer.Option(1e-2, min=0, help="Learning rate."),
+    batch_size: int = typer.Option(8, min=1, help="Windows per step."),
+    context_size: int = typer.Option(64, min=2, help="Tokens per window."),
     corpus: str = typer.Option("cpython", help="cpython | python-docs | python-stdlib | a path "
                                                "| hf:<dataset>"),
-    kmeans_windows: int = typer.Option(64, help="Windows for the k-means init (0: random)."),
+    kmeans_windows: int = typer.Option(64, min=0, help="Windows for the k-means init (0: random)."),
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     name: str = typer.Option("train", help="Run name."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the model and its codebooks run."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Insert codebooks into a model, train them, report ΔCE and code statistics."""
     from interp.errors import InterpError
@@ -62,37 +63,38 @@ def train_cmd(
                                       train_model=train_model, seed=seed,
                                       log_every=max(1, steps // 10)),
             corpus=corpus, context_size=context_size, batch_size=batch_size,
-            kmeans_windows=kmeans_windows)
+            kmeans_windows=kmeans_windows, device=device, dtype=dtype)
         run, _ = train_run(cfg, workspace, name)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
 @app.command("fsm")
 def fsm_cmd(
-    states: int = typer.Option(100, help="FSM states (paper: 100)."),
-    edges: int = typer.Option(10, help="Successors per state (paper: 10)."),
-    base: int = typer.Option(10, help="Digits per token alphabet (paper: 10)."),
-    layers: int = typer.Option(4, help="Transformer layers (paper: 4)."),
-    d_model: int = typer.Option(128, help="Hidden size (paper: 128)."),
-    heads: int = typer.Option(4, help="Attention heads (paper: 4)."),
-    seq_len: int = typer.Option(128, help="Tokens per sequence (paper: 128)."),
-    codes: int = typer.Option(1000, help="Codes per codebook (paper: 1000)."),
-    k: int = typer.Option(1, help="Active codes (paper: 1)."),
+    states: int = typer.Option(100, min=1, help="FSM states (paper: 100)."),
+    edges: int = typer.Option(10, min=1, help="Successors per state (paper: 10)."),
+    base: int = typer.Option(10, min=2, help="Digits per token alphabet (paper: 10)."),
+    layers: int = typer.Option(4, min=1, help="Transformer layers (paper: 4)."),
+    d_model: int = typer.Option(128, min=1, help="Hidden size (paper: 128)."),
+    heads: int = typer.Option(4, min=1, help="Attention heads (paper: 4)."),
+    seq_len: int = typer.Option(128, min=2, help="Tokens per sequence (paper: 128)."),
+    codes: int = typer.Option(1000, min=1, help="Codes per codebook (paper: 1000)."),
+    k: int = typer.Option(1, min=1, help="Active codes (paper: 1)."),
     codebooks_at: str = typer.Option("attn+mlp", help="attn+mlp | attn | mlp"),
     layer_norm: bool = typer.Option(True, help="Snap LayerNorm(x) (paper)."),
     train_model: bool = typer.Option(True, help="Train the model with its codebooks."),
-    pretrain_steps: int = typer.Option(0, help="Steps without codebooks first (k-means init "
+    pretrain_steps: int = typer.Option(0, min=0, help="Steps without codebooks first (k-means init "
                                                "after): a CPU shortcut."),
-    steps: int = typer.Option(3000, help="Steps with codebooks."),
-    batch_size: int = typer.Option(64, help="Sequences per step."),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate (paper: 1e-3)."),
-    finetune_lr: float = typer.Option(0.0, help="LR after pre-training (0: --lr)."),
-    samples: int = typer.Option(100, help="Sequences sampled for transition accuracy."),
+    steps: int = typer.Option(3000, min=0, help="Steps with codebooks."),
+    batch_size: int = typer.Option(64, min=1, help="Sequences per step."),
+    lr: float = typer.Option(1e-3, min=0, help="AdamW learning rate (paper: 1e-3)."),
+    finetune_lr: float = typer.Option(0.0, min=0, help="LR after pre-training (0: --lr)."),
+    samples: int = typer.Option(100, min=1, help="Sequences sampled for transition accuracy."),
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     name: str = typer.Option("tokfsm", help="Run name."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the model trains."),
 ) -> None:
     """Train a TokFSM transformer with codebooks; transition accuracy, purity, patching."""
     from interp.errors import InterpError
@@ -105,10 +107,11 @@ def fsm_cmd(
                         n_codes=codes, k=k, codebooks_at=codebooks_at, layer_norm=layer_norm,
                         train_model=train_model, pretrain_steps=pretrain_steps, steps=steps,
                         batch_size=batch_size, lr=lr, finetune_lr=finetune_lr,
-                        warmup_steps=min(100, max(steps, pretrain_steps) // 10), seed=seed)
+                        warmup_steps=min(100, max(steps, pretrain_steps) // 10), seed=seed,
+                        device=device)
         run, _ = fsm_run(cfg, workspace, name, n_samples=samples)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     _show(run)
 
 
@@ -122,22 +125,25 @@ def steer_cmd(
     prompt: list[str] = typer.Option([], "--prompt", help="Prompt (repeat; '' = BOS); default "
                                      "'The' with RUN, else 'The', 'Once upon a time,', "
                                      "'I think that'."),
-    samples: int = typer.Option(16, help="Continuations per prompt."),
-    tokens: int = typer.Option(20, help="New tokens per continuation."),
-    top_codes: int = typer.Option(1, help="Codes to activate (the best by code search)."),
-    slots: int = typer.Option(1, help="Slots of the k each code takes (1: the paper)."),
+    samples: int = typer.Option(16, min=1, help="Continuations per prompt."),
+    tokens: int = typer.Option(20, min=1, help="New tokens per continuation."),
+    top_codes: int = typer.Option(1, min=1, help="Codes to activate (the best by code search)."),
+    slots: int = typer.Option(1, min=1, help="Slots of the k each code takes (1: the paper)."),
     model: Optional[str] = typer.Option(None, help="Without RUN: model name or directory "
                                                    "(default model)."),
     hook: str = typer.Option("blocks.12.hook_resid_post", help="Without RUN: the hook whose "
                              "activations get the codebook."),
-    codes: int = typer.Option(4096, help="Without RUN: codes in the codebook."),
-    k: int = typer.Option(8, help="Without RUN: active codes per position."),
-    windows: int = typer.Option(512, help="Without RUN: corpus windows (64 tokens) to fit the "
+    codes: int = typer.Option(4096, min=1, help="Without RUN: codes in the codebook."),
+    k: int = typer.Option(8, min=1, help="Without RUN: active codes per position."),
+    windows: int = typer.Option(512, min=1,
+                                help="Without RUN: corpus windows (64 tokens) to fit the "
                                           "codes and search them."),
     corpus: str = typer.Option("cpython", help="Without RUN: corpus of the windows."),
     workspace: Optional[Path] = typer.Option(None, help="Workspace root."),
     name: str = typer.Option("steer", help="Run name."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    device: str = device_option("Where the model runs."),
+    dtype: str = dtype_option("The model's compute dtype:"),
 ) -> None:
     """Activate codes during generation; share of continuations matching the pattern.
 
@@ -157,7 +163,7 @@ def steer_cmd(
                                    windows=windows, pattern=pattern,
                                    prompts=tuple(prompt) or DEFAULT_PROMPTS, n=samples,
                                    max_new_tokens=tokens, top_codes=top_codes, slots=slots,
-                                   seed=seed)
+                                   seed=seed, device=device, dtype=dtype)
             r, res = topic_steer_run(cfg, workspace, name)
             typer.echo(f"ΔCE with the codebook {r.metrics['delta_ce']:+.3f} nats; model alone "
                        f"{res['model_share']:.2f}")
@@ -173,9 +179,9 @@ def steer_cmd(
                     refs.append((parts[0], int(parts[1]), int(parts[2])))
             r, res = steer_run(run, pattern, tuple(prompt) or ("The",), refs, workspace, name,
                                n=samples, max_new_tokens=tokens, seed=seed, top_codes=top_codes,
-                               slots=slots)
+                               slots=slots, device=device, dtype=dtype)
     except InterpError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"baseline share {res['baseline_share']:.2f} -> steered {res['steered_share']:.2f}"
                f" (codes {res['codes']})")
     typer.echo(f"run: {r.path}")

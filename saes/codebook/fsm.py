@@ -11,7 +11,6 @@ the paper finds that codes pick out states one by one.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,14 +19,15 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 
 DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 EOT = "<|endoftext|>"
 
 
 @dataclass(frozen=True)
-class TokFSM:
+class TokFSM(Config):
     """A random FSM over `n_states` states with `n_edges` successors each (paper: 100, 10)."""
 
     n_states: int = 100
@@ -72,13 +72,6 @@ class TokFSM:
     def is_edge(self, a: int, b: int) -> bool:
         return bool(self.adjacency[a, b])
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TokFSM:
-        check_config_keys(cls, d)
-        return cls(**d)
 
     # ----------------------------------------------------------------- tokens
     def state_tokens(self, states: Int[Tensor, "..."]) -> Int[Tensor, "... n_digits"]:

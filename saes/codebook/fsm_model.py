@@ -10,14 +10,14 @@ positions give at once) wrapped as a `HookedModel`, so the codebooks sit at cano
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from interp.errors import ConfigError, InterpError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError, InterpError
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.fsm import TokFSM
 from saes.codebook.insert import CodebookModel, insert_codebooks, load_codebooks
@@ -27,7 +27,7 @@ PLACEMENTS = ("attn+mlp", "attn", "mlp")
 
 
 @dataclass(frozen=True)
-class FSMConfig:
+class FSMConfig(Config):
     """Everything that defines a TokFSM run (defaults: the paper's, scaled for a CPU)."""
 
     n_states: int = 100
@@ -54,8 +54,12 @@ class FSMConfig:
     kmeans_iters: int = 10
     replace_every: int = 0
     seed: int = 0
+    device: str = "auto"  # where the model trains (interp.devices)
 
     def __post_init__(self):
+        from interp.devices import check_device
+
+        object.__setattr__(self, "device", check_device(self.device))
         if self.codebooks_at not in PLACEMENTS:
             raise ConfigError(f"codebooks_at must be one of {PLACEMENTS}, not "
                               f"{self.codebooks_at!r}.")
@@ -90,14 +94,6 @@ class FSMConfig:
                                    train_model=self.train_model or pretrain,
                                    decay="cosine", replace_every=self.replace_every,
                                    seed=self.seed, log_every=max(1, min(100, steps // 10)))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FSMConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def build_fsm_model(cfg: FSMConfig):
@@ -138,8 +134,12 @@ def fsm_batches(cfg: FSMConfig, start: int = 0) -> Iterator[torch.Tensor]:
 
 def train_fsm_model(cfg: FSMConfig, callback=None, progress: bool = True
                     ) -> tuple[CodebookModel, list[dict]]:
-    """Train the TokFSM transformer from scratch with its codebooks in place."""
+    """Train the TokFSM transformer from scratch with its codebooks in place (on
+    `cfg.device`)."""
+    from interp.devices import resolve_device
+
     model = build_fsm_model(cfg)
+    model.hf_model.to(resolve_device(cfg.device))
     cb = insert_codebooks(model, cfg.hooks(), cfg.codebook_config())
     batches = fsm_batches(cfg)
     records = []
@@ -181,7 +181,16 @@ def load_fsm_model(path: str | Path) -> tuple[CodebookModel, FSMConfig]:
     if not (path / "fsm_config.json").is_file():
         raise InterpError(f"{path} holds no TokFSM model (no fsm_config.json); train one with "
                           "`interp codebook fsm`.")
-    cfg = FSMConfig.from_dict(read_json(path / "fsm_config.json"))
-    hf = AutoModelForCausalLM.from_pretrained(str(path / "model"), attn_implementation="sdpa")
+    from interp.errors import BadFormat
+
+    try:
+        cfg = FSMConfig.from_dict(read_json(path / "fsm_config.json", expect=dict))
+        hf = AutoModelForCausalLM.from_pretrained(str(path / "model"), attn_implementation="sdpa")
+    except InterpError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:  # transformers' own
+        raise BadFormat(f"{path} does not hold a readable TokFSM model ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); train it again with "
+                        "`interp codebook fsm`.") from e
     model = TorchHookedModel(hf, cfg.fsm.tokenizer(), f"tokfsm-{cfg.arch}")
     return load_codebooks(model, path), cfg

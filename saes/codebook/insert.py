@@ -161,28 +161,60 @@ def insert_codebooks(model, hooks: Sequence[str] | dict[str, CodebookConfig],
 
 
 def load_codebooks(model, path: str | Path) -> CodebookModel:
-    """Codebooks written by `CodebookModel.save`, attached to `model`."""
-    from safetensors.torch import load_file
+    """Codebooks written by `CodebookModel.save`, attached to `model`.
+
+    The config and tensors are checked before any codebook is built (hooks an object of
+    {d, groups, config}; each codebook tensor [groups, n_codes, d] as declared; the model's hook
+    of that shape), so a damaged file gives a `BadFormat` / `CorruptFile` naming it."""
+    from interp.errors import BadFormat, MissingFile
+    from interp.io import load_safetensors
 
     path = Path(path)
     if not (path / CODEBOOKS_CONFIG).is_file():
-        raise InterpError(f"No codebooks in {path}: expected {CODEBOOKS_CONFIG} and "
+        raise MissingFile(f"No codebooks in {path}: expected {CODEBOOKS_CONFIG} and "
                           f"{CODEBOOKS_FILE} (written by CodebookModel.save / `interp codebook "
                           "train`).")
-    meta = read_json(path / CODEBOOKS_CONFIG)
-    tensors = load_file(str(path / CODEBOOKS_FILE))
+    meta = read_json(path / CODEBOOKS_CONFIG, expect=dict)
+    fix = "train the codebooks again (`interp codebook train`)."
+    try:
+        tensors = load_safetensors(path / CODEBOOKS_FILE, fix)
+    except MissingFile as e:
+        raise BadFormat(str(e)) from None
+    hooks = meta.get("hooks")
+    if not isinstance(hooks, dict) or not hooks:
+        raise BadFormat(f"{path / CODEBOOKS_CONFIG}: 'hooks' must be a non-empty object; {fix}")
     layers = {}
-    for h, info in meta["hooks"].items():
-        layer = CodebookLayer(info["d"], info["groups"], CodebookConfig.from_dict(info["config"]))
-        if hook_shape(model, h) != (layer.groups, layer.d):
+    for h, info in hooks.items():
+        try:
+            d, groups, c = int(info["d"]), int(info["groups"]), dict(info["config"])
+            cfg = CodebookConfig.from_dict(c)
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadFormat(f"{path / CODEBOOKS_CONFIG}: hook {h!r} has no valid d, groups and "
+                            f"config ({type(e).__name__}: {e}); {fix}") from e
+        book = tensors.get(f"{h}.codebook")
+        if book is None or tuple(book.shape) != (groups, cfg.n_codes, d):
+            raise BadFormat(f"{path / CODEBOOKS_FILE}: tensor '{h}.codebook' is "
+                            f"{'missing' if book is None else list(book.shape)}, but "
+                            f"{CODEBOOKS_CONFIG} declares {[groups, cfg.n_codes, d]}; {fix}")
+        counts = tensors.get(f"{h}.counts")
+        if counts is not None and tuple(counts.shape) != (groups, cfg.n_codes):
+            raise BadFormat(f"{path / CODEBOOKS_FILE}: tensor '{h}.counts' has shape "
+                            f"{list(counts.shape)}, expected {[groups, cfg.n_codes]}; {fix}")
+        model.validate_hooks([h])
+        if hook_shape(model, h) != (groups, d):
             raise InterpError(f"Codebook at {h} has shape (groups, d) = "
-                              f"{(layer.groups, layer.d)} but the model's hook has "
+                              f"{(groups, d)} but the model's hook has "
                               f"{hook_shape(model, h)}; load it on the model it was trained on "
                               f"({meta.get('model_name')!r}).")
+        try:
+            layer = CodebookLayer(d, groups, cfg)
+        except (TypeError, ValueError, RuntimeError) as e:  # e.g. a seed that is not a number
+            raise BadFormat(f"{path / CODEBOOKS_CONFIG}: hook {h!r} has a config the codebook "
+                            f"cannot be built from ({type(e).__name__}: {e}); {fix}") from e
         with torch.no_grad():
-            layer.codebook.copy_(tensors[f"{h}.codebook"])
-            if f"{h}.counts" in tensors:
-                layer.counts.copy_(tensors[f"{h}.counts"])
+            layer.codebook.copy_(book)
+            if counts is not None:
+                layer.counts.copy_(counts)
         layers[h] = layer
     return CodebookModel(model, layers).to(model.device)
 

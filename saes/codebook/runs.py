@@ -1,4 +1,4 @@
-"""Codebook runs in the workspace (kind "codebook"): train, TokFSM, steer; and the demo step.
+"""Codebook runs in the workspace (kind "codebook"): train, TokFSM, steer.
 
 Each run writes `run.json` (config, metrics, artefacts) beside its files:
 - train: `codebooks.safetensors` + `codebooks.json`, `training.jsonl`, `code_stats.json`
@@ -7,7 +7,7 @@ Each run writes `run.json` (config, metrics, artefacts) beside its files:
   (transition accuracy, purity, precision/recall, patching, steering), `code_state.safetensors`
   (code x state firing tables at the MLP hooks).
 - steer: `steering.json` (shares and samples), and the code search that chose the codes.
-- topic-steer (`saes.codebook.topic`, the default-model example and the demo): codebooks,
+- topic-steer (`saes.codebook.topic`, the default-model example and the demo step): codebooks,
   `code_stats.json` (with the steering codes' tokens and contexts), `steering.json`.
 """
 
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
+from interp.config import Config
 from interp.errors import InterpError
 from interp.io import atomic_write_bytes, atomic_write_json, save_safetensors_atomic
-from interp.workspace import is_done, load_run, run_context, run_dir
+from interp.workspace import run_context
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.train import CodebookTrainConfig
 
@@ -34,7 +35,7 @@ def _jsonl(path: Path, records: list[dict]) -> None:
 
 
 @dataclass(frozen=True)
-class TrainRunConfig:
+class TrainRunConfig(Config):
     """A codebook training run on a language model and a corpus."""
 
     model: str | None = None  # None: the default model
@@ -49,16 +50,17 @@ class TrainRunConfig:
     kmeans_windows: int = 64  # windows for the k-means initialisation (0: random codes)
     kmeans_iters: int = 10
     eval_windows: int = 8
+    device: str = "auto"  # where the model and its codebooks run (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
 
-    def to_dict(self) -> dict:
-        return {"model": self.model, "hooks": list(self.hooks), "codebook": self.codebook.to_dict(),
-                "train": self.train.to_dict(), "corpus": self.corpus,
-                "context_size": self.context_size, "batch_size": self.batch_size,
-                "kmeans_windows": self.kmeans_windows, "kmeans_iters": self.kmeans_iters,
-                "eval_windows": self.eval_windows}
+    def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
 
 
-def _windows(model, cfg: TrainRunConfig, n: int) -> torch.Tensor:
+def corpus_windows(model, cfg: TrainRunConfig, n: int) -> torch.Tensor:
     from interp.data import CorpusSpec, token_windows
 
     return token_windows(CorpusSpec(source=cfg.corpus), model.tokenizer, cfg.context_size,
@@ -109,9 +111,10 @@ def train_run(cfg: TrainRunConfig, workspace=None, name: str = "train", path=Non
     with run_context(KIND, name, {"mode": "train", **cfg.to_dict()}, root=workspace,
                      path=path) as run:
         t0 = time.perf_counter()
-        model = model if model is not None else load_model(cfg.model)
+        model = model if model is not None else load_model(cfg.model, device=cfg.device,
+                                                           dtype=cfg.dtype)
         n_train = cfg.train.steps * cfg.batch_size
-        windows = _windows(model, cfg, n_train + max(cfg.kmeans_windows, 0) + cfg.eval_windows)
+        windows = corpus_windows(model, cfg, n_train + max(cfg.kmeans_windows, 0) + cfg.eval_windows)
         held_out = windows[: cfg.eval_windows]
         init = windows[cfg.eval_windows: cfg.eval_windows + cfg.kmeans_windows]
         train = windows[cfg.eval_windows + cfg.kmeans_windows:]
@@ -202,27 +205,37 @@ def fsm_headline(analysis: dict) -> dict:
 def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, workspace=None,
               name: str = "steer", path=None, n: int = 10, max_new_tokens: int = 20,
               seed: int = 0, model=None, search_windows: int = 32, top_codes: int = 1,
-              cb=None, slots: int = 1):
+              cb=None, slots: int = 1, device: str = "auto", dtype: str = "float32"):
     """Steer a model with codes of a codebook run: `codes` [(hook, group, code)] or, when
-    None, the `top_codes` best codes found by searching `pattern` on corpus windows."""
+    None, the `top_codes` best codes found by searching `pattern` on corpus windows. The
+    model runs on `device` in `dtype` (interp.devices)."""
     from interp.models.loading import load_model
     from saes.codebook.insert import load_codebooks
     from saes.codebook.stats import code_search, collect_codes
     from saes.codebook.steer import topic_steering
 
+    from interp.errors import MissingFile
+    from interp.workspace import load_run_of_kind
+    from saes.codebook.insert import CODEBOOKS_CONFIG
+
     source = Path(source)
-    src = load_run(source)
+    src = load_run_of_kind(source, KIND, "`interp codebook steer`")
+    if cb is None and not (source / CODEBOOKS_CONFIG).is_file():  # before any model loads
+        raise MissingFile(f"No codebooks in {source}: expected {CODEBOOKS_CONFIG} (written by "
+                          "`interp codebook train`).")
     config = {"mode": "steer", "source": str(source), "pattern": pattern,
               "prompts": list(prompts), "codes": codes, "n": n,
-              "max_new_tokens": max_new_tokens, "seed": seed, "slots": slots}
+              "max_new_tokens": max_new_tokens, "seed": seed, "slots": slots,
+              "device": device, "dtype": dtype}
     with run_context(KIND, name, config, root=workspace, path=path) as run:
         if cb is None:
-            model = model if model is not None else load_model(src.config.get("model"))
+            model = model if model is not None else load_model(src.config.get("model"),
+                                                               device=device, dtype=dtype)
             cb = load_codebooks(model, source)
         found = []
         if codes is None:
             cfg = src.config
-            windows = _windows(cb.model, TrainRunConfig(corpus=cfg.get("corpus", "cpython"),
+            windows = corpus_windows(cb.model, TrainRunConfig(corpus=cfg.get("corpus", "cpython"),
                                                         context_size=cfg.get("context_size", 64)),
                                search_windows)
             table = collect_codes(cb, windows.split(8), progress=False)
@@ -240,36 +253,3 @@ def steer_run(source: str | Path, pattern: str, prompts=("",), codes=None, works
                             "steered_share": res["steered_share"]},
                    artefacts={"steering": "steering.json"})
     return run, res
-
-
-DEMO_HOOK = "blocks.12.hook_resid_post"
-
-
-def demo_config():
-    """The demo's (and the quick notebook's) topic steering: 2048 codes fitted on 192 windows."""
-    from saes.codebook.topic import TopicSteerConfig
-
-    return TopicSteerConfig(hook=DEMO_HOOK, n_codes=2048, windows=192, n=8, max_new_tokens=16)
-
-
-def demo_step(workspace: Path, echo=print) -> Path:
-    """The demo: one codebook (2048 codes, k=8) on the default model's layer-12 residual stream,
-    fitted by k-means; the paper's code search picks the code of "object(s)", activated in the
-    last slot at every position while sampling (share of continuations mentioning it, against
-    the same samples without the code). Skipped when its run is done."""
-    from saes.codebook.topic import topic_steer_run
-
-    workspace = Path(workspace)
-    path = run_dir(KIND, "demo-steer", workspace)
-    if is_done(path):
-        echo(f"codebook: already done in {path}")
-        return path
-    t0 = time.perf_counter()
-    cfg = demo_config()
-    echo(f"codebook: fitting {cfg.n_codes} codes (k={cfg.k}) at {cfg.hook} of the default "
-         f"model, then steering towards '{cfg.pattern}'")
-    run, res = topic_steer_run(cfg, workspace, "demo-steer", progress=False)
-    echo(f"codebook: ΔCE {run.metrics['delta_ce']:+.2f} nats; share of continuations matching "
-         f"'{cfg.pattern}': {res['baseline_share']:.2f} -> {res['steered_share']:.2f} with code "
-         f"{res['codes'][0][2]} ({time.perf_counter() - t0:.0f} s)")
-    return run.path

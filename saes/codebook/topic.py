@@ -5,7 +5,7 @@ The paper fine-tunes its language models with codebooks at every layer's attenti
 then steers generation by writing a topic's code into the last of the k slots at every position.
 A CPU cannot fine-tune the default model (SmolLM2-135M) that far, and codebooks fitted to the
 frozen model's heads do not steer it: one head's output is too small a part of the computation
-(measured: the three best "object" codes of layer 8's heads, 0.00 -> 0.00; see the README).
+(measured: the three best "object" codes of layer 8's heads, 0.00 -> 0.00; see docs/codebooks.md).
 
 What steers the frozen model is one codebook on a middle layer's residual stream (the paper's
 code offers this position as `transformer_block`; its experiments quantise heads and MLPs), on
@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from interp.config import Config
 from interp.errors import ConfigError, InterpError
 from saes.codebook.bottleneck import CodebookConfig
 from saes.codebook.insert import CodebookModel, insert_codebooks
@@ -36,7 +38,7 @@ DEFAULT_PROMPTS = ("The", "Once upon a time,", "I think that")
 
 
 @dataclass(frozen=True)
-class TopicSteerConfig:
+class TopicSteerConfig(Config):
     """A residual-stream codebook on a frozen model, and the topic to steer towards."""
 
     model: str | None = None  # None: the default model
@@ -57,8 +59,14 @@ class TopicSteerConfig:
     min_precision: float = 0.5  # code search thresholds (paper: precision > 0.5,
     min_recall: float = 0.01  # recall > 0.01)
     seed: int = 0
+    device: str = "auto"  # where the model and its codebook run (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         if self.windows < 1 or self.eval_windows < 1 or self.n < 1 or self.max_new_tokens < 1:
             raise ConfigError("windows, eval_windows, n and max_new_tokens must be >= 1.")
         if self.top_codes < 1 or self.slots < 1 or self.top_codes * self.slots > self.k:
@@ -73,9 +81,6 @@ class TopicSteerConfig:
     def codebook(self) -> CodebookConfig:
         return CodebookConfig(n_codes=self.n_codes, k=self.k, layer_norm=True, denormalise=True,
                               seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "prompts": list(self.prompts)}
 
 
 @torch.no_grad()
@@ -139,15 +144,16 @@ def topic_steer_run(cfg: TopicSteerConfig, workspace=None, name: str = "steer-de
     from interp.io import atomic_write_json
     from interp.models.loading import load_model
     from interp.workspace import run_context
-    from saes.codebook.runs import KIND, _windows, TrainRunConfig, evaluate_lm
+    from saes.codebook.runs import KIND, TrainRunConfig, corpus_windows, evaluate_lm
     from saes.codebook.steer import topic_steering
 
     with run_context(KIND, name, {"mode": "topic-steer", **cfg.to_dict()}, root=workspace,
                      path=path) as run:
         t0 = time.perf_counter()
-        model = model if model is not None else load_model(cfg.model)
+        model = model if model is not None else load_model(cfg.model, device=cfg.device,
+                                                           dtype=cfg.dtype)
         model.validate_hooks([cfg.hook])
-        windows = _windows(model, TrainRunConfig(corpus=cfg.corpus,
+        windows = corpus_windows(model, TrainRunConfig(corpus=cfg.corpus,
                                                  context_size=cfg.context_size),
                            cfg.windows + cfg.eval_windows)
         if len(windows) <= cfg.eval_windows:
@@ -178,3 +184,36 @@ def topic_steer_run(cfg: TopicSteerConfig, workspace=None, name: str = "steer-de
             "code_stats": "code_stats.json", "steering": "steering.json"})
     return run, res
 
+
+DEMO_HOOK = "blocks.12.hook_resid_post"
+
+
+def demo_config():
+    """The demo's (and the quick notebook's) topic steering: 2048 codes fitted on 192 windows."""
+    return TopicSteerConfig(hook=DEMO_HOOK, n_codes=2048, windows=192, n=8, max_new_tokens=16)
+
+
+def demo_step(workspace: Path, echo=print, device: str = "auto") -> Path:
+    """The demo: one codebook (2048 codes, k=8) on the default model's layer-12 residual stream,
+    fitted by k-means; the paper's code search picks the code of "object(s)", activated in the
+    last slot at every position while sampling (share of continuations mentioning it, against
+    the same samples without the code). Skipped when its run is done."""
+    from interp.workspace import is_done, run_dir
+    from saes.codebook.runs import KIND
+
+    workspace = Path(workspace)
+    path = run_dir(KIND, "demo-steer", workspace)
+    if is_done(path):
+        echo(f"codebook: already done in {path}")
+        return path
+    import dataclasses
+
+    t0 = time.perf_counter()
+    cfg = dataclasses.replace(demo_config(), device=device)
+    echo(f"codebook: fitting {cfg.n_codes} codes (k={cfg.k}) at {cfg.hook} of the default "
+         f"model, then steering towards '{cfg.pattern}'")
+    run, res = topic_steer_run(cfg, workspace, "demo-steer", progress=False)
+    echo(f"codebook: ΔCE {run.metrics['delta_ce']:+.2f} nats; share of continuations matching "
+         f"'{cfg.pattern}': {res['baseline_share']:.2f} -> {res['steered_share']:.2f} with code "
+         f"{res['codes'][0][2]} ({time.perf_counter() - t0:.0f} s)")
+    return run.path

@@ -16,7 +16,6 @@ Dead codes (no firing since the last check) are re-seeded from current inputs ev
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -28,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 from saes.codebook.bottleneck import normalise
 from saes.codebook.insert import CodebookModel
 
@@ -37,7 +37,7 @@ OBJECTIVES = ("lm", "reconstruction")
 
 
 @dataclass(frozen=True)
-class CodebookTrainConfig:
+class CodebookTrainConfig(Config):
     """Optimisation settings (TokFSM paper: AdamW, lr 1e-3; language models: lr 5e-4)."""
 
     steps: int = 1000
@@ -64,22 +64,14 @@ class CodebookTrainConfig:
         if self.decay not in ("none", "cosine"):
             raise ConfigError(f"decay must be 'none' or 'cosine', not {self.decay!r}.")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CodebookTrainConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
-
 
 def lm_loss(logits: Tensor, ids: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean next-token cross-entropy (positions whose target is masked out are skipped)."""
     lp = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    tgt = ids[:, 1:].reshape(-1)
+    tgt = ids[:, 1:].reshape(-1).to(lp.device)
     if mask is None:
         return F.cross_entropy(lp, tgt)
-    m = mask[:, 1:].reshape(-1).bool()
+    m = mask[:, 1:].reshape(-1).bool().to(lp.device)
     return F.cross_entropy(lp[m], tgt[m])
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.errors import InterpError
-from interp.io import atomic_write_json, read_json
+from interp.errors import BadFormat, CorruptFile, InterpError, MissingFile
+from interp.io import atomic_write_json, read_json, regular_file_size
 
 ROW_GROUP = 1024
 
@@ -156,14 +156,51 @@ class FeatureIndex:
             raise InterpError(f"{p} holds no feature tables (features.json missing); make them "
                               "with `interp features SAE_RUN --tokens N`.")
         self.path = p
-        self.meta = read_json(p / "features.json")
-        self.n_latents = int(self.meta["d_sae"])
+        self.meta = read_json(p / "features.json", expect=dict)
+        fix = "make the tables again with `interp features SAE_RUN`."
+        try:
+            if isinstance(self.meta.get("d_sae"), bool):
+                raise TypeError("d_sae is true/false, not a count")
+            self.n_latents = int(self.meta["d_sae"])
+            edges = [float(e) for e in self.meta["hist_edges_log10"]]
+            int(self.meta["n_tokens"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadFormat(f"{p / 'features.json'} lacks a valid d_sae, n_tokens or "
+                            f"hist_edges_log10 ({type(e).__name__}: {e}); {fix}") from e
+        if self.n_latents < 1 or len(edges) > 1 << 16:
+            raise BadFormat(f"{p / 'features.json'}: d_sae {self.n_latents} or "
+                            f"{len(edges)} histogram edges is not a features table; {fix}")
         self._con = duckdb.connect()
         for name in ("latents", "contexts", "vocab"):
-            f = str(p / f"{name}.parquet").replace("'", "''")
-            self._con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{f}')")
+            table = p / f"{name}.parquet"
+            try:
+                regular_file_size(table, "Feature table")
+            except MissingFile as e:
+                raise MissingFile(f"{e} {fix}") from None
+            f = str(table).replace("'", "''")
+            try:
+                self._con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{f}')")
+            except duckdb.Error as e:
+                raise CorruptFile(f"{table} is not a readable Parquet table "
+                                  f"({str(e).splitlines()[0]}); {fix}") from e
         self._vocab: list[str] | None = None
         self._lock = threading.Lock()
+
+    def _query(self, sql: str, params=None, one: bool = False):
+        """(rows, column names) of a query; a table that turns out to be corrupt or of the wrong
+        schema when read (a bit flip inside a data page, a missing column) is a `CorruptFile`
+        naming the features directory."""
+        import duckdb
+
+        cur = self._cur()
+        try:
+            cur.execute(sql, params or [])
+            rows = cur.fetchone() if one else cur.fetchall()
+        except duckdb.Error as e:
+            raise CorruptFile(f"The feature tables in {self.path} cannot be read "
+                              f"({str(e).splitlines()[0]}); make them again with "
+                              "`interp features SAE_RUN`.") from e
+        return rows, [d[0] for d in cur.description]
 
     def _cur(self):
         return self._con.cursor()
@@ -172,8 +209,7 @@ class FeatureIndex:
     def vocab(self) -> list[str]:
         with self._lock:
             if self._vocab is None:
-                self._vocab = [r[0] for r in self._cur().execute(
-                    "SELECT token FROM vocab ORDER BY id").fetchall()]
+                self._vocab = [r[0] for r in self._query("SELECT token FROM vocab ORDER BY id")[0]]
         return self._vocab
 
     def _tok(self, i: int) -> str:
@@ -182,21 +218,31 @@ class FeatureIndex:
     def _check(self, latent: int) -> int:
         latent = int(latent)
         if not 0 <= latent < self.n_latents:
-            raise InterpError(f"Latent {latent} is out of range: this dictionary has "
-                              f"{self.n_latents} latents (0..{self.n_latents - 1}).")
+            raise InterpError(f"Latent {latent} is out of range: the dictionary of {self.path} "
+                              f"has {self.n_latents} latents (0..{self.n_latents - 1}).")
         return latent
 
     def page(self, latent: int, n_contexts: int | None = None) -> FeaturePage:
         """The feature page of one latent: statistics, histogram, top contexts, logit effects."""
         latent = self._check(latent)
-        cur = self._cur()
-        row = cur.execute("SELECT * FROM latents WHERE latent = ?", [latent]).fetchone()
-        names = [d[0] for d in cur.description]
+        row, names = self._query("SELECT * FROM latents WHERE latent = ?", [latent], one=True)
+        if row is None:
+            raise BadFormat(f"{self.path / 'latents.parquet'} has no row for latent {latent} "
+                            f"although features.json declares {self.n_latents} latents; make the "
+                            "tables again with `interp features SAE_RUN`.")
         r = dict(zip(names, row))
         lim = "" if n_contexts is None else f" LIMIT {int(n_contexts)}"
-        ctx_rows = cur.execute("SELECT rank, act, \"window\", position, center, token_ids, acts "
-                               "FROM contexts WHERE latent = ? ORDER BY rank" + lim,
-                               [latent]).fetchall()
+        ctx_rows, _ = self._query("SELECT rank, act, \"window\", position, center, token_ids, "
+                                  "acts FROM contexts WHERE latent = ? ORDER BY rank" + lim,
+                                  [latent])
+        try:
+            return self._build_page(latent, r, ctx_rows)
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            raise BadFormat(f"The feature tables in {self.path} hold a row of the wrong type "
+                            f"for latent {latent} ({type(e).__name__}: {e}); make them again "
+                            "with `interp features SAE_RUN`.") from e
+
+    def _build_page(self, latent: int, r: dict, ctx_rows) -> FeaturePage:
         contexts = []
         for rank, act, window, position, center, ids, acts in ctx_rows:
             keep = [i for i, t in enumerate(ids) if t >= 0]
@@ -234,14 +280,12 @@ class FeatureIndex:
                f"{'DESC' if descending else 'ASC'}, latent")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        cur = self._cur()
-        rows = cur.execute(sql, [float(min_density)]).fetchall()
-        names = [d[0] for d in cur.description]
+        rows, names = self._query(sql, [float(min_density)])
         return [dict(zip(names, r)) for r in rows]
 
     def log10_densities(self) -> np.ndarray:
         """log10(density + 1e-10) of every latent, in latent order (for the density figure)."""
-        rows = self._cur().execute("SELECT log10_density FROM latents ORDER BY latent").fetchall()
+        rows, _ = self._query("SELECT log10_density FROM latents ORDER BY latent")
         return np.array([r[0] for r in rows])
 
     def search(self, token: str, limit: int = 20) -> list[dict]:
@@ -250,13 +294,12 @@ class FeatureIndex:
         ids = [i for i, t in enumerate(self.vocab) if t == token or t.strip() == token.strip()]
         if not ids:
             return []
-        cur = self._cur()
-        rows = cur.execute(
+        rows, _ = self._query(
             "SELECT c.latent, count(*) AS hits, max(c.act) AS max_act, any_value(l.density) "
             "FROM contexts c JOIN latents l USING (latent) "
             "WHERE list_extract(c.token_ids, c.center + 1) IN (SELECT UNNEST(?::INTEGER[])) "
             "GROUP BY c.latent ORDER BY hits DESC, max_act DESC, c.latent LIMIT ?",
-            [ids, int(limit)]).fetchall()
+            [ids, int(limit)])
         return [{"latent": int(a), "hits": int(b), "max_act": float(c), "density": float(d)}
                 for a, b, c, d in rows]
 

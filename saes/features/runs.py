@@ -21,6 +21,7 @@ def load_dictionary(sae_run: str | Path):
     """(dictionary, facts) from an SAE run directory or a SAELens directory; facts holds
     hook, model, activations (a store path or "") and the path of the weights."""
     from saes.formats import load_saelens
+    from saes.runs import run_data
 
     p = Path(sae_run)
     facts = {"activations": "", "model": "", "sae_path": str(p)}
@@ -30,8 +31,8 @@ def load_dictionary(sae_run: str | Path):
             raise InterpError(f"{p} is a {run.kind!r} run; feature statistics need an SAE run "
                               "(kind 'sae') or a SAELens directory.")
         sae_dir = run.artefact("sae") if "sae" in run.artefacts else p / "sae"
-        facts["activations"] = run.config.get("activations", "") or ""
-        facts["model"] = run.config.get("model", "") or ""
+        data = run_data(run)
+        facts["activations"], facts["model"] = data.activations, data.model
         facts["sae_path"] = str(sae_dir)
     else:
         sae_dir = p
@@ -85,10 +86,14 @@ def features_run(sae_run: str | Path, n_tokens: int = 65_536, name: str | None =
               "data": str(store.path) if store is not None else "model"}
     t0 = time.perf_counter()
     with run_context("features", name, config, root=workspace, path=out) as run:
+        from interp.devices import resolve_device
+
+        where = resolve_device(cfg.device)
+        sae = sae.to(where)
         if model is None:
             from interp.models.loading import load_model
 
-            model = load_model(facts["model"] or None)
+            model = load_model(facts["model"] or None, device=where, dtype=cfg.dtype)
         if store is not None:
             batches = store_batches(store, facts["hook"], cfg)
         else:
@@ -97,7 +102,9 @@ def features_run(sae_run: str | Path, n_tokens: int = 65_536, name: str | None =
         logits = None
         W_U, gain, centre = unembedding(model)
         if sae.W_dec.shape[1] == W_U.shape[1]:
-            logits = logit_effects(sae.W_dec.detach(), W_U, gain, centre, k=cfg.logit_k)
+            logits = logit_effects(sae.W_dec.detach().to(W_U.device), W_U, gain, centre,
+                                   k=cfg.logit_k)
+            logits = tuple(t.cpu() for t in logits)
         vocab = [model.tokenizer.decode([i]) for i in range(W_U.shape[0])]
         meta = {"hook": facts["hook"], "model": facts["model"], "sae_path": facts["sae_path"],
                 "config": cfg.to_dict(), "hist_edges_log10": cfg.hist_edges(),
@@ -113,7 +120,7 @@ def features_run(sae_run: str | Path, n_tokens: int = 65_536, name: str | None =
     return run
 
 
-def demo_step(workspace: Path, echo=print, n_tokens: int = 16_384) -> Path:
+def demo_step(workspace: Path, echo=print, n_tokens: int = 16_384, device: str = "auto") -> Path:
     """Demo: feature statistics of the demo SAE (`runs/sae/demo-topk-resid15`) over its store;
     skipped when done. Returns the features run directory."""
     from interp.workspace import run_dir
@@ -126,5 +133,6 @@ def demo_step(workspace: Path, echo=print, n_tokens: int = 16_384) -> Path:
     sae_run = run_dir("sae", "demo-topk-resid15", workspace)
     echo(f"features: statistics of {sae_run.name} over {n_tokens} tokens (density, top contexts, "
          "logit effects)")
-    features_run(sae_run, n_tokens, name="demo-topk-resid15", workspace=workspace)
+    features_run(sae_run, n_tokens, name="demo-topk-resid15", workspace=workspace,
+                 cfg=FeatureStatsConfig(device=device))
     return path

@@ -17,7 +17,6 @@ Bricken et al. 2023 "Towards Monosemanticity") are `logit_effects`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -28,13 +27,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class FeatureStatsConfig:
+class FeatureStatsConfig(Config):
     """Settings of one statistics pass (recorded in the run)."""
 
     n_tokens: int = 65_536  # tokens read (whole windows); BOS positions are not counted
@@ -48,8 +48,14 @@ class FeatureStatsConfig:
     drop_bos: bool = True  # ignore position 0 of each window (the attention sink)
     logit_k: int = 10  # top / bottom tokens of each latent's logit effect
     source: str = "auto"  # auto (the SAE's store if it has the tokens, else model) | store | model
+    device: str = "auto"  # where the dictionary encodes and the model runs (interp.devices)
+    dtype: str = "float32"  # the model's compute dtype
 
     def __post_init__(self):
+        from interp.devices import check_device, check_dtype
+
+        object.__setattr__(self, "device", check_device(self.device))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
         if self.n_tokens < 1 or self.top_n < 1 or self.batch_windows < 1:
             raise ConfigError("n_tokens, top_n and batch_windows must be >= 1, got "
                               f"{self.n_tokens}, {self.top_n}, {self.batch_windows}.")
@@ -68,14 +74,6 @@ class FeatureStatsConfig:
         """The log10 bin edges (hist_bins + 1 of them)."""
         return np.linspace(self.hist_min_log10, self.hist_max_log10,
                            self.hist_bins + 1).tolist()
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureStatsConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 class FeatureAccumulator:
@@ -246,19 +244,20 @@ def model_batches(model, hook: str, cfg: FeatureStatsConfig, corpus=None, contex
 def feature_stats(sae, batches, cfg: FeatureStatsConfig = FeatureStatsConfig(),
                   progress: bool = True, total: int | None = None) -> dict[str, np.ndarray]:
     """Run `sae.encode` over `batches` (from `store_batches` / `model_batches`) and return the
-    accumulated per-latent arrays (`FeatureAccumulator.result`) plus `n_tokens`."""
+    accumulated per-latent arrays (`FeatureAccumulator.result`) plus `n_tokens`. The encoding
+    runs on the dictionary's device; the statistics accumulate on the host."""
     from tqdm.auto import tqdm
 
     acc = FeatureAccumulator(sae.cfg.d_sae, cfg)
     bar = tqdm(total=total, unit="tok", unit_scale=True, desc="features", disable=not progress)
-    dt = sae.W_dec.dtype
+    dt, where = sae.W_dec.dtype, sae.W_dec.device
     with torch.no_grad():
         for tokens, x, valid, first in batches:
             W, T, d = x.shape
             if d != sae.cfg.d_in:
                 raise ConfigError(f"The data has width {d}, the dictionary expects d_in="
                                   f"{sae.cfg.d_in}: is it the right hook?")
-            acts = sae.encode(x.reshape(W * T, d).to(dt)).reshape(W, T, -1)
+            acts = sae.encode(x.reshape(W * T, d).to(where, dt)).reshape(W, T, -1).cpu()
             if cfg.drop_bos:
                 valid = valid.clone()
                 valid[:, 0] = False

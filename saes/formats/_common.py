@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, unknown_name_message
+from interp.errors import (BadFormat, ConfigError, InterpError, MissingFile,
+                           unknown_name_message)
 from saes.base import SparseDictionary
 
 log = logging.getLogger(__name__)
@@ -32,21 +34,57 @@ SAELENS_ARCHITECTURES: dict[str, tuple[str, bool, bool]] = {
 }
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def reader_boundary(fn):
+    """Wrap a format loader `fn(path)`: a value of the wrong type or size deep in a foreign
+    config (a string where a width belongs, a list where an object does) becomes a `BadFormat`
+    naming the directory, never a bare TypeError/ValueError from inside torch."""
 
-    if not path.is_file():
-        raise ConfigError(f"{path} is missing.")
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except InterpError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
+                RuntimeError) as e:
+            raise BadFormat(f"{path}: the config and weights there do not describe a dictionary "
+                            f"interp can load ({type(e).__name__}: {e}); check cfg.json / "
+                            "config.json against the weights file.") from e
+
+    return wrapper
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a dictionary's weights file: `BadFormat` if it is missing, `CorruptFile`
+    if it is truncated, bit-flipped or declares more data than it holds (checked before any
+    allocation)."""
+    from interp.io import load_safetensors
+
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ConfigError(f"{path} is not a readable safetensors file ({e}).") from None
+        return load_safetensors(path, "restore the file, or export the dictionary again.")
+    except MissingFile as e:
+        raise BadFormat(str(e)) from None
+
+
+def _check_declared(tensors: dict[str, Tensor], d_in: int, d_sae: int, d_out: int,
+                    source: Path, cfg_path: Path) -> None:
+    """Before a dictionary is built from sizes a config declares, check them against the
+    weights actually in the file, so a config claiming 10^12 latents is refused instead of
+    allocated."""
+    for name, shape in (("W_enc", (d_in, d_sae)), ("W_dec", (d_sae, d_out))):
+        if name not in tensors:
+            raise BadFormat(f"{source}: tensor {name!r} is missing (found {sorted(tensors)}).")
+        got = tuple(tensors[name].shape)
+        if got != shape:
+            raise BadFormat(f"{source}: tensor {name!r} has shape {list(got)}, but {cfg_path} "
+                            f"declares d_in={d_in}, d_sae={d_sae}, d_out={d_out} "
+                            f"(so {list(shape)}); the config and the weights do not belong "
+                            "together.")
 
 
 def _shape(tensors: dict[str, Tensor], name: str, source: Path) -> tuple[int, ...]:
     if name not in tensors:
-        raise ConfigError(f"{source}: tensor {name!r} is missing (found {sorted(tensors)}).")
+        raise BadFormat(f"{source}: tensor {name!r} is missing (found {sorted(tensors)}).")
     return tuple(tensors[name].shape)
 
 
@@ -62,16 +100,16 @@ def _check_shapes(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...
     """Strict name and shape check; errors name the file and the tensor."""
     missing = [n for n in expected if n not in tensors]
     if missing:
-        raise ConfigError(f"{source}: tensor(s) {missing} missing; {described_by} needs "
+        raise BadFormat(f"{source}: tensor(s) {missing} missing; {described_by} needs "
                           f"{sorted(expected)} (found {sorted(tensors)}).")
     extra = sorted(set(tensors) - set(expected))
     if extra:
-        raise ConfigError(f"{source}: unexpected tensor(s) {extra} for {described_by} "
+        raise BadFormat(f"{source}: unexpected tensor(s) {extra} for {described_by} "
                           f"(expected exactly {sorted(expected)}).")
     for name, shape in expected.items():
         got = tuple(tensors[name].shape)
         if got != tuple(shape):
-            raise ConfigError(f"{source}: tensor {name!r} has shape {list(got)}, but "
+            raise BadFormat(f"{source}: tensor {name!r} has shape {list(got)}, but "
                               f"{described_by} implies {list(shape)}.")
 
 

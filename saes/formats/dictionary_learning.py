@@ -11,8 +11,9 @@ from torch import Tensor
 
 from interp.errors import ConfigError, unknown_name_message
 from interp.io import read_json, save_safetensors_atomic
-from saes.base import SAEConfig, SparseDictionary, architecture_class
-from saes.formats._common import _assign_saelens, _read_safetensors
+from saes.architectures import architecture_class
+from saes.base import SAEConfig, SparseDictionary
+from saes.formats._common import _assign_saelens, _read_safetensors, reader_boundary
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ DL_WEIGHTS_ST = "ae.safetensors"
 DL_WEIGHTS_PT = "ae.pt"
 
 
+@reader_boundary
 def load_dictionary_learning(path: str | Path) -> SparseDictionary:
     """Import a saprmarks/dictionary_learning dictionary (`config.json` + `ae.safetensors`).
 
@@ -35,7 +37,7 @@ def load_dictionary_learning(path: str | Path) -> SparseDictionary:
     if not cfg_path.is_file():
         raise ConfigError(f"{folder} has no config.json; dictionary_learning saves it next to "
                           "ae.pt and its trainer.dict_class says which dictionary it is.")
-    trainer = read_json(cfg_path).get("trainer") or {}
+    trainer = read_json(cfg_path, expect=dict).get("trainer") or {}
     dict_class = trainer.get("dict_class")
     if dict_class not in _DL_CONVERTERS:
         raise ConfigError(f"{cfg_path}: " + unknown_name_message(
@@ -88,16 +90,14 @@ def _read_dl_weights(folder: Path) -> tuple[Path, dict[str, Tensor]]:
 
 def _torch_load_weights_only(pt: Path) -> dict[str, Tensor]:
     """A tensors-only state dict from a pickle, via torch's restricted (weights_only) loader."""
-    import pickle
-
     try:
         state = torch.load(pt, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+    except Exception as e:  # torch's restricted unpickler raises many types on foreign bytes
         raise ConfigError(
             f"{pt} could not be read with torch.load(weights_only=True) ({e}). It holds more "
             "than tensors; if you trust it, load it yourself, keep only the state dict's "
             "tensors and write them with safetensors.torch.save_file(state, 'ae.safetensors') "
-            "next to config.json.") from None
+            "next to config.json.") from e
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"{pt} is not a state dict of tensors; write its tensors to "
                           f"{DL_WEIGHTS_ST} with safetensors.torch.save_file.")

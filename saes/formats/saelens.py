@@ -1,7 +1,7 @@
 """SAELens format: write what `sae_lens.SAE.load_from_disk` loads, read SAELens directories.
 
 A directory holds `cfg.json`, `sae_weights.safetensors` (exact, strict tensor names) and an
-optional `sparsity.safetensors` (see ../shared/anchors/SAE_LIBRARIES.md section 6). We record our
+optional `sparsity.safetensors` (docs/saes.md, "Formats"). We record our
 exact training config under `metadata.interp_config`, so `load_saelens` restores the same
 architecture (e.g. BatchTopK, which SAELens sees as a JumpReLU).
 """
@@ -17,12 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from interp.errors import ConfigError, ModelLoadError, unknown_name_message
+from interp.errors import BadFormat, ConfigError, ModelLoadError, unknown_name_message
 from interp.io import atomic_write_json, read_json, save_safetensors_atomic
-from saes.base import SAEConfig, SparseDictionary, architecture_class
+from saes.architectures import architecture_class
+from saes.base import SAEConfig, SparseDictionary
 from saes.formats._common import (SAELENS_ARCHITECTURES, SAELENS_CFG, SAELENS_SPARSITY,
-                                  SAELENS_VERSION, SAELENS_WEIGHTS, _assign_saelens, _dtype_name,
-                                  _read_safetensors, _shape)
+                                  SAELENS_VERSION, SAELENS_WEIGHTS, _assign_saelens,
+                                  _check_declared, _dtype_name, _read_safetensors, _shape,
+                                  reader_boundary)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def save_saelens(sae: SparseDictionary, path: str | Path, *, sparsity: Tensor | 
     return path
 
 
+@reader_boundary
 def load_saelens(path: str | Path) -> SparseDictionary:
     """Load a SAELens SAE directory (ours or written by SAELens) as one of our dictionaries.
 
@@ -91,15 +94,30 @@ def load_saelens(path: str | Path) -> SparseDictionary:
     cfg_path = path / SAELENS_CFG
     if not cfg_path.is_file():
         raise ConfigError(f"{path} is not a SAELens SAE directory: {SAELENS_CFG} is missing.")
-    raw = read_json(cfg_path)
-    metadata = raw.get("metadata") or {}
     weights_path = path / SAELENS_WEIGHTS
-    tensors = _read_safetensors(weights_path)
+    return build_saelens(read_json(cfg_path, expect=dict), _read_safetensors(weights_path),
+                         cfg_path, weights_path)
+
+
+def build_saelens(raw: dict, tensors: dict[str, Tensor], cfg_path: Path | str = SAELENS_CFG,
+                  weights_path: Path | str = SAELENS_WEIGHTS) -> SparseDictionary:
+    """One of our dictionaries from a SAELens config dict and its SAELens-named tensors (what
+    `load_saelens` reads from disk; converters of other layouts produce the same pair).
+    `cfg_path` and `weights_path` name the sources in error messages."""
+    cfg_path, weights_path = Path(cfg_path), Path(weights_path)
+    tensors = dict(tensors)
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise BadFormat(f"{cfg_path}: 'metadata' is a {type(metadata).__name__}, not an object.")
     if "interp_config" in metadata:
         try:
+            if not isinstance(metadata["interp_config"], dict):
+                raise ConfigError("it is not an object")
             cfg = SAEConfig.from_dict(metadata["interp_config"])
+            _check_declared(tensors, cfg.d_in, cfg.d_sae, cfg.out_dim, weights_path, cfg_path)
             sae = architecture_class(cfg.architecture)(cfg)
-        except ConfigError as e:  # written by another interp version: read it as SAELens does
+        except (ConfigError, TypeError, ValueError) as e:  # another interp version wrote it, or
+            # a hand edit broke it: read it as SAELens does
             log.warning("%s: metadata.interp_config is not usable here (%s); loading by its "
                         "SAELens architecture instead.", cfg_path, e)
         else:
@@ -136,8 +154,10 @@ def load_saelens(path: str | Path) -> SparseDictionary:
     if transcoder:
         d_out = int(raw.get("d_out") or _shape(tensors, "W_dec", weights_path)[-1])
     dtype = _dtype_name(raw.get("dtype", "float32"), cfg_path)
+    d_in, d_sae = int(raw["d_in"]), int(raw["d_sae"])
+    _check_declared(tensors, d_in, d_sae, d_out or d_in, weights_path, cfg_path)
     cfg = SAEConfig(
-        architecture=ours, d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]), d_out=d_out,
+        architecture=ours, d_in=d_in, d_sae=d_sae, d_out=d_out,
         transcoder=transcoder, skip=skip, k=int(raw.get("k", 100)),
         hook_name=metadata.get("hook_name") or raw.get("hook_name") or "",
         hook_name_out=metadata.get("hook_name_out") or raw.get("hook_name_out") or "",

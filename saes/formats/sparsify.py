@@ -6,15 +6,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
 
 from interp.errors import ConfigError
 from interp.io import read_json
-from saes.base import SAEConfig, SparseDictionary, architecture_class
+from saes.architectures import architecture_class
+from saes.base import SAEConfig, SparseDictionary
 from saes.formats._common import (SAELENS_CFG, SPARSIFY_WEIGHTS, _assign_saelens, _check_shapes,
-                                  _read_safetensors)
+                                  _read_safetensors, reader_boundary)
 
 
+@reader_boundary
 def load_sparsify(path: str | Path) -> SparseDictionary:
     """Import an EleutherAI sparsify SAE/transcoder (`cfg.json` + `sae.safetensors`) as TopK.
 
@@ -27,7 +28,7 @@ def load_sparsify(path: str | Path) -> SparseDictionary:
     cfg_path = path / SAELENS_CFG
     if not cfg_path.is_file():
         raise ConfigError(f"{path} is not a sparsify directory: {SAELENS_CFG} is missing.")
-    raw = read_json(cfg_path)
+    raw = read_json(cfg_path, expect=dict)
     if raw.get("activation", "topk") != "topk":
         raise ConfigError(f"{cfg_path}: sparsify activation {raw['activation']!r} is not "
                           "supported; interp imports 'topk' sparse coders only.")
@@ -77,7 +78,7 @@ def _sparsify_names(path: Path) -> tuple[str, str]:
     model = ""
     if parent.is_file():
         try:
-            model = str(read_json(parent).get("model", ""))
+            model = str(read_json(parent, expect=dict).get("model", ""))
         except (OSError, ValueError):
             model = ""
     return hook, model

@@ -1,7 +1,0 @@
-"""Feature browser: latents by id or by token, top contexts, histogram, logit effects
-(view: app/views/features.py)."""
-import sys; from pathlib import Path  # noqa: E401,E702
-if (_root := str(Path(__file__).resolve().parents[2])) not in sys.path:  # the repository root
-    sys.path.insert(0, _root)
-from app.ui import kind_page  # noqa: E402
-kind_page("features")

@@ -1,6 +1,0 @@
-"""Attribution graphs: pruned graph, influence, features per layer (view: app/views/graph.py)."""
-import sys; from pathlib import Path  # noqa: E401,E702
-if (_root := str(Path(__file__).resolve().parents[2])) not in sys.path:  # the repository root
-    sys.path.insert(0, _root)
-from app.ui import kind_page  # noqa: E402
-kind_page("graph")

@@ -1,0 +1,25 @@
+"""Mistral: Llama's layout with a sliding attention window on every layer."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import interp.models.families.decoder as decoder
+from interp.models.families.adapter import TINY_IDS, Family
+
+
+def tiny_config(n_layers, d_model, n_heads, d_mlp, vocab_size, n_ctx):
+    from transformers import MistralConfig
+
+    return MistralConfig(
+        vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_mlp,
+        num_hidden_layers=n_layers, num_attention_heads=n_heads,
+        num_key_value_heads=max(1, n_heads // 2), max_position_embeddings=n_ctx,
+        sliding_window=4, **TINY_IDS)
+
+
+FAMILY = Family(
+    name="mistral", summary="RMSNorm, RoPE, GQA, SwiGLU, sliding window; pre-norm",
+    blocks="model.layers", final_norm="model.norm", embed_hooks=decoder.embed_hooks,
+    block_hooks=decoder.block_hooks, read=partial(decoder.read, family="mistral"),
+    tiny_config=tiny_config)

@@ -1,0 +1,246 @@
+"""The SAE sub-commands: `interp train-sae`, `eval-sae`, `resume` (saes.runs), `features`
+(saes.features.runs) and `atoms` (saes.atoms.runs).
+
+Only typer is imported here; torch and the models load when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from interp.cli_devices import device_option, dtype_option
+from interp.cli_errors import fail, user_errors
+
+app = typer.Typer(add_completion=False, help="Sparse dictionaries: training, evaluation, "
+                                             "feature statistics, atoms.")
+
+
+@app.command("train-sae")
+def train_sae_cmd(
+    out: Path = typer.Option(..., help="Run directory (resumes if it holds a checkpoint)."),
+    activations: Optional[Path] = typer.Option(None, help="Activation store directory."),
+    model: Optional[str] = typer.Option(None, help="Stream from this model instead of a store."),
+    hook: list[str] = typer.Option(["blocks.15.hook_resid_post"], "--hook",
+                                   help="Input hook; repeat it to train one dictionary per hook "
+                                        "from one data pass (each in OUT/<hook>)."),
+    hook_out: list[str] = typer.Option([], "--hook-out",
+                                       help="Output hook: makes it a transcoder (repeat it "
+                                            "to pair with each --hook)."),
+    skip: bool = typer.Option(False, help="Skip-transcoder (needs --hook-out)."),
+    arch: str = typer.Option("topk", help="topk | batchtopk | standard | jumprelu | gated | "
+                                          "matryoshka_batchtopk | discrete"),
+    width: int = typer.Option(4608, min=1, help="Number of latents (d_sae)."),
+    k: Optional[int] = typer.Option(None, min=1, help="Active latents per row (top-k family; "
+                                                      "default 32)."),
+    l1: Optional[float] = typer.Option(None, min=0, help="L1 coefficient (standard, gated; "
+                                                         "default 5)."),
+    l0: Optional[float] = typer.Option(None, min=0, help="L0 coefficient (jumprelu; default 1)."),
+    tokens: int = typer.Option(1_000_000, min=1, help="Training tokens."),
+    batch_size: int = typer.Option(4096, min=1, help="Rows per step."),
+    lr: float = typer.Option(4e-3, min=0, help="Adam learning rate."),
+    lr_warmup_steps: int = typer.Option(0, min=0, help="Linear LR warm-up steps."),
+    lr_decay: str = typer.Option("none", help="none | linear | cosine"),
+    sparsity_warmup_steps: int = typer.Option(0, min=0, help="Sparsity-coefficient warm-up steps."),
+    max_grad_norm: float = typer.Option(0.0, min=0,
+                                        help="Clip the gradient norm to this before each "
+                                                  "Adam step (0: off; SAELens clips at 1.0)."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    checkpoint_every: int = typer.Option(500, min=0, help="Steps between checkpoints."),
+    device: str = device_option("Where the dictionary trains."),
+    autocast: str = dtype_option("The step's compute dtype (master weights and Adam stay "
+                                 "float32; float16 adds loss scaling):", flag="--dtype",
+                                 aliases=("--autocast",)),
+    model_device: str = device_option("Where a streamed model (--model) runs.",
+                                      flag="--model-device"),
+    model_dtype: str = dtype_option("A streamed model's compute dtype:", flag="--model-dtype"),
+    prefetch: Optional[int] = typer.Option(None, min=0, help="Batches read ahead by a background "
+                                                             "thread (default: 2 on a GPU, else 0)."),
+) -> None:
+    """Train an SAE or transcoder; Ctrl-C writes a checkpoint, re-running resumes."""
+    import torch
+
+    from interp.devices import resolve_device, resolve_dtype
+    from interp.errors import ConfigError
+    from saes.architectures import check_options
+    from saes.base import SAEConfig
+    from saes.data import DataConfig
+    from saes.memory import estimate_training
+    from saes.runs import train_many_runs, train_run
+    from saes.train import TrainConfig
+
+    with user_errors():
+        if hook_out and len(hook_out) != len(hook):
+            raise ConfigError(f"Got {len(hook)} --hook and {len(hook_out)} --hook-out options; "
+                              "give one --hook-out per --hook (transcoders) or none (SAEs).")
+        data = DataConfig(activations=str(activations or ""), model=model or "", seed=seed,
+                          model_device=model_device, model_dtype=model_dtype, prefetch=prefetch)
+        source = data.source()
+        own = {name: v for name, v in (("k", k), ("l1_coefficient", l1), ("l0_coefficient", l0))
+               if v is not None}  # only what was given: another architecture's flag is an error
+        cfgs = []
+        for h_in, h_out in zip(hook, hook_out or [None] * len(hook)):
+            sae = SAEConfig(architecture=arch, d_in=source.width(h_in), d_sae=width,
+                            d_out=source.width(h_out) if h_out else None,
+                            transcoder=bool(h_out), skip=skip, hook_name=h_in,
+                            hook_name_out=h_out or "", model_name=model or "", **own)
+            check_options(sae)
+            cfgs.append(TrainConfig(sae=sae, total_tokens=tokens, batch_size=batch_size, lr=lr,
+                                    lr_warmup_steps=lr_warmup_steps, lr_decay=lr_decay,
+                                    sparsity_warmup_steps=sparsity_warmup_steps, seed=seed,
+                                    checkpoint_every=checkpoint_every,
+                                    max_grad_norm=max_grad_norm, device=device,
+                                    autocast=autocast))
+        for cfg in cfgs:  # before a long run: what it will hold, where, and whether it fits
+            lowp = resolve_dtype(cfg.autocast, resolve_device(device))
+            est = estimate_training(cfg, source, resolve_device(device), resident=("model",),
+                                    lowp=None if lowp == torch.float32 else lowp)
+            typer.echo(est.check().describe(), err=True)  # (the error says it too)
+        if len(cfgs) == 1:
+            runs = [train_run(cfgs[0], data, out, source=source)]
+        else:
+            runs = train_many_runs(cfgs, data, [out / h for h in hook], source=source)
+    for run in runs:
+        if run is None:  # a non-zero rank under torchrun
+            continue
+        typer.echo(json.dumps(run.metrics, indent=2))
+        typer.echo(f"run: {run.path}")
+
+
+@app.command("eval-sae")
+def eval_sae_cmd(
+    run: Path = typer.Argument(..., help="An SAE run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON."),
+    activations: Optional[Path] = typer.Option(None, help="Store to evaluate on (default: the "
+                                                          "run's own)."),
+    windows: int = typer.Option(16, min=0,
+                                help="Held-out windows for the spliced CE/KL loss (0: skip)."),
+    device: str = device_option("Where the SAE and the model run."),
+    dtype: str = dtype_option("The model's compute dtype:"),
+) -> None:
+    """Evaluate a trained SAE: FVU, L0, dead/dense, CE/KL loss recovered when spliced in."""
+    from interp.errors import InterpError
+    from interp.workspace import load_run_of_kind
+    from saes.formats import load_saelens
+    from saes.runs import evaluate_run_sae, report_metrics, store_of
+
+    try:
+        r = load_run_of_kind(run, "sae", "`interp eval-sae`")
+        store = activations or store_of(r)
+        if not store:
+            raise InterpError(f"{run} was trained without a store; pass --activations DIR.")
+        report = evaluate_run_sae(load_saelens(run / "sae"), store, run, windows, device=device,
+                                  dtype=dtype)
+        r.finish(metrics=report_metrics(report), artefacts={"eval": "eval.json"}, status=r.status)
+    except InterpError as e:
+        fail(e)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        for key, v in report_metrics(report).items():
+            typer.echo(f"{key}: {v:.6g}" if isinstance(v, float) else f"{key}: {v}")
+
+
+@app.command()
+def resume(run: Path = typer.Argument(..., help="A run directory with a checkpoint."),
+           device: Optional[str] = device_option("Move the run to this device (default: the "
+                                                 "run's own).", default=None)) -> None:
+    """Continue an interrupted training run from its checkpoint (on any device)."""
+    from interp.errors import InterpError
+    from saes.runs import resume_run
+
+    try:
+        r = resume_run(run, device=device)
+    except InterpError as e:
+        fail(e)
+    typer.echo(json.dumps(r.metrics, indent=2))
+
+
+@app.command()
+def features(
+    run: Path = typer.Argument(..., help="An SAE run directory (or a SAELens directory)."),
+    tokens: int = typer.Option(65_536, "--tokens", min=1, help="Tokens to read (whole windows)."),
+    name: Optional[str] = typer.Option(None, help="Run name (default: the SAE run's name)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: "
+                                                  "<workspace>/runs/features/<name>)."),
+    workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
+                                             help="Workspace root."),
+    source: str = typer.Option("auto", help="auto | store | model: read the SAE's activation "
+                                            "store, or run the model over the corpus."),
+    top_n: int = typer.Option(20, min=1, help="Top activating contexts kept per latent."),
+    context_left: int = typer.Option(15, min=0, help="Context tokens before the activating token."),
+    context_right: int = typer.Option(4, min=0, help="Context tokens after it."),
+    batch_windows: int = typer.Option(16, min=1, help="Windows encoded at once (bounds memory)."),
+    logit_k: int = typer.Option(10, min=0, help="Top/bottom tokens of each logit effect."),
+    device: str = device_option("Where the SAE and the model run."),
+    dtype: str = dtype_option("The model's compute dtype:"),
+) -> None:
+    """Feature statistics of a trained SAE/transcoder: density, mean/max, histogram/quantiles,
+    top contexts with per-token activations and logit effects, as Parquet tables."""
+    from interp.errors import InterpError
+    from saes.features.runs import features_run
+    from saes.features.stats import FeatureStatsConfig
+
+    try:
+        cfg = FeatureStatsConfig(n_tokens=tokens, top_n=top_n, context_left=context_left,
+                                 context_right=context_right, batch_windows=batch_windows,
+                                 logit_k=logit_k, source=source, device=device, dtype=dtype)
+        r = features_run(run, tokens, name=name, workspace=workspace, out=out, cfg=cfg)
+    except InterpError as e:
+        fail(e)
+    typer.echo(json.dumps(r.metrics, indent=2))
+    typer.echo(f"run: {r.path}")
+    typer.echo(f"query: from saes.features import FeatureIndex; FeatureIndex({str(r.path)!r})"
+               ".page(0)")
+
+
+@app.command()
+def atoms(
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: "
+                                                  "<workspace>/runs/atoms/<name>)."),
+    name: str = typer.Option("atoms", help="Run name in the workspace."),
+    workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
+                                             help="Workspace root."),
+    model: Optional[str] = typer.Option(None, help="Model name or directory (default model)."),
+    hook: str = typer.Option("blocks.5.hook_resid_post,blocks.15.hook_resid_post,"
+                             "blocks.25.hook_resid_post", "--hook",
+                             help="Comma-separated hooks (one comparison per hook)."),
+    sae: list[Path] = typer.Option([], "--sae", help="SAE run used as the 'features' of its "
+                                                     "hook (repeatable); others are trained."),
+    tokens: int = typer.Option(32_768, "--tokens", min=1, help="Tokens run through the model."),
+    corpus: str = typer.Option("cpython", help="cpython | python-docs | a path | hf:<dataset>"),
+    center: bool = typer.Option(False, help="Estimate S~ from the covariance, not E[kk^T]."),
+    ridge: float = typer.Option(1e-4, min=0, help="Ridge, times tr(Sigma)/H."),
+    width_mult: int = typer.Option(4, min=1, help="Dictionary size |D| = width-mult x H."),
+    feature_k: int = typer.Option(32, min=1, help="k of the ordinary top-k feature SAE."),
+    l0_coefficient: float = typer.Option(1.0, min=0, help="L0 penalty of the atoms' JumpReLU SAE."),
+    train_tokens: int = typer.Option(262_144, min=1, help="Rows seen by each trained SAE."),
+    batch_size: int = typer.Option(1024, min=1, help="Training batch size."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    device: str = device_option("Where the model runs and the SAEs train."),
+    dtype: str = dtype_option("The model's compute dtype:"),
+) -> None:
+    """Neurons vs features vs atoms (Hu et al. 2025): AIP, coherence, q*, R^2 per hook."""
+    from interp.errors import InterpError
+    from saes.atoms.compare import AtomsConfig
+    from saes.atoms.runs import atoms_run, format_table
+
+    try:
+        cfg = AtomsConfig(model=model or "", hooks=tuple(h for h in hook.split(",") if h),
+                          n_tokens=tokens, corpus=corpus, center=center, ridge=ridge,
+                          width_mult=width_mult, feature_k=feature_k,
+                          atoms_l0_coefficient=l0_coefficient, train_tokens=train_tokens,
+                          batch_size=batch_size, seed=seed,
+                          sae_runs=tuple(str(p) for p in sae), device=device, dtype=dtype)
+        r = atoms_run(cfg, name, workspace=workspace, out=out)
+    except InterpError as e:
+        fail(e)
+    table = json.loads((r.path / "table.json").read_text())
+    typer.echo(json.dumps(table, indent=2) if as_json else format_table(table))
+    typer.echo(f"ordering atoms > features > neurons on q* (quantile form): "
+               f"{r.metrics['ordering_holds']}")
+    typer.echo(f"run: {r.path}")
