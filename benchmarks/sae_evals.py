@@ -86,6 +86,7 @@ def prepare(ws: Path, sizes: dict, archs) -> dict[str, Path]:
     from interp.caching import cache_activations
     from interp.store import StoreConfig
     from interp.workspace import is_done
+    from saes.data import DataConfig
     from saes.runs import train_run
     from saes.train import TrainConfig
 
@@ -99,10 +100,11 @@ def prepare(ws: Path, sizes: dict, archs) -> dict[str, Path]:
         path = ws / "runs" / "sae" / f"{arch}-{sizes['d_sae']}"
         if not is_done(path):
             sae_cfg, extra = arch_config(arch, sizes["d_sae"])
-            cfg = TrainConfig(sae=sae_cfg, activations=str(store),
-                              total_tokens=sizes["sae_tokens"], batch_size=4096, **extra)
+            cfg = TrainConfig(sae=sae_cfg, total_tokens=sizes["sae_tokens"], batch_size=4096,
+                              **extra)
             t0 = time.perf_counter()
-            train_run(cfg, path, path.name, progress=False, evaluate=False)
+            train_run(cfg, DataConfig(activations=str(store)), path, path.name, progress=False,
+                      evaluate=False)
             log(f"trained {arch}: {time.perf_counter() - t0:.0f} s")
         runs[arch] = path
     return runs
@@ -146,7 +148,7 @@ def straightforward(run: Path, model, settings: dict, suites, work: Path) -> tup
     from saes.evals import run_suite
     from saes.evals.baselines import make_baseline, mean_l0
     from saes.evals.context import SuiteConfig
-    from saes.evals.data import DataConfig, eval_data
+    from saes.evals.data import EvalDataConfig, eval_data
     from saes.evals.linear import fit_probe_sgd
     from saes.evals.metrics import absorption, probing, scr_tpp
     from saes.features.runs import load_dictionary
@@ -162,7 +164,7 @@ def straightforward(run: Path, model, settings: dict, suites, work: Path) -> tup
     try:
         sae = load_dictionary(run)[0]
         cfg = dataclasses.replace(SuiteConfig(), **settings)
-        dcfg = DataConfig(n_windows=cfg.n_windows, context_size=cfg.context_size, seed=cfg.seed)
+        dcfg = EvalDataConfig(n_windows=cfg.n_windows, context_size=cfg.context_size, seed=cfg.seed)
         # the baselines are fitted on the same rows as in ours (their own pass of the model)
         data = eval_data(model, HOOK, dcfg, cache=work / "baseline-fit")
         x = data.rows(cfg.eval_rows)

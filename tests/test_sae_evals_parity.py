@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from benchmarks import saebench_parity
-from saes.base import SAEConfig, architecture_class
+from saes.architectures import architecture_class
+from saes.base import SAEConfig
 from saes.formats import save_saelens
 
 

@@ -14,8 +14,9 @@ import torch
 
 from interp.caching import cache_activations
 from interp.store import StoreConfig
-from saes.base import SAEConfig, architecture_class, create_sae
-from saes.evals import DataConfig, EvalData, find_rows, read_report, run_suite
+from saes.architectures import architecture_class, create_sae
+from saes.base import SAEConfig
+from saes.evals import EvalData, EvalDataConfig, find_rows, read_report, run_suite
 from saes.evals.baselines import make_baseline, mean_l0
 from saes.evals.context import encode_rows
 from saes.evals.linear import fit_logistic, fit_multi_probe, fit_probe_sgd, top_k_mean_diff
@@ -42,6 +43,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def sae_run(tiny_llama, tiny_llama_dir, tmp_path_factory):
     """A top-k SAE trained on the tiny Llama's layer-0 residual stream, as a workspace run."""
+    from saes.data import DataConfig
     from saes.runs import train_run
     from saes.train import TrainConfig
 
@@ -51,9 +53,8 @@ def sae_run(tiny_llama, tiny_llama_dir, tmp_path_factory):
                                          n_tokens=64 * 80, context_size=64), model=tiny_llama,
                       progress=False)
     cfg = TrainConfig(sae=SAEConfig(architecture="topk", d_in=64, d_sae=128, k=8, hook_name=HOOK),
-                      activations=str(store), total_tokens=256 * 24, batch_size=256,
-                      checkpoint_every=0)
-    run = train_run(cfg, root / "runs" / "sae" / "tiny-topk", progress=False, evaluate=False)
+                      total_tokens=256 * 24, batch_size=256, checkpoint_every=0)
+    run = train_run(cfg, DataConfig(activations=str(store)), root / "runs" / "sae" / "tiny-topk", progress=False, evaluate=False)
     return run.path
 
 
@@ -120,7 +121,7 @@ def _planted(n: int = 6000, seed: int = 0):
     acts = torch.stack([torch.zeros_like(data.x), data.x], 1)
     ev = EvalData(tokens=torch.zeros(n, 2, dtype=torch.long), doc=torch.arange(n) // 8,
                   source=torch.zeros(n, dtype=torch.long), acts=acts, labels={}, classes={},
-                  hook="synthetic", model="synthetic", cfg=DataConfig(n_windows=n))
+                  hook="synthetic", model="synthetic", cfg=EvalDataConfig(n_windows=n))
     test = (torch.arange(n) // 8) % 4 == 0
     return model, data, ev, test
 

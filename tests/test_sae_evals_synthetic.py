@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from saes.base import SAEConfig, architecture_class, create_sae
+from saes.architectures import architecture_class, create_sae
+from saes.base import SAEConfig
 from saes.evals.baselines import random_decoder
 from saes.evals.bootstrap import bootstrap, mean_interval, ratio_interval
 from saes.evals.recovery import (absorption_rows, detection, expected_max_cos, feature_recovery,
@@ -236,27 +237,38 @@ def test_synthetic_suite_trains_scores_and_writes_its_report(tmp_path):
     assert info["sae_config"]["architecture"] == "topk" and info["sae_config"]["d_sae"] == 512
 
 
-def test_eval_suite_command_writes_the_report_of_a_saelens_directory(tmp_path):
+def test_eval_sae_suite_writes_report_tables_and_figures_of_a_saelens_directory(tmp_path):
+    import plotly.io as pio
     from typer.testing import CliRunner
 
+    from interp.cli import app
     from saes.evals import read_report
-    from saes.evals.cli import app
     from saes.formats import save_saelens
 
     sae = create_sae(SAEConfig(architecture="topk", d_in=64, d_sae=256, k=6,
                                hook_name="blocks.0.hook_resid_post"), seed=0)
     save_saelens(sae, tmp_path / "sae")
-    res = CliRunner().invoke(app, ["eval-suite", str(tmp_path / "sae"), "--suite", "synthetic",
-                                   "--baselines", "random", "--synthetic-tokens", "40000",
-                                   "--synthetic-rows", "1024", "--n-bootstrap", "50",
-                                   "--no-progress"])
+    res = CliRunner().invoke(app, ["eval-sae", str(tmp_path / "sae"), "--suite", "synthetic",
+                                   "--baselines", "random", "--set", "synthetic_tokens=40000",
+                                   "--set", "synthetic-rows=1024", "--n-bootstrap", "50",
+                                   "--device", "cpu", "--no-progress"])
     assert res.exit_code == 0, res.output
-    rep = read_report(tmp_path / "sae" / "evals")
+    out = tmp_path / "sae" / "evals"
+    rep = read_report(out)
     assert rep["config"]["n_bootstrap"] == 50 and rep["config"]["baselines"] == ["random"]
+    assert rep["config"]["synthetic_rows"] == 1024
     assert "recovery" in res.output and "report.json" in res.output
     assert {r["subject"] for r in rep["rows"]} == {"sae", "random", "true"}
-    bad = CliRunner().invoke(app, ["eval-suite", str(tmp_path / "sae"), "--probe-ks", "one"])
-    assert bad.exit_code != 0
+    assert (out / "metrics.parquet").is_file() and (out / "synthetic_features.parquet").is_file()
+    assert set(rep["figures"]) == {"synthetic", "synthetic_recovery"}
+    fig = pio.read_json(out / rep["figures"]["synthetic_recovery"])
+    assert {t.name for t in fig.data} == {"sae", "random", "true"}
+    bad = CliRunner().invoke(app, ["eval-sae", str(tmp_path / "sae"), "--suite", "synthetic",
+                                   "--set", "probe_ks=one"])
+    assert bad.exit_code == 2 and "probe_ks" in bad.output
+    typo = CliRunner().invoke(app, ["eval-sae", str(tmp_path / "sae"), "--suite", "synthetic",
+                                    "--set", "n_window=3"])
+    assert typo.exit_code == 2 and "n_windows" in typo.output
 
 
 def test_synthetic_suite_reruns_with_other_settings_in_the_same_directory(tmp_path):

@@ -15,13 +15,13 @@ retrained seeds. Figures: `saes.evals.plots`.
 
 from saes.evals.bootstrap import Interval, bootstrap, mean_interval, ratio_interval, seed_spread
 from saes.evals.context import DEFAULT_SUITES, EvalContext, SuiteConfig
-from saes.evals.data import DataConfig, EvalData, build_eval_data, eval_data
+from saes.evals.data import EvalDataConfig, EvalData, build_eval_data, eval_data
 from saes.evals.registry import SUITES, SuiteResult, get_suite, register_suite, suite_names
 from saes.evals.report import find_rows, read_report, read_table
 from saes.evals.suite import run_suite
 
 __all__ = [
-    "DEFAULT_SUITES", "DataConfig", "EvalContext", "EvalData", "Interval", "SUITES",
+    "DEFAULT_SUITES", "EvalDataConfig", "EvalContext", "EvalData", "Interval", "SUITES",
     "SuiteConfig", "SuiteResult", "bootstrap", "build_eval_data", "eval_data", "find_rows",
     "get_suite", "mean_interval", "ratio_interval", "read_report", "read_table",
     "register_suite", "run_suite", "seed_spread", "suite_names",

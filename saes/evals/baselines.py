@@ -26,7 +26,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import ConfigError, unknown_name_message
-from saes.base import SAEConfig, SparseDictionary, architecture_class
+from saes.architectures import architecture_class
+from saes.base import SAEConfig, SparseDictionary
 
 
 class LinearBasis(SparseDictionary):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,25 @@ class SuiteConfig:
         check_config_keys(cls, d)
         return cls(**d)
 
+    @classmethod
+    def settings_from_strings(cls, pairs: Sequence[str]) -> dict:
+        """Fields from `KEY=VALUE` strings (the CLI's `--set`), each converted to its field's
+        type (lists comma-separated); an unknown key or a bad value is a `ConfigError`."""
+        defaults = cls()
+        out = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep:
+                raise ConfigError(f"--set takes KEY=VALUE, got {pair!r}.")
+            check_config_keys(cls, {key: text})
+            kind = type(getattr(defaults, key))
+            try:
+                out[key] = text if kind in (str, tuple) else kind(text)
+            except ValueError as e:
+                raise ConfigError(f"{key} must be a {kind.__name__}, got {text!r}.") from e
+        return out
+
 
 class EvalContext:
     """One dictionary under evaluation and its lazily built surroundings."""
@@ -115,9 +134,9 @@ class EvalContext:
 
     def data(self):
         if self._data is None:
-            from saes.evals.data import DataConfig, eval_data
+            from saes.evals.data import EvalDataConfig, eval_data
 
-            dcfg = DataConfig(n_windows=self.cfg.n_windows, context_size=self.cfg.context_size,
+            dcfg = EvalDataConfig(n_windows=self.cfg.n_windows, context_size=self.cfg.context_size,
                               seed=self.cfg.seed)
             cache = Path(self.cfg.data_dir) if self.cfg.data_dir else self.out_dir / "data"
             self._data = eval_data(self.model, self.sae.cfg.hook_name, dcfg, cache=cache,

@@ -40,7 +40,7 @@ DATA_FORMAT = "interp-sae-eval-data"
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class EvalDataConfig:
     """Which windows to take (recorded with the data; a mismatch rebuilds the cache)."""
 
     n_windows: int = 512
@@ -64,7 +64,7 @@ class DataConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> DataConfig:
+    def from_dict(cls, d: dict) -> EvalDataConfig:
         check_config_keys(cls, d)
         return cls(**d)
 
@@ -81,7 +81,7 @@ class EvalData:
     classes: dict[str, tuple[str, ...]]
     hook: str
     model: str
-    cfg: DataConfig
+    cfg: EvalDataConfig
     task_corpus: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -141,10 +141,10 @@ class EvalData:
         return cls(tokens=t["tokens"], doc=t["doc"], source=t["source"], acts=t["acts"],
                    labels=labels, classes={k: tuple(v) for k, v in meta["classes"].items()},
                    hook=meta["hook"], model=meta["model"],
-                   cfg=DataConfig.from_dict(meta["config"]),
+                   cfg=EvalDataConfig.from_dict(meta["config"]),
                    task_corpus=dict(meta.get("task_corpus", {})))
 
-    def matches(self, hook: str, model: str, cfg: DataConfig) -> bool:
+    def matches(self, hook: str, model: str, cfg: EvalDataConfig) -> bool:
         return self.hook == hook and self.model == model and self.cfg == cfg
 
 
@@ -175,7 +175,7 @@ def _chunks(tokenizer, texts, n: int, body: int, max_chunks: int, tasks: dict):
 
 
 @torch.no_grad()
-def build_eval_data(model, hook: str, cfg: DataConfig = DataConfig(),
+def build_eval_data(model, hook: str, cfg: EvalDataConfig = EvalDataConfig(),
                     progress: bool = False) -> EvalData:
     """Tokenise, label and run the model over the windows of `cfg` (stopping after `hook`)."""
     from tqdm.auto import tqdm
@@ -225,7 +225,7 @@ def build_eval_data(model, hook: str, cfg: DataConfig = DataConfig(),
                     task_corpus={k: t.corpus for k, t in tasks.items()})
 
 
-def eval_data(model, hook: str, cfg: DataConfig = DataConfig(), cache: str | Path | None = None,
+def eval_data(model, hook: str, cfg: EvalDataConfig = EvalDataConfig(), cache: str | Path | None = None,
               model_name: str | None = None, progress: bool = False) -> EvalData:
     """`build_eval_data`, read from / written to the directory `cache` when given. `model` is a
     HookedModel or a function returning one (called only when the data must be built);

@@ -28,9 +28,10 @@ class LocalLM:
 
     @classmethod
     def load(cls, path: str | None = None, device: str = "cpu") -> LocalLM:
+        from interp.devices import resolve_device
         from interp.models.loading import DEFAULT_MODEL, load_hf
 
-        name, model, tok = load_hf(path or None, device=device)
+        name, model, tok = load_hf(path or None, device=resolve_device(device))
         return cls(model, tok, name, placeholder=(name == DEFAULT_MODEL))
 
     @classmethod

@@ -5,7 +5,8 @@ thing from files alone. Every value is drawn with its interval; baselines sit be
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -177,3 +178,44 @@ def fig_compare(reports: dict[str, dict], metrics: Sequence[tuple[str, str]],
     fig.update_layout(title="Dictionaries compared (95% bootstrap intervals; dashed: baselines)",
                       height=260 * nrows + 80)
     return fig
+
+
+#: a suite's figures beyond its panel of metrics: (figure name, detail table or None, drawer
+#: of (report, table, suite info)); a drawer whose table was not written is left out
+DETAIL_FIGURES: dict[str, list[tuple[str, str | None, Callable]]] = {
+    "probing": [("probing_curve", None, lambda rep, t, info: fig_probing_curve(rep))],
+    "absorption": [("absorption_letters", "absorption_letters",
+                    lambda rep, t, info: fig_absorption_letters(t))],
+    "synthetic": [("synthetic_recovery", "synthetic_features",
+                   lambda rep, t, info: fig_recovery(t, info.get("random_expected_max_cos")))],
+    "autointerp": [("autointerp_latents", "autointerp_latents",
+                    lambda rep, t, info: fig_autointerp(t))],
+}
+
+
+def suite_figures(report: dict, suite: str, table: Callable[[str], dict | None]
+                  ) -> dict[str, go.Figure]:
+    """The figures of one suite of a report, by name: its metric panel (`fig_suite`) and its
+    detail figures (`DETAIL_FIGURES`); `table(name)` gives a detail table or None. What
+    `interp eval-sae --suite` writes and the explorer shows."""
+    figs = {suite: fig_suite(report, suite)}
+    info = (report.get("suites") or {}).get(suite, {})
+    for name, table_name, draw in DETAIL_FIGURES.get(suite, []):
+        t = table(table_name) if table_name else None
+        if table_name is None or t:
+            figs[name] = draw(report, t, info)
+    return figs
+
+
+def write_figures(report: dict, tables: dict[str, dict], out_dir: str | Path) -> dict[str, str]:
+    """Every suite's figures as plotly JSON files `figures/<name>.json` in `out_dir`
+    (`plotly.io.read_json` opens one); returns {name: relative path}."""
+    from interp.io import atomic_write_bytes
+
+    out = Path(out_dir) / "figures"
+    written = {}
+    for suite in (report.get("suites") or {}):
+        for name, fig in suite_figures(report, suite, tables.get).items():
+            atomic_write_bytes(out / f"{name}.json", fig.to_json().encode())
+            written[name] = f"figures/{name}.json"
+    return written

@@ -40,15 +40,16 @@ def _open(run_or_sae) -> tuple[SparseDictionary, dict]:
 
     path = Path(run_or_sae)
     sae, facts = load_dictionary(path)
-    out = {"run": None, "store": None, "train_cfg": None, "model": facts.get("model", "")}
+    out = {"run": None, "store": None, "train_cfg": None, "data_cfg": None,
+           "model": facts.get("model", "")}
     if (path / "run.json").is_file():
-        from saes.train import TrainConfig
+        from saes.train_config import split_config
 
         run = load_run(path)
         out["run"] = run
         try:
-            out["train_cfg"] = TrainConfig.from_dict(run.config)
-        except Exception:  # a run written by an older version: evaluate without retraining
+            out["train_cfg"], out["data_cfg"] = split_config(run.config)
+        except Exception:  # not trained here (imported) or unreadable: evaluate, no retraining
             log.warning("Could not read the training config of %s; seeds > 1 unavailable.", path)
     if facts.get("activations") and (Path(facts["activations"]) / "manifest.json").is_file():
         from interp.store import ActivationStore
@@ -67,8 +68,8 @@ def _seed_dictionaries(facts: dict, n: int, seed_runs, progress: bool) -> list[S
         return [load_dictionary(p)[0] for p in seed_runs]
     if n <= 1:
         return []
-    run, tcfg = facts["run"], facts["train_cfg"]
-    if run is None or tcfg is None:
+    run, tcfg, data = facts["run"], facts["train_cfg"], facts["data_cfg"]
+    if run is None or tcfg is None or data is None:
         raise InterpError("seeds > 1 retrains the run with other seeds, which needs an SAE run "
                           "directory with its training config; pass seed_runs=[...] instead.")
     from interp.workspace import is_done
@@ -79,7 +80,7 @@ def _seed_dictionaries(facts: dict, n: int, seed_runs, progress: bool) -> list[S
         path = run.path.parent / f"{run.name}-seed{s}"
         if not is_done(path):
             log.info("training seed %d into %s", s, path)
-            train_run(dataclasses.replace(tcfg, seed=tcfg.seed + s), path, path.name,
+            train_run(dataclasses.replace(tcfg, seed=tcfg.seed + s), data, path, path.name,
                       progress=progress, evaluate=False)
         out.append(load_dictionary(path)[0])
     return out
@@ -113,14 +114,16 @@ def _run_suites(ctx: EvalContext, names: Sequence[str]) -> tuple[dict[str, Suite
 
 def run_suite(run_or_sae, suites: Sequence[str] = DEFAULT_SUITES, *, out: str | Path | None = None,
               model=None, data=None, store=None, seed_runs: Sequence[str | Path] | None = None,
-              config: SuiteConfig | None = None, progress: bool = True, **settings) -> dict:
+              config: SuiteConfig | None = None, progress: bool = True, figures: bool = True,
+              **settings) -> dict:
     """Evaluate an SAE run directory (or a SAELens directory, or a dictionary object with
     `out=`) and write the report into `out` (default `<run>/evals`); returns the report.
 
     `settings` are `SuiteConfig` fields (seeds, n_bootstrap, explainer, limits...). `model`,
     `data` (an `EvalData`) and `store` (an `ActivationStore` or its directory; default the
     run's own) skip loading them; `seed_runs` gives the runs of other training seeds instead of
-    retraining them when `seeds` > 1.
+    retraining them when `seeds` > 1. `figures` also writes every suite's figures as plotly
+    JSON under `<out>/figures/` (`saes.evals.plots.write_figures`).
     """
     cfg = dataclasses.replace(config or SuiteConfig(), suites=tuple(suites), **settings)
     for name in cfg.suites:
@@ -164,6 +167,10 @@ def run_suite(run_or_sae, suites: Sequence[str] = DEFAULT_SUITES, *, out: str | 
         "n_seeds": 1 + len(extra),
     }
     tables = {f"{s}_{t}": cols for s, res in results.items() for t, cols in res.tables.items()}
+    if figures:
+        from saes.evals.plots import write_figures
+
+        report["figures"] = write_figures(report, tables, out)
     files = write_report(report, tables, out)
     report["files"] = files
     if facts["run"] is not None and Path(out).resolve().is_relative_to(facts["run"].path.resolve()):

@@ -200,7 +200,8 @@ def true_dictionary(data: SyntheticData | SyntheticModel):
     """A ReLU dictionary whose encoder and decoder rows are the true features (zero biases):
     decoder cosine 1 with every feature; with orthonormal features and no noise its codes are
     the true codes exactly."""
-    from saes.base import SAEConfig, architecture_class
+    from saes.architectures import architecture_class
+    from saes.base import SAEConfig
 
     f = data.features
     cfg = SAEConfig(architecture="standard", d_in=f.shape[1], d_sae=f.shape[0])

@@ -37,7 +37,7 @@ def train_synthetic(sae_cfg, model: SyntheticModel, tokens: int, run_dir: str | 
     from saes.train import TrainConfig, Trainer
 
     base = train_cfg if train_cfg is not None else TrainConfig()
-    tcfg = dataclasses.replace(base, sae=sae_cfg, activations="", model="", seed=seed,
+    tcfg = dataclasses.replace(base, sae=sae_cfg, seed=seed,
                                total_tokens=max(batch_size, tokens), batch_size=batch_size,
                                dead_tokens=min(base.dead_tokens, tokens // 4),
                                checkpoint_every=0, log_every=50)
@@ -51,14 +51,26 @@ def train_synthetic(sae_cfg, model: SyntheticModel, tokens: int, run_dir: str | 
 
             shutil.rmtree(run_dir)
 
-    def batches(start: int):
+    source = SyntheticSource(model, seed)
+    return Trainer(tcfg, run_dir, source, progress=progress).train().eval()
+
+
+class SyntheticSource:
+    """A `saes.data.BatchSource` of fresh synthetic rows: batch i is drawn with seed
+    seed * 1_000_003 + i, the same rows for every hook asked (an SAE's input and target)."""
+
+    def __init__(self, model: SyntheticModel, seed: int):
+        self.model, self.seed = model, seed
+
+    def batches(self, hooks, batch_size, start=0, n_batches=None):
         i = start
         while True:
-            x = model.sample(batch_size, seed=seed * 1_000_003 + i).x
-            yield x, x
+            x = self.model.sample(batch_size, seed=self.seed * 1_000_003 + i).x
+            yield {h: x for h in dict.fromkeys(hooks)}
             i += 1
 
-    return Trainer(tcfg, run_dir, progress=progress, batches=batches).train().eval()
+    def width(self, hook: str) -> int:
+        return int(self.model.cfg.d)
 
 
 def _evaluate(ctx: EvalContext, name: str, sub, test, res: SuiteResult, table: dict) -> None:
