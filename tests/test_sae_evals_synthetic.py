@@ -282,3 +282,27 @@ def test_synthetic_suite_reruns_with_other_settings_in_the_same_directory(tmp_pa
     assert a["rows"] == b["rows"]
     c = run_suite(sae, synthetic_tokens=30_720, **kw)  # other settings: trained afresh
     assert c["suites"]["synthetic"]["train_tokens"] == 30_720
+
+
+@pytest.mark.parametrize("arch,extra", [
+    ("topk", {"k": 32, "aux_k": 256}), ("batchtopk", {"k": 32}),
+    ("matryoshka_batchtopk", {"k": 32, "matryoshka_widths": (144, 288, 576)}),
+    ("jumprelu", {"l0_coefficient": 0.5}), ("standard", {"l1_coefficient": 5.0}),
+])
+def test_synthetic_config_of_every_architecture_makes_a_dictionary(arch, extra):
+    """The synthetic suite retrains the run's architecture at the generator's size: top-k
+    settings are resized only where the architecture takes them (JumpReLU and standard runs
+    must not be given a k)."""
+    from saes.evals.synthetic import synthetic_sae_config
+
+    scfg = SyntheticConfig()
+    run_cfg = SAEConfig(architecture=arch, d_in=576, d_sae=1152, hook_name="h", **extra)
+    cfg = synthetic_sae_config(run_cfg, scfg, true_l0=6.2)
+    sae = create_sae(cfg, seed=0)
+    assert (sae.cfg.d_in, sae.cfg.d_sae) == (scfg.d, scfg.n_features)
+    if "k" in extra:
+        assert cfg.k == 6 and cfg.aux_k <= scfg.n_features // 2
+    for name in ("l0_coefficient", "l1_coefficient"):
+        assert getattr(cfg, name) == getattr(run_cfg, name)
+    if arch == "matryoshka_batchtopk":
+        assert cfg.matryoshka_widths == (64, 128, 256)  # the same proportions of 512

@@ -220,12 +220,14 @@ def expected_l0(model: SyntheticModel) -> float:
 def synthetic_sae_config(sae_cfg, cfg: SyntheticConfig, true_l0: float):
     """The run's architecture and sparsity settings resized for synthetic data: d_in = d,
     d_sae = n_features, top-k style k = round(true L0); other settings carried over."""
-    k = max(1, int(round(true_l0)))
-    widths = ()
+    from saes.architectures import architecture_class
+
+    own = architecture_class(sae_cfg.architecture).options  # the settings it may be given
+    resized = {"k": max(1, int(round(true_l0))),
+               "aux_k": min(sae_cfg.aux_k, cfg.n_features // 2)}
     if sae_cfg.matryoshka_widths:  # keep the nesting proportions
-        widths = tuple(sorted({max(1, min(cfg.n_features - 1, int(math.ceil(
-            w / sae_cfg.d_sae * cfg.n_features)))) for w in sae_cfg.matryoshka_widths}))
+        resized["matryoshka_widths"] = tuple(sorted({max(1, min(cfg.n_features - 1, int(
+            math.ceil(w / sae_cfg.d_sae * cfg.n_features)))) for w in sae_cfg.matryoshka_widths}))
     return dataclasses.replace(sae_cfg, d_in=cfg.d, d_sae=cfg.n_features, d_out=None,
-                               transcoder=False, skip=False, k=k, matryoshka_widths=widths,
-                               aux_k=min(sae_cfg.aux_k, cfg.n_features // 2), hook_name="",
-                               hook_name_out="", dtype="float32")
+                               transcoder=False, skip=False, hook_name="", hook_name_out="",
+                               dtype="float32", **{k: v for k, v in resized.items() if k in own})
