@@ -20,11 +20,12 @@ Modes:
   wheel (0.6.0) pins numpy < 2 and datasets < 4 (this project runs numpy 2 and datasets 5) and its
   evals download their datasets from the Hugging Face Hub when they run, which this machine
   cannot.
-- `--table`: the suite on all five architectures (sharing one cache of activations) and a
+- `--table`: the suites on all five architectures (sharing one cache of activations) and a
   Markdown table of value [95% interval] per metric, with the baselines, on stderr.
 
 `--quick` shrinks the data (8k-token store, SAEs trained on 65k tokens, small suites) but keeps
-4608 latents. The last stdout line is the JSON result.
+4608 latents; `--suites` runs a subset (comma-separated). The last stdout line is the JSON
+result.
 """
 
 from __future__ import annotations
@@ -257,7 +258,10 @@ def run() -> dict:
                     help="--table: reuse a run's report made with the same settings")
     ap.add_argument("--workspace", default=str(Path(__file__).parent / "out" / "sae_evals"))
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--suites", default=",".join(SUITES),
+                    help="suites to run, comma-separated (default: all seven)")
     args = ap.parse_args()
+    suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
     import torch
 
     if args.threads:
@@ -273,11 +277,11 @@ def run() -> dict:
     settings = dict(sizes["suite"])
     settings["data_dir"] = str(ws / "eval-data")
     result = {"benchmark": "sae_evals", "machine": machine(), "results": [], "ratios": {},
-              "settings": {**sizes, "suites": list(SUITES)}}
+              "settings": {**sizes, "suites": list(suites)}}
     if args.table:
         from saes.evals import SuiteConfig, read_report
 
-        want = dataclasses.replace(SuiteConfig(), suites=SUITES, **settings).to_dict()
+        want = dataclasses.replace(SuiteConfig(), suites=suites, **settings).to_dict()
         reports = {}
         for arch, path in runs.items():
             t0 = time.perf_counter()
@@ -286,7 +290,7 @@ def run() -> dict:
                 reports[arch] = read_report(path)
                 log(f"{arch}: report of the same settings reused")
             else:
-                reports[arch] = run_suite(path, suites=SUITES, model=model, progress=False,
+                reports[arch] = run_suite(path, suites=suites, model=model, progress=False,
                                           **settings)
             log(f"{arch}: suite {time.perf_counter() - t0:.0f} s {reports[arch]['timing']}")
             result["results"].append({"architecture": arch, "timing": reports[arch]["timing"],
@@ -300,7 +304,7 @@ def run() -> dict:
     shutil.rmtree(ws / "eval-data", ignore_errors=True)  # time the activations pass too
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        ours = run_suite(path, suites=SUITES, model=model, progress=False, **settings)
+        ours = run_suite(path, suites=suites, model=model, progress=False, **settings)
         t_ours = time.perf_counter() - t0
     log(f"ours: {t_ours:.0f} s, peak +{mem.mib:.0f} MiB, {ours['timing']}")
     result["results"].append({"method": "ours", "seconds": t_ours, "peak_rss_mib": mem.mib,
@@ -309,7 +313,7 @@ def run() -> dict:
         work = ws / "straightforward"
         shutil.rmtree(work, ignore_errors=True)
         with PeakRSS() as mem2:
-            rows, t_ref = straightforward(path, model, settings, SUITES, work)
+            rows, t_ref = straightforward(path, model, settings, suites, work)
         log(f"straightforward: {t_ref:.0f} s, peak +{mem2.mib:.0f} MiB")
         result["results"].append({"method": "straightforward", "seconds": t_ref,
                                   "peak_rss_mib": mem2.mib})
