@@ -2,7 +2,8 @@
 
 A suite is one module in `saes.evals.metrics` with a function `run(ctx) -> SuiteResult`
 registered by `@register_suite("name", ...)`; adding a metric means adding one module and one
-import line in `saes/evals/metrics/__init__.py`. A suite returns metric rows (one per metric and
+line in `SUITE_MODULES` (import strings, loaded on first use, so the registry and the suites,
+which import it, are no import circle). A suite returns metric rows (one per metric and
 subject: the trained dictionary "sae" and each baseline, every value with its bootstrap
 interval), detail tables (written as Parquet) and facts for the report.
 """
@@ -43,6 +44,23 @@ class Suite:
 
 SUITES: dict[str, Suite] = {}
 
+#: the modules whose `@register_suite` functions fill `SUITES` (imported on first lookup)
+SUITE_MODULES: tuple[str, ...] = (
+    "saes.evals.metrics.core",
+    "saes.evals.metrics.synthetic",
+    "saes.evals.metrics.probing",
+    "saes.evals.metrics.absorption",
+    "saes.evals.metrics.scr_tpp",  # scr and tpp
+    "saes.evals.metrics.autointerp",
+)
+
+
+def _load_suites() -> None:
+    import importlib
+
+    for module in SUITE_MODULES:
+        importlib.import_module(module)
+
 
 def register_suite(name: str, *, needs_model: bool = True, description: str = "",
                    baselines: tuple[str, ...] = ("random", "neurons", "pca"), warning: str = ""):
@@ -54,7 +72,7 @@ def register_suite(name: str, *, needs_model: bool = True, description: str = ""
 
 
 def get_suite(name: str) -> Suite:
-    import saes.evals.metrics  # noqa: F401  (fills the registry)
+    _load_suites()
 
     if name not in SUITES:
         raise ConfigError(unknown_name_message("evaluation suite", name, SUITES,
@@ -63,7 +81,7 @@ def get_suite(name: str) -> Suite:
 
 
 def suite_names() -> list[str]:
-    import saes.evals.metrics  # noqa: F401
+    _load_suites()
 
     return list(SUITES)
 

@@ -1,4 +1,2 @@
-"""The evaluation suites: importing this package fills `saes.evals.registry.SUITES`."""
-
-from saes.evals.metrics import core, synthetic, probing, absorption  # noqa: F401
-from saes.evals.metrics import scr_tpp, autointerp  # noqa: F401
+"""The evaluation suites, one module each; `saes.evals.registry.SUITE_MODULES` lists them and
+imports them on first use (importing this package registers nothing)."""
