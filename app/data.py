@@ -370,6 +370,34 @@ def artefact_report(run: Run, ws: Path | None = None, deep: bool = False) -> lis
     return rows
 
 
+# --------------------------------------------------------------------------- SAE eval suite
+def suite_report(run: Run, ws: Path | None = None) -> dict | None:
+    """The evaluation-suite report of an SAE run (its `evals` artefact, `evals/report.json`,
+    written by `interp eval-sae RUN --suite ...`), or None if the run has none. A report that
+    is not one (no "rows" list) raises `ExplorerError`."""
+    path = artefact(run, "evals", required=False, ws=ws)
+    if path is None:
+        return None
+    report = read_json(path, ws, expect=dict)
+    if not isinstance(report.get("rows"), list):
+        raise ExplorerError(f"{run.kind}/{run.name}'s evals artefact is not an evaluation "
+                            "report (no rows); re-run `interp eval-sae RUN --suite ...`.")
+    return report
+
+
+def suite_table(run: Run, report: dict, name: str, ws: Path | None = None) -> dict | None:
+    """A detail table named in the report's `files` (e.g. "synthetic_features") as columns,
+    read from beside report.json after the same checks as any artefact; None if not written."""
+    rel = (report.get("files") or {}).get(name)
+    if not isinstance(rel, str) or PurePath(rel).name != rel or not rel.endswith(".parquet"):
+        return None
+    folder = artefact(run, "evals", ws=ws).parent
+    path = check_parquet(folder / rel, ws, f"Table {rel} of {run.kind}/{run.name}")
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pydict()
+
+
 def nonfinite(metrics: dict) -> list[str]:
     """The names of metrics that are NaN or infinite (top level, and one level of nesting)."""
     out = []

@@ -1,5 +1,6 @@
 """The SAE sub-commands: `interp train-sae`, `train-clt` (cross-layer transcoders), `eval-sae`,
-`resume` (saes.runs), `features` (saes.features.runs) and `atoms` (saes.atoms.runs).
+`resume` (saes.runs), `features` (saes.features.runs) and `atoms` (saes.atoms.runs);
+`eval-sae --suite` runs the evaluation suites of `saes.evals`.
 
 Only typer is imported here; torch and the models load when a command runs.
 """
@@ -178,7 +179,8 @@ def train_clt_cmd(
 
 @app.command("eval-sae")
 def eval_sae_cmd(
-    run: Path = typer.Argument(..., help="An SAE run directory."),
+    run: Path = typer.Argument(..., help="An SAE run directory (with --suite, also a SAELens "
+                                         "directory)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON."),
     activations: Optional[Path] = typer.Option(None, help="Store to evaluate on (default: the "
                                                           "run's own)."),
@@ -186,9 +188,33 @@ def eval_sae_cmd(
                                 help="Held-out windows for the spliced CE/KL loss (0: skip)."),
     device: str = device_option("Where the SAE and the model run."),
     dtype: str = dtype_option("The model's compute dtype:"),
+    suite: str = typer.Option("", help="SAEBench-style suites instead, comma-separated: core, "
+                              "probing, absorption, synthetic, autointerp, scr, tpp (saes.evals); "
+                              "writes RUN/evals/report.json, Parquet tables and figures."),
+    out: Optional[Path] = typer.Option(None, help="--suite: report directory (default "
+                                                  "RUN/evals)."),
+    seeds: int = typer.Option(1, min=1, help="--suite: training seeds (> 1 retrains the run "
+                                             "with seeds 1 .. N-1 and reports the spread)."),
+    n_bootstrap: int = typer.Option(1000, min=1, help="--suite: bootstrap resamples."),
+    baselines: str = typer.Option("random,neurons,pca", help="--suite: baselines beside the "
+                                  "SAE, comma-separated ('' none)."),
+    explainer: str = typer.Option("", help="--suite autointerp: a local HF causal LM directory "
+                                  "('' = the default model, an offline placeholder)."),
+    settings: list[str] = typer.Option([], "--set", help="--suite: any other setting KEY=VALUE "
+                                       "(a field of saes.evals.SuiteConfig, e.g. n_windows=128); "
+                                       "repeatable."),
+    progress: bool = typer.Option(True, help="--suite: progress bars."),
 ) -> None:
-    """Evaluate a trained SAE: FVU, L0, dead/dense, CE/KL loss recovered when spliced in."""
+    """Evaluate a trained SAE: FVU, L0, dead/dense, CE/KL loss recovered when spliced in; with
+    --suite, the evaluation suites with bootstrap intervals and baselines."""
     from interp.errors import InterpError
+
+    if suite:
+        with user_errors():
+            _eval_suite(run, suite, out, progress, as_json, seeds=seeds, n_bootstrap=n_bootstrap,
+                        baselines=baselines, explainer=explainer, device=device,
+                        settings=settings)
+        return
     from interp.workspace import load_run_of_kind
     from saes.formats import load_saelens
     from saes.runs import evaluate_run_sae, report_metrics, store_of
@@ -208,6 +234,28 @@ def eval_sae_cmd(
     else:
         for key, v in report_metrics(report).items():
             typer.echo(f"{key}: {v:.6g}" if isinstance(v, float) else f"{key}: {v}")
+
+
+def _eval_suite(run: Path, suite: str, out: Path | None, progress: bool, as_json: bool,
+                settings: list[str], device: str, **fields) -> None:
+    """`eval-sae --suite`: run `saes.evals.run_suite` and print one line per figure."""
+    from saes.evals import SuiteConfig, run_suite
+
+    given = SuiteConfig.settings_from_strings(settings)
+    # the suite's default device is the CPU; --device moves it (auto: the best one here)
+    report = run_suite(run, suites=tuple(s.strip() for s in suite.split(",") if s.strip()),
+                       out=out, progress=progress, **{**fields, "device": device, **given})
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    for r in report["rows"]:
+        ci = (f" [{r['ci_low']:.4g}, {r['ci_high']:.4g}]" if r.get("ci_low") is not None
+              else "")
+        value = "n/a" if r["value"] is None else f"{r['value']:.4g}"
+        typer.echo(f"{r['suite']:<10} {r['metric']:<26} {r['subject']:<8} {value}{ci}")
+    for w in report["warnings"]:
+        typer.echo(f"warning: {w}")
+    typer.echo(f"report: {Path(out or Path(run) / 'evals') / 'report.json'}")
 
 
 @app.command()

@@ -168,7 +168,8 @@ def _keep_bos(new: Tensor, old: Tensor, skip_bos: bool) -> Tensor:
 
 @torch.no_grad()
 def spliced_lm_metrics(model, sae: SparseDictionary, token_windows: Int[Tensor, "n ctx"],
-                       batch_size: int = 8, skip_bos: bool = True, progress: bool = False) -> dict:
+                       batch_size: int = 8, skip_bos: bool = True, progress: bool = False,
+                       per_window: bool = False) -> dict:
     """CE loss and KL of the model with `sae` spliced in, against the clean model and zero ablation.
 
     The SAE replaces the activation at `cfg.hook_name` by its reconstruction; a transcoder
@@ -182,7 +183,9 @@ def spliced_lm_metrics(model, sae: SparseDictionary, token_windows: Int[Tensor, 
     CE is next-token cross-entropy averaged over predicted tokens; KL(clean || other) is summed
     over the vocabulary and averaged over positions. ce_loss_score = (CE_zero - CE_spliced) /
     (CE_zero - CE_clean) and kl_score = 1 - KL_spliced / KL_zero (SAELens's "loss recovered"
-    and KL score; None where the ablation changes nothing).
+    and KL score; None where the ablation changes nothing). With `per_window`, "per_window" maps
+    each of ce_clean, ce_spliced, ce_zero, kl_spliced, kl_zero to its per-window sums (a list,
+    one float per window; for bootstrap intervals over windows).
     """
     from tqdm.auto import tqdm
 
@@ -210,6 +213,7 @@ def spliced_lm_metrics(model, sae: SparseDictionary, token_windows: Int[Tensor, 
 
     keys = ("ce_clean", "ce_spliced", "ce_zero", "kl_spliced", "kl_zero")
     sums = dict.fromkeys(keys, 0.0)
+    windows_sums: dict[str, list[float]] = {k: [] for k in keys}
     n_ce = n_kl = 0
     for i in tqdm(range(0, windows.shape[0], batch_size), desc="spliced LM", unit="batch",
                   disable=not progress):
@@ -236,12 +240,17 @@ def spliced_lm_metrics(model, sae: SparseDictionary, token_windows: Int[Tensor, 
         targets = ids[:, first + 1:].reshape(-1)
         logp_clean = clean[:, first:].float().log_softmax(-1)
         p_clean = logp_clean.exp()
+        b = ids.shape[0]
         for name, logits in (("clean", clean), ("spliced", spliced), ("zero", zeroed)):
             logp = logp_clean if name == "clean" else logits[:, first:].float().log_softmax(-1)
-            sums[f"ce_{name}"] += float(F.nll_loss(logp[:, :-1].reshape(-1, logp.shape[-1]),
-                                                   targets, reduction="sum"))
+            ce = F.nll_loss(logp[:, :-1].reshape(-1, logp.shape[-1]), targets,
+                            reduction="none").view(b, -1).sum(1)
+            sums[f"ce_{name}"] += float(ce.sum())
+            windows_sums[f"ce_{name}"] += ce.tolist()
             if name != "clean":
-                sums[f"kl_{name}"] += float((p_clean * (logp_clean - logp)).sum())
+                kl = (p_clean * (logp_clean - logp)).view(b, -1).sum(1)
+                sums[f"kl_{name}"] += float(kl.sum())
+                windows_sums[f"kl_{name}"] += kl.tolist()
         n_ce += targets.numel()
         n_kl += logp_clean.shape[0] * logp_clean.shape[1]
 
@@ -250,6 +259,8 @@ def spliced_lm_metrics(model, sae: SparseDictionary, token_windows: Int[Tensor, 
     out["ce_loss_score"] = (out["ce_zero"] - out["ce_spliced"]) / ce_gap if ce_gap != 0 else None
     out["kl_score"] = 1.0 - out["kl_spliced"] / out["kl_zero"] if out["kl_zero"] > 0 else None
     out.update(n_windows=int(windows.shape[0]), n_predictions=n_ce, skip_bos=skip_bos)
+    if per_window:
+        out["per_window"] = windows_sums
     return out
 
 

@@ -1,7 +1,8 @@
 """View of an SAE / transcoder run (kind "sae", written by `interp train-sae` and
 `saes.runs.train_run`): training curves from `metrics.jsonl`, the evaluation report
-(`eval.json`) and the latent density histogram, all drawn by `saes.plots`; a link to the
-feature browser for this run."""
+(`eval.json`) and the latent density histogram, all drawn by `saes.plots`; the evaluation
+suite's report when `interp eval-sae --suite` wrote one (`app/views/sae_evals.py`); a link to
+the feature browser for this run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import streamlit as st
 
 from app.data import artefact, read_json, read_jsonl, scan_runs
 from app.run_page import page_of
-from app.ui import plot
+from app.ui import guard, plot
+from app.views import sae_evals
 from interp.workspace import Run
 
 
@@ -28,7 +30,8 @@ def render(run: Run) -> None:
                     + (f" · k {sae_cfg['k']}" if sae_cfg.get("k") else ""))
     feature_links(run)
 
-    tab_train, tab_eval, tab_density = st.tabs(["Training", "Evaluation", "Density"])
+    tab_train, tab_eval, tab_density, tab_suite = st.tabs(["Training", "Evaluation", "Density",
+                                                           "Suite"])
     with tab_train:
         log = artefact(run, "metrics", required=False)
         if log is None:
@@ -59,6 +62,9 @@ def render(run: Run) -> None:
         else:
             plot(fig_density_histogram(density["log10_density"],
                                        floor=density.get("floor", -10.0)), key="density")
+    with tab_suite:
+        with guard("the evaluation suite"):
+            sae_evals.render(run)
 
 
 def feature_runs_of(run: Run) -> list[Run]:
