@@ -202,6 +202,20 @@ def test_cli_replacement_quality_writes_report_and_figure(tiny, tmp_path):
     assert len(fig.data) == 4 and list(fig.data[0].x) == [0, 1]
     bad = CliRunner().invoke(app, ["replacement-quality", "--transcoders", str(tmp_path / "set")])
     assert bad.exit_code != 0 and "No prompts" in bad.output
+    # the report kept with a graph run (the explorer's graph page shows it)
+    res = CliRunner().invoke(app, [
+        "attribute", "--model", str(model.hf_model.name_or_path), "--transcoders",
+        str(tmp_path / "set"), "--prompt", "z = 3", "--out", str(tmp_path / "graph"),
+        "--name", "g", "--quality", str(tmp_path / "q.json")])
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "graph" / "run.json").read_text())
+    assert run["artefacts"]["replacement_quality"] == "replacement-quality.json"
+    assert run["metrics"]["feature_type"] == "per-layer transcoder"
+    assert json.loads((tmp_path / "graph" / "replacement-quality.json").read_text()) == rep
+    res = CliRunner().invoke(app, [
+        "attribute", "--transcoders", str(tmp_path / "set"), "--prompt", "z = 3",
+        "--out", str(tmp_path / "graph2"), "--quality", str(tmp_path / "missing.json")])
+    assert res.exit_code != 0 and "missing.json" in res.output
 
 
 # ----------------------------------------------------------------------------- head splits
