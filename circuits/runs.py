@@ -50,7 +50,8 @@ def graph_run(model, transcoders, prompt: str, name: str, *, out: str | Path | N
         if quality is not None:
             atomic_write_json(run.path / "replacement-quality.json", quality)
             artefacts["replacement_quality"] = "replacement-quality.json"
-        metrics = {"feature_type": graph.metadata.get("feature_type"), "n_tokens": graph.n_pos, "n_features": graph.n_features,
+        metrics = {"feature_type": graph.metadata.get("feature_type"),
+                   "n_tokens": graph.n_pos, "n_features": graph.n_features,
                    "n_edges": int(graph.edge_weight.numel()), "n_logits": graph.n_logits,
                    "kept_nodes": len(data["nodes"]), "kept_links": len(data["links"]),
                    "seconds_attribution": round(t_attr, 3), "seconds_pruning": round(t_prune, 3),
