@@ -148,17 +148,11 @@ class _DecoderVectors:
     feature ids."""
 
     def __init__(self, rm: ReplacementModel, out_layer: int, fid: Tensor, n: int, kmax: int):
-        f = rm.features
-        self.tc, self.m = rm.tc, out_layer
-        self.src, self.index, self.act = f.layer[fid], f.index[fid], f.activation[fid]
+        self.rm, self.m, self.fid = rm, out_layer, fid
         self.shape = (n, kmax, rm.u.shape[-1])
 
     def vectors(self) -> Tensor:
-        out = torch.empty(self.src.numel(), self.shape[-1])
-        for s in self.src.unique().tolist():
-            sel = self.src == s
-            out[sel] = self.act[sel, None] * self.tc.dec_matrix(s, self.m)[self.index[sel]]
-        return out
+        return self.rm._decoder_vectors(self.m, self.fid)
 
     def __getitem__(self, key) -> Tensor:
         return self.vectors()  # only ever indexed at (pos, slot) of every active feature
@@ -180,9 +174,6 @@ class StreamedReplacementModel(ReplacementModel):
         self.keep_layers = keep_layers
         self.adjoint = _BoundedAdjoint(net, frozen.values, keep_layers)
         self.rows_class = _StreamedRows
-        for m, (pad, pos, slot, fid) in list(self._dec.items()):
-            self._dec[m] = (_DecoderVectors(self, m, fid, pad.shape[0], pad.shape[1]),
-                            pos, slot, fid)
 
     @classmethod
     def build(cls, model, transcoders, prompt, skip_bos: bool = True,
@@ -209,6 +200,12 @@ class StreamedReplacementModel(ReplacementModel):
         if check:
             rm.freeze_error = rm.check_freeze(model)
         return rm
+
+    def _decoder_pad(self, m: int, fid: Tensor, pos: Tensor, slot: Tensor,
+                     kmax: int) -> _DecoderVectors:
+        """No [n, kmax, d] pad per output layer (a CLT's last layer holds every covered layer's
+        features): the vectors are made when a pass reads them."""
+        return _DecoderVectors(self, m, fid, self.n_pos, kmax)
 
     def _read(self, i: int) -> Tensor:
         """Layer i's read matrix, made for this pass and not cached."""
