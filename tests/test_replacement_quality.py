@@ -324,6 +324,8 @@ def test_streamed_graph_equals_the_unstreamed_graph_through_a_clt(tiny_clt):
         # the streamed model's forward (linear_mlp through the lazy decoder vectors) is the same
         torch.testing.assert_close(rm.forward()["logits"], rm_ref.forward()["logits"])
     assert not any(k.endswith(".attn") for k in dict.keys(rm.frozen.values))
+    # no padded [n, kmax, d] decoder tensor is held for any output layer
+    assert rm._dec and not any(isinstance(v[0], torch.Tensor) for v in rm._dec.values())
 
 
 def test_per_head_terms_sum_to_the_unsplit_edges_through_a_clt(tiny_clt):
