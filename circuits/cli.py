@@ -59,7 +59,8 @@ def transcoders_cmd(
 @app.command("attribute")
 def attribute_cmd(
     prompt: str = typer.Option(..., help="The prompt (a BOS is put in front)."),
-    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`)."),
+    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`) or a "
+                                               "cross-layer transcoder (`interp train-clt`)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: "
                                                   "<workspace>/runs/graph/<name>)."),
     name: str = typer.Option("graph", help="Run name (and the frontend JSON's slug)."),
@@ -109,7 +110,8 @@ def attribute_cmd(
 
 @app.command("replacement-quality")
 def replacement_quality_cmd(
-    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`)."),
+    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`) or a "
+                                               "cross-layer transcoder (`interp train-clt`)."),
     prompt: Optional[list[str]] = typer.Option(None, help="A prompt (repeat for several)."),
     prompts: Optional[Path] = typer.Option(None, help="A text file, one prompt per line."),
     out: Optional[Path] = typer.Option(None, help="Write the report (JSON) here."),
