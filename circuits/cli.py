@@ -59,7 +59,8 @@ def transcoders_cmd(
 @app.command("attribute")
 def attribute_cmd(
     prompt: str = typer.Option(..., help="The prompt (a BOS is put in front)."),
-    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`)."),
+    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`) or a "
+                                               "cross-layer transcoder (`interp train-clt`)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: "
                                                   "<workspace>/runs/graph/<name>)."),
     name: str = typer.Option("graph", help="Run name (and the frontend JSON's slug)."),
@@ -77,6 +78,9 @@ def attribute_cmd(
                    "have rows (default: every active feature)."),
     workspace: Optional[Path] = typer.Option(None, envvar="INTERP_WORKSPACE",
                                              help="Workspace root."),
+    quality: Optional[Path] = typer.Option(
+        None, help="The set's report from `interp replacement-quality --out`: kept with the run "
+                   "(the explorer's graph page shows its scores)."),
 ) -> None:
     """Attribution graph of a prompt through a transcoder set; writes a "graph" run."""
     from circuits.attribution import AttributionConfig
@@ -87,12 +91,17 @@ def attribute_cmd(
 
     try:
         tcs = load_transcoders(transcoders)  # a bad set fails before the model loads
+        report = None
+        if quality is not None:
+            from interp.io import read_json
+
+            report = read_json(quality, expect=dict)
         m = load_model(model)
         cfg = AttributionConfig(max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
                                 batch_size=batch_size, max_feature_nodes=max_feature_nodes)
         run = graph_run(m, tcs, prompt, name, out=out,
                         workspace=workspace, config=cfg, node_threshold=node_threshold,
-                        edge_threshold=edge_threshold, progress=True)
+                        edge_threshold=edge_threshold, progress=True, quality=report)
     except InterpError as e:
         fail(e)
     typer.echo(json.dumps(run.metrics))
@@ -101,7 +110,8 @@ def attribute_cmd(
 
 @app.command("replacement-quality")
 def replacement_quality_cmd(
-    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`)."),
+    transcoders: Path = typer.Option(..., help="A transcoder set (`interp transcoders`) or a "
+                                               "cross-layer transcoder (`interp train-clt`)."),
     prompt: Optional[list[str]] = typer.Option(None, help="A prompt (repeat for several)."),
     prompts: Optional[Path] = typer.Option(None, help="A text file, one prompt per line."),
     out: Optional[Path] = typer.Option(None, help="Write the report (JSON) here."),

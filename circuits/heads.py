@@ -63,7 +63,8 @@ def _target(rm: ReplacementModel, graph: Graph, node: int) -> tuple[int, int, Te
     kind = graph.node_kind(node)
     if kind == "feature":
         layer, pos = int(graph.feat_layer[node]), int(graph.feat_pos[node])
-        return layer, pos, rm.tc[layer].enc_weight[int(graph.feat_index[node])].float()
+        idx = graph.feat_index[node].reshape(1)
+        return layer, pos, rm.tc.enc_rows(layer, idx)[0]
     if kind == "logit":
         W_U = rm.net.unembed
         tok = int(graph.logit_tokens[node - graph.logit_start])
@@ -112,11 +113,10 @@ def split_by_head(rm: ReplacementModel, graph: Graph, target: int) -> HeadSplit:
 
     def read(i: int, G: Tensor, r: slice) -> None:
         e = torch.bmm(G, rm._read(i)[:P])  # [P, B, kmax + 1]
-        if i in rm._dec:
-            _, fpos, slot = rm._dec[i]
-            a, b = rm._feat_offset[i]
+        if i in rm._dec:  # a CLT feature writes at several layers: its terms add up
+            _, fpos, slot, fid = rm._dec[i]
             keep = fpos < P
-            rows[r, a:b][:, keep] = e[fpos[keep], :, slot[keep]].T  # a view of rows
+            rows[r].index_add_(1, fid[keep], e[fpos[keep], :, slot[keep]].T)  # a view of rows
         err = nf + i * n
         rows[r, err + rm.first: err + P] = e[rm.first:, :, -1].T
 

@@ -22,10 +22,13 @@ With `skip_bos` (the attribution default) the BOS position's MLP outputs stay th
 the graph, where they are fixed terms) and that position is left out of NMSE and KL.
 
 The measures need only each layer's reconstructed MLP output, so any dictionary set plugs in
-through the `Reconstruction` protocol (`mlp_out(layer, u, state)`); a per-layer transcoder set is
-adapted by `PerLayerReconstruction`. A cross-layer transcoder encodes layer ℓ's input into
-`state` and returns the sum of the decoders of every layer ≤ ℓ; `state` starts empty for each
-forward pass and layers are visited in increasing order.
+through the `Reconstruction` protocol (`mlp_out(layer, u, state)`); a per-layer transcoder set
+and a cross-layer transcoder (`circuits.clt.CLTSet`) are adapted by `SetReconstruction`. A CLT
+encodes layer ℓ's input into `state` and returns the sum of the decoders of every layer ≤ ℓ
+(Ameisen et al. 2025: the replacement model's MLP output at ℓ is every earlier feature's write
+there); `state` starts empty for each forward pass and layers are visited in increasing order,
+so in the replacement model a CLT's features at ℓ are read from the replacement's own
+residual stream.
 """
 
 from __future__ import annotations
@@ -61,25 +64,35 @@ class Reconstruction(Protocol):
         ...
 
 
-class PerLayerReconstruction:
-    """A `TranscoderSet` as a `Reconstruction`: ŷ_ℓ = decode(encode(u_ℓ)) (+ its skip path)."""
+class SetReconstruction:
+    """A dictionary set (a per-layer `TranscoderSet` or a cross-layer `circuits.clt.CLTSet`)
+    as a `Reconstruction`, through the set interface the replacement model reads: layer ℓ's
+    input is encoded into `state[ℓ]`, and ŷ_ℓ = Σ_{l ∈ sources_of(ℓ)} W_dec^{l->ℓ} a_l + b_dec^ℓ
+    (+ a skip path): decode(encode(u_ℓ)) for a per-layer transcoder, the sum over every earlier
+    covered layer's writes for a CLT."""
 
-    def __init__(self, transcoders: TranscoderSet):
+    def __init__(self, transcoders):
         self.tcs = transcoders
-        self.layers = transcoders.layers
+        self.layers = list(transcoders.layers)
         self.source = transcoders.source
+        self.kind = getattr(transcoders, "kind", "")
 
     def mlp_out(self, layer: int, u: Tensor, state: dict) -> Tensor:
-        tc = self.tcs[layer]
-        return tc.decode(tc.encode(u), u).float()
+        if layer in self.tcs:
+            state[layer] = self.tcs.encode(layer, u)
+        return self.tcs.reconstruct(layer, state, u).float()
+
+
+#: the name of the per-layer adapter before the set interface covered CLTs
+PerLayerReconstruction = SetReconstruction
 
 
 def as_reconstruction(transcoders) -> Reconstruction:
-    """A `Reconstruction` as is; a `TranscoderSet`, `{layer: dictionary}` dict or directory
-    adapted per layer."""
+    """A `Reconstruction` as is; a `TranscoderSet`, `CLTSet`, cross-layer transcoder module,
+    `{layer: dictionary}` dict or directory through the set interface (`SetReconstruction`)."""
     if isinstance(transcoders, Reconstruction):
         return transcoders
-    return PerLayerReconstruction(require_set(transcoders))
+    return SetReconstruction(require_set(transcoders))
 
 
 @dataclass(frozen=True)
@@ -168,20 +181,21 @@ def replacement_quality(model, transcoders, prompts: Sequence, config: QualityCo
     """Every measure of the module docstring for `transcoders` over `prompts` (strings or 1-D
     token ids), as a JSON-able dict: the means over prompts, per-layer NMSE, and each prompt's
     numbers. `graph_fn(ids) -> Graph` makes a prompt's graph (default: `attribute` through the
-    set, for a `TranscoderSet`; a `Reconstruction` without `graph_fn` gets no graph scores)."""
+    set, for a `TranscoderSet` or `CLTSet`; a `Reconstruction` without `graph_fn` gets no graph
+    scores)."""
     from tqdm.auto import tqdm
 
     cfg = config or QualityConfig()
     if not len(prompts):
         raise ConfigError("replacement_quality needs at least one prompt.")
     rec = as_reconstruction(transcoders)
-    if graph_fn is None and cfg.graph_scores and isinstance(rec, PerLayerReconstruction):
+    if graph_fn is None and cfg.graph_scores and isinstance(rec, SetReconstruction):
         from circuits.attribution import AttributionConfig, attribute
 
         acfg = AttributionConfig(batch_size=cfg.batch_size, skip_bos=cfg.skip_bos,
                                  max_feature_nodes=cfg.max_feature_nodes)
         graph_fn = lambda ids: attribute(model, rec.tcs, ids, acfg)  # noqa: E731
-    if isinstance(rec, PerLayerReconstruction):
+    if isinstance(rec, SetReconstruction):
         rec.tcs.check(model)
     net = read_net(model, torch.float32)
     sums: dict[int, _Sums] = {}
@@ -200,7 +214,8 @@ def replacement_quality(model, transcoders, prompts: Sequence, config: QualityCo
     mean = lambda k: (sum(r[k] for r in rows) / n) if k in rows[0] else None  # noqa: E731
     nmse = {str(i): sums[i].nmse() for i in sorted(sums)}
     report = {
-        "transcoders": rec.source, "model": getattr(model, "name", ""), "n_prompts": n,
+        "transcoders": rec.source, "feature_type": getattr(rec, "kind", ""),
+        "model": getattr(model, "name", ""), "n_prompts": n,
         "config": cfg.to_dict(),
         "replacement_score": mean("replacement_score"),
         "completeness_score": mean("completeness_score"),

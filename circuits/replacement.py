@@ -131,21 +131,31 @@ class ReplacementModel:
             cnt = int(fid.numel())
             if not cnt:
                 continue
-            pos, idx, src = (self.features.pos[fid], self.features.index[fid],
-                             self.features.layer[fid])
-            vec = torch.zeros(cnt, d)
-            for s in src.unique().tolist():
-                sel = src == s
-                vec[sel] = (self.features.activation[fid[sel], None]
-                            * self.tc.dec_matrix(s, m)[idx[sel]])
+            pos = self.features.pos[fid]
             order = torch.argsort(pos, stable=True)  # position-major slots
-            fid, pos, vec = fid[order], pos[order], vec[order]
+            fid, pos = fid[order], pos[order]
             counts = torch.bincount(pos, minlength=n)
             starts = torch.cumsum(counts, 0) - counts
             slot = torch.arange(cnt) - starts[pos]
-            pad = torch.zeros(n, int(counts.max()), d)
-            pad[pos, slot] = vec
-            self._dec[m] = (pad, pos, slot, fid)
+            self._dec[m] = (self._decoder_pad(m, fid, pos, slot, int(counts.max())), pos, slot,
+                            fid)
+
+    def _decoder_vectors(self, m: int, fid: Tensor) -> Float[Tensor, "k d"]:
+        """a_s W_dec^{l->m}[i] of features `fid` (from any source layer l) at output layer m."""
+        f = self.features
+        src, idx = f.layer[fid], f.index[fid]
+        vec = torch.empty(fid.numel(), self.u.shape[-1])
+        for s in src.unique().tolist():
+            sel = src == s
+            vec[sel] = f.activation[fid[sel], None] * self.tc.dec_matrix(s, m)[idx[sel]]
+        return vec
+
+    def _decoder_pad(self, m: int, fid: Tensor, pos: Tensor, slot: Tensor,
+                     kmax: int) -> Tensor:
+        """Output layer m's decoder vectors padded per position [n, kmax, d]."""
+        pad = torch.zeros(self.n_pos, kmax, self.u.shape[-1])
+        pad[pos, slot] = self._decoder_vectors(m, fid)
+        return pad
 
     # ----------------------------------------------------------------- the linear system
     def embeddings(self) -> Float[Tensor, "pos d"]:

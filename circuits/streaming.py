@@ -32,7 +32,7 @@ from torch import Tensor
 from circuits.attribution import AttributionConfig, _Rows, attribute_replacement
 from circuits.graph import Graph
 from circuits.replacement import ReplacementModel, _sites
-from circuits.transcoders import TranscoderSet, require_set
+from circuits.transcoders import require_set
 from interp.errors import InterpError
 from interp.models.adjoint import Adjoint
 from interp.models.families import read_net
@@ -120,7 +120,7 @@ class _ReadVectors:
         rows = (~is_logit).nonzero().flatten()
         for i in f.layer[ft].unique().tolist():
             at = f.layer[ft] == i
-            out[rows[at]] = self.rm.tc[i].enc_weight[f.index[ft[at]]].float()
+            out[rows[at]] = self.rm.tc.enc_rows(i, f.index[ft[at]])
         return out
 
 
@@ -142,18 +142,17 @@ class _StreamedRows(_Rows):
 
 
 class _DecoderVectors:
-    """Stands for a layer's padded decoder vectors [n, kmax, d] (a · W_dec of each active
-    feature) without holding them: `pad[pos, slot]` and `full()` are made when asked for."""
+    """Stands for output layer m's padded decoder vectors [n, kmax, d] (a · W_dec^{l->m} of
+    each active feature writing there, from every source layer l) without holding them:
+    `pad[pos, slot]` and `full()` are made when asked for, in the order of `_dec[m]`'s
+    feature ids."""
 
-    def __init__(self, rm: ReplacementModel, layer: int, n: int, kmax: int):
-        a, b = rm._feat_offset[layer]
-        self.W_dec = rm.tc[layer].W_dec
-        self.index = rm.features.index[a:b]
-        self.act = rm.features.activation[a:b]
-        self.shape = (n, kmax, self.W_dec.shape[-1])
+    def __init__(self, rm: ReplacementModel, out_layer: int, fid: Tensor, n: int, kmax: int):
+        self.rm, self.m, self.fid = rm, out_layer, fid
+        self.shape = (n, kmax, rm.u.shape[-1])
 
     def vectors(self) -> Tensor:
-        return self.act[:, None] * self.W_dec[self.index].float()
+        return self.rm._decoder_vectors(self.m, self.fid)
 
     def __getitem__(self, key) -> Tensor:
         return self.vectors()  # only ever indexed at (pos, slot) of every active feature
@@ -168,18 +167,16 @@ class StreamedReplacementModel(ReplacementModel):
     """`ReplacementModel` whose memory does not hold every layer's attention pattern (see the
     module docstring). Build with `StreamedReplacementModel.build(model, tcs, prompt)`."""
 
-    def __init__(self, net: Net, frozen: Frozen, transcoders: TranscoderSet, tokens: Tensor,
+    def __init__(self, net: Net, frozen: Frozen, transcoders, tokens: Tensor,
                  out: dict[str, Tensor], skip_bos: bool = True,
                  keep_layers: int = DEFAULT_KEEP_LAYERS):
         super().__init__(net, frozen, transcoders, tokens, out, skip_bos=skip_bos)
         self.keep_layers = keep_layers
         self.adjoint = _BoundedAdjoint(net, frozen.values, keep_layers)
         self.rows_class = _StreamedRows
-        for i, (pad, pos, slot) in list(self._dec.items()):
-            self._dec[i] = (_DecoderVectors(self, i, pad.shape[0], pad.shape[1]), pos, slot)
 
     @classmethod
-    def build(cls, model, transcoders: TranscoderSet, prompt, skip_bos: bool = True,
+    def build(cls, model, transcoders, prompt, skip_bos: bool = True,
               check: bool = True, keep_layers: int = DEFAULT_KEEP_LAYERS
               ) -> StreamedReplacementModel:
         transcoders.check(model)
@@ -204,11 +201,17 @@ class StreamedReplacementModel(ReplacementModel):
             rm.freeze_error = rm.check_freeze(model)
         return rm
 
+    def _decoder_pad(self, m: int, fid: Tensor, pos: Tensor, slot: Tensor,
+                     kmax: int) -> _DecoderVectors:
+        """No [n, kmax, d] pad per output layer (a CLT's last layer holds every covered layer's
+        features): the vectors are made when a pass reads them."""
+        return _DecoderVectors(self, m, fid, self.n_pos, kmax)
+
     def _read(self, i: int) -> Tensor:
         """Layer i's read matrix, made for this pass and not cached."""
         reads = [self.errors[i].unsqueeze(1)]
         if i in self._dec:
-            pad, pos, slot = self._dec[i]
+            pad, pos, slot, _ = self._dec[i]
             reads.insert(0, pad.full(pos, slot))
         return torch.cat(reads, 1).transpose(1, 2).contiguous()
 

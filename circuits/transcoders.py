@@ -193,13 +193,15 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
                       batch_size: int = 1024, lr: float = 4e-3, activations: str = "",
                       seed: int = 0, d_model: int | None = None, skip: bool = False,
                       progress: bool = True, device: str = "auto", model_device: str = "auto",
-                      model_dtype: str = "float32", loaded=None):
+                      model_dtype: str = "float32", loaded=None, source=None):
     """Train one transcoder per layer in `layers` from one data source; returns the run.
 
     Streams from `model` (one forward pass feeds every layer) unless `activations` names a
     store holding both hooks of each layer. The run (kind "transcoders") holds `layer_LL/`.
     The transcoders train on `device`, the streamed model runs on `model_device` in
-    `model_dtype` (interp.devices); `loaded` is that model if it is already loaded.
+    `model_dtype` (interp.devices); `loaded` is that model if it is already loaded. `source`: a
+    batch source already open (e.g. a `saes.data.TensorSource` of captured rows shared with
+    another run) instead of the store or the model.
     """
     from interp.workspace import run_context
     from saes.architectures import architecture_class
@@ -236,7 +238,8 @@ def train_transcoders(model: str, layers: list[int], out: str | Path, *, tokens:
     data = DataConfig(activations=activations, model=model, seed=seed,
                       model_device=model_device, model_dtype=model_dtype)
     with run_context(KIND, out.name, config, path=out) as run:
-        source = data.source(model=loaded) if loaded is not None and not activations else None
+        if source is None and loaded is not None and not activations:
+            source = data.source(model=loaded)
         train_many(cfgs, dirs, data, progress=progress, source=source)
         run.finish(metrics={"layers": len(layers), "tokens": tokens},
                    artefacts={f"layer_{layer:02d}": f"layer_{layer:02d}/sae" for layer in layers})

@@ -1,6 +1,8 @@
 """View of an attribution-graph run (kind "graph", written by `interp attribute` and
 `circuits.runs.graph_run`): the pruned graph, the influence curve and features per layer, all
-drawn by `circuits.plots`, with sliders for the pruning thresholds."""
+drawn by `circuits.plots`, with sliders for the pruning thresholds; which dictionaries the graph
+ran through (per-layer transcoders or a cross-layer transcoder, the graph's `feature_type`) and,
+when the run keeps one, the set's replacement-quality report."""
 
 from __future__ import annotations
 
@@ -13,8 +15,45 @@ from interp.workspace import Run
 
 def summary(run: Run) -> dict:
     m = run.metrics
-    return {k: m.get(k) for k in ("n_tokens", "n_features", "kept_nodes", "replacement_score",
-                                  "completeness_score", "top_logit")}
+    return {k: m.get(k) for k in ("feature_type", "n_tokens", "n_features", "kept_nodes",
+                                  "replacement_score", "completeness_score", "top_logit")}
+
+
+#: how the page names each kind of dictionary set (Neuronpedia's feature_type)
+THROUGH = {"per-layer transcoder": "per-layer transcoders (PLTs)",
+           "cross-layer transcoder": "a cross-layer transcoder (CLT)"}
+
+
+def _through(graph) -> str:
+    kind = str(graph.metadata.get("feature_type") or "per-layer transcoder")
+    layers = graph.metadata.get("transcoder_layers") or []
+    where = f" over layers {layers[0]}-{layers[-1]}" if layers else ""
+    return f"Through {THROUGH.get(kind, kind)}{where}"
+
+
+def _quality(run: Run) -> None:
+    """The replacement-quality report kept with the run: its scores and its figure."""
+    from circuits.plots import fig_replacement_quality
+
+    path = artefact(run, "replacement_quality", required=False)
+    if path is None:
+        return
+    rep = read_json(path, expect=dict)
+    st.markdown(f"**Replacement quality of this set** over {rep.get('n_prompts', '?')} prompts "
+                f"({rep.get('feature_type') or 'transcoders'})")
+    cols = st.columns(5)
+    for col, (key, label) in zip(cols, (("replacement_score", "replacement"),
+                                        ("completeness_score", "completeness"),
+                                        ("top1_agreement", "top-1 agreement"),
+                                        ("kl_last", "KL (last)"), ("nmse_mean", "mean NMSE"))):
+        v = rep.get(key)
+        col.metric(label, f"{v:.3f}" if isinstance(v, (int, float)) else "n/a")
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    nmse = rep.get("nmse")
+    if (isinstance(nmse, dict) and all(str(k).isdigit() and num(v) for k, v in nmse.items())
+            and num(rep.get("kl_last")) and num(rep.get("kl_all")) and "n_prompts" in rep):
+        plot(fig_replacement_quality(rep, names=[THROUGH.get(rep.get("feature_type"), "set")]),
+             key="quality")
 
 
 def _threshold(run: Run, key: str, default: float) -> float:
@@ -37,6 +76,8 @@ def render(run: Run) -> None:
     graph = Graph.load(path)
     st.markdown(f"**Prompt** `{graph.prompt}` · top logit `{graph.logit_strs[0]}` "
                 f"(p={float(graph.logit_probs[0]):.3f}) · {graph.n_features} active features")
+    st.caption(_through(graph))
+    _quality(run)
     c1, c2 = st.columns(2)
     node_t = c1.slider("node threshold", 0.5, 1.0, _threshold(run, "node_threshold", 0.8), 0.01)
     edge_t = c2.slider("edge threshold", 0.5, 1.0, _threshold(run, "edge_threshold", 0.98), 0.01)
