@@ -75,9 +75,16 @@ def attribute(model, transcoders, prompt, config: AttributionConfig | None = Non
     appear as error nodes only.
     """
     cfg = config or AttributionConfig()
-    tcs = require_set(transcoders)
+    return graph_through(model, require_set(transcoders), prompt, cfg, ReplacementModel.build,
+                         progress=progress)
+
+
+def graph_through(model, tcs, prompt, cfg: AttributionConfig, build, progress: bool = False,
+                  **metadata) -> Graph:
+    """The graph of `prompt` through the replacement model `build(model, tcs, prompt,
+    skip_bos=...)` makes, with its prompt, token strings and metadata (plus `metadata`)."""
     t0 = time.perf_counter()
-    rm = ReplacementModel.build(model, tcs, prompt, skip_bos=cfg.skip_bos)
+    rm = build(model, tcs, prompt, skip_bos=cfg.skip_bos)
     t_build = time.perf_counter() - t0
     graph = attribute_replacement(rm, cfg, progress=progress)
     graph.prompt = prompt if isinstance(prompt, str) else model.to_string(rm.tokens)
@@ -85,7 +92,7 @@ def attribute(model, transcoders, prompt, config: AttributionConfig | None = Non
     graph.logit_strs = model.to_str_tokens(graph.logit_tokens)
     graph.metadata.update({"model": model.name, "transcoders": tcs.source,
                            "transcoder_layers": tcs.layers,
-                           "seconds_build": round(t_build, 4)})
+                           "seconds_build": round(t_build, 4), **metadata})
     return graph
 
 

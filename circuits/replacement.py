@@ -49,6 +49,18 @@ def _sites(n_layers: int) -> list[str]:
             + [f"blocks.{i}.hook_mlp_out" for i in range(n_layers)] + [FINAL])
 
 
+def prompt_ids(model, transcoders, prompt) -> tuple[Net, Tensor]:
+    """The frozen network of `model` (float32) and `prompt` as 1-D token ids, once `transcoders`
+    is checked against the model."""
+    transcoders.check(model)
+    net = read_net(model, torch.float32)
+    ids = prompt if isinstance(prompt, Tensor) else model.to_tokens(prompt)[0][0]
+    ids = ids.reshape(-1).cpu()
+    if ids.numel() < 2:
+        raise InterpError("The prompt needs at least one token after BOS.")
+    return net, ids
+
+
 class ReplacementModel:
     """Frozen linear system of one prompt. Build with `ReplacementModel.build(model, tcs, prompt)`."""
 
@@ -77,12 +89,7 @@ class ReplacementModel:
               check: bool = True) -> ReplacementModel:
         """Run the frozen network of `model` once on `prompt` (a string or 1-D token ids),
         recording its factors, MLP inputs and outputs."""
-        transcoders.check(model)
-        net = read_net(model, torch.float32)
-        ids = prompt if isinstance(prompt, Tensor) else model.to_tokens(prompt)[0][0]
-        ids = ids.reshape(-1).cpu()
-        if ids.numel() < 2:
-            raise InterpError("The prompt needs at least one token after BOS.")
+        net, ids = prompt_ids(model, transcoders, prompt)
         fz = Frozen("detach")
         with torch.no_grad():
             out = run(net, net.embed(ids), fz, _sites(net.n_layers))

@@ -23,19 +23,16 @@ The graph is the one `circuits.attribution.attribute` makes (tested equal on tin
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 
 import torch
 from torch import Tensor
 
-from circuits.attribution import AttributionConfig, _Rows, attribute_replacement
+from circuits.attribution import AttributionConfig, _Rows, graph_through
 from circuits.graph import Graph
-from circuits.replacement import ReplacementModel, _sites
+from circuits.replacement import ReplacementModel, _sites, prompt_ids
 from circuits.transcoders import require_set
-from interp.errors import InterpError
 from interp.models.adjoint import Adjoint
-from interp.models.families import read_net
 from interp.models.frozen import Frozen, norm, pattern, run
 from interp.models.transformer import Net
 
@@ -179,12 +176,7 @@ class StreamedReplacementModel(ReplacementModel):
     def build(cls, model, transcoders, prompt, skip_bos: bool = True,
               check: bool = True, keep_layers: int = DEFAULT_KEEP_LAYERS
               ) -> StreamedReplacementModel:
-        transcoders.check(model)
-        net = read_net(model, torch.float32)
-        ids = prompt if isinstance(prompt, Tensor) else model.to_tokens(prompt)[0][0]
-        ids = ids.reshape(-1).cpu()
-        if ids.numel() < 2:
-            raise InterpError("The prompt needs at least one token after BOS.")
+        net, ids = prompt_ids(model, transcoders, prompt)
         L = net.n_layers
         values = LazyFactors(net, keep_layers)
         fz = Frozen("detach")
@@ -222,16 +214,9 @@ def attribute_long(model, transcoders, prompt, config: AttributionConfig | None 
     made through a `StreamedReplacementModel`. Pair it with a node budget
     (`AttributionConfig(max_feature_nodes=...)`) and a modest `batch_size` (e.g. 32)."""
     cfg = config or AttributionConfig(batch_size=32, max_feature_nodes=256)
-    tcs = require_set(transcoders)
-    t0 = time.perf_counter()
-    rm = StreamedReplacementModel.build(model, tcs, prompt, skip_bos=cfg.skip_bos,
-                                        keep_layers=keep_layers)
-    t_build = time.perf_counter() - t0
-    graph = attribute_replacement(rm, cfg, progress=progress)
-    graph.prompt = prompt if isinstance(prompt, str) else model.to_string(rm.tokens)
-    graph.token_strs = model.to_str_tokens(rm.tokens)
-    graph.logit_strs = model.to_str_tokens(graph.logit_tokens)
-    graph.metadata.update({"model": model.name, "transcoders": tcs.source,
-                           "transcoder_layers": tcs.layers, "seconds_build": round(t_build, 4),
-                           "streamed": {"keep_layers": keep_layers}})
-    return graph
+
+    def build(model, tcs, prompt, skip_bos):
+        return StreamedReplacementModel.build(model, tcs, prompt, skip_bos=skip_bos,
+                                              keep_layers=keep_layers)
+    return graph_through(model, require_set(transcoders), prompt, cfg, build, progress=progress,
+                         streamed={"keep_layers": keep_layers})

@@ -477,20 +477,25 @@ def test_model_check_hooks_of_a_tiny_model(tmp_path, tiny_llama, tiny_llama_dir)
         load_pretrained("me/tiny-saes", "l5", cache_dir=tmp_path, model=tiny_llama)
 
 
-def test_model_check_on_a_family_without_adapter_uses_layers_and_widths(tmp_path):
-    from transformers import BloomConfig
-
+def _pythia_layer5_sae(cache_dir) -> None:
+    """The Pythia-70M residual SAE of layer 5 (SAELens's layout, 8 latents) in an HF cache."""
     d, n = 512, 8
     p = jumprelu_params(d, n)
     del p["threshold"]
-    hf_cache(tmp_path, "ctigges/pythia-70m-deduped__res-sm_processed", {
+    hf_cache(cache_dir, "ctigges/pythia-70m-deduped__res-sm_processed", {
         "5-res-sm/cfg.json": {"d_in": d, "d_sae": n, "hook_point": "blocks.5.hook_resid_post",
                               "dtype": "float32"},
         "5-res-sm/sae_weights.safetensors": p})
+
+
+def test_model_check_on_a_family_without_adapter_uses_layers_and_widths(tmp_path):
+    from transformers import BloomConfig
+
+    _pythia_layer5_sae(tmp_path)
     # BLOOM has no adapter (interp.models.families): checked by layer range and width
-    pythia = BloomConfig(hidden_size=512, n_layer=6, n_head=8, vocab_size=128)
+    deep = BloomConfig(hidden_size=512, n_layer=6, n_head=8, vocab_size=128)
     load_pretrained("pythia-70m-deduped-res-sm", "blocks.5.hook_resid_post",
-                    cache_dir=tmp_path, model=pythia)
+                    cache_dir=tmp_path, model=deep)
     shallow = BloomConfig(hidden_size=512, n_layer=4, n_head=8, vocab_size=128)
     with pytest.raises(ModelMismatch, match="layers 0..3"):
         load_pretrained("pythia-70m-deduped-res-sm", "blocks.5.hook_resid_post",
@@ -500,13 +505,7 @@ def test_model_check_on_a_family_without_adapter_uses_layers_and_widths(tmp_path
 def test_model_check_on_a_family_with_adapter_names_its_hooks(tmp_path):
     from transformers import GPTNeoXConfig
 
-    d, n = 512, 8
-    p = jumprelu_params(d, n)
-    del p["threshold"]
-    hf_cache(tmp_path, "ctigges/pythia-70m-deduped__res-sm_processed", {
-        "5-res-sm/cfg.json": {"d_in": d, "d_sae": n, "hook_point": "blocks.5.hook_resid_post",
-                              "dtype": "float32"},
-        "5-res-sm/sae_weights.safetensors": p})
+    _pythia_layer5_sae(tmp_path)
     shallow = GPTNeoXConfig(hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
                             intermediate_size=2048, vocab_size=128)
     with pytest.raises(ModelMismatch, match="does not have.*blocks.3.hook_resid_post"):

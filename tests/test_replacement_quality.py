@@ -19,6 +19,19 @@ from saes.base import SAEConfig
 PROMPT = "def f(x): return x + 1 if x else y"
 
 
+def _hooked_logits(hf, ids, handles):
+    """The HF model's logits without and with the forward hooks `handles` (removed after)."""
+    try:
+        with torch.no_grad():
+            repl = hf(ids).logits[0].float()
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        real = hf(ids).logits[0].float()
+    return real, repl
+
+
 def random_set(model, width: int = 128, k: int = 8, layers=None) -> TranscoderSet:
     d = model.cfg.d_model
     out = {}
@@ -160,14 +173,7 @@ def test_replacement_model_top1_and_kl_against_a_reference(tiny):
             y[:, 0] = out[:, 0]
             return y
         handles.append(mlp.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            repl = hf(ids).logits[0].float()
-    finally:
-        for h in handles:
-            h.remove()
-    with torch.no_grad():
-        real = hf(ids).logits[0].float()
+    real, repl = _hooked_logits(hf, ids, handles)
     lp, lq = torch.log_softmax(real.double(), -1), torch.log_softmax(repl.double(), -1)
     kl = (lp.exp() * (lp - lq)).sum(-1)[1:]
     rep = replacement_quality(model, tcs, [PROMPTS[1]], progress=False)
@@ -368,14 +374,7 @@ def _clt_hooked_logits(model, clt, ids):
             y[:, 0] = out[:, 0]
             return y
         handles.append(blocks[layer].mlp.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            repl = hf(ids).logits[0].float()
-    finally:
-        for h in handles:
-            h.remove()
-    with torch.no_grad():
-        real = hf(ids).logits[0].float()
+    real, repl = _hooked_logits(hf, ids, handles)
     return real, repl
 
 
