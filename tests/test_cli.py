@@ -31,9 +31,12 @@ SMALL = ["--hooks", HOOKS, "--tokens", "4096", "--context-size", "64", "--batch-
 # Long enough that the caching loop runs for seconds after the (slow) imports: 1024 windows in
 # 32 shards of 32 windows, about 2 s of forward passes on one core after ~8 s of start-up. A low
 # outlier ratio makes the filter drop rows, so a resume must reuse the first run's thresholds.
-LONG = ["--hooks", HOOKS, "--tokens", "65536", "--context-size", "64", "--batch-size", "8",
+# Long enough that a loaded machine cannot starve the test's poller for the whole job: at 65,536
+# tokens (32 shards, about 3 s of work) two clean-clone runs at load average ~10 saw the Ctrl-C'd
+# job run to the end before the poller counted its shards, so the signal came too late.
+LONG = ["--hooks", HOOKS, "--tokens", "262144", "--context-size", "64", "--batch-size", "8",
         "--shard-windows", "32", "--corpus", "python-docs", "--outlier-ratio", "1.15"]
-LONG_SHARDS = 32
+LONG_SHARDS = 128
 
 _exe = Path(sys.executable).with_name("interp")
 INTERP = [str(_exe)] if _exe.is_file() else [sys.executable, "-m", "interp.cli"]
