@@ -60,31 +60,13 @@ def reference_logits(
     them.
     """
     c = model.cfg
-    M = edge_masks.shape[0]
-    dense = model.dense_masks(edge_masks)
-    first = (model._layers[start_layer]["heads"][0] if start_layer < c.n_layers
-             else model.n_senders)
-    if embed is not None:
-        if start_layer != 0:
-            raise ConfigError("An `embed` override needs start_layer=0.")
-        first = 0
-    B, P, D = corrupt.shape[1:]
-    shared = clean[:first] - corrupt[:first]  # [s0, b, p, d], the same for every mask
-    own: list[Tensor] = []  # out_s - C_s of the senders computed in this run, per mask
-    if embed is not None:
-        own.append(embed - corrupt[0])
+    # shared: out_s - C_s of senders kept clean, the same for every mask; own: out_s - C_s of
+    # the senders computed in this run, per mask
+    dense, first, shared, own = _setup(model, edge_masks, corrupt, clean, start_layer, embed)
     csum = corrupt.cumsum(0)
 
     def mix(recv: list[int], n: int, pos: slice = slice(None)) -> Tensor:
-        """Inputs [M, len(recv), B, P', D] of receivers reading senders [0, n)."""
-        mrow = dense[:, recv, :n]
-        x = csum[n - 1, :, pos].expand(M, len(recv), *csum[n - 1, :, pos].shape)
-        n0 = min(first, n)
-        if n0:
-            x = x + torch.einsum("mrs,sbpd->mrbpd", mrow[..., :n0], shared[:n0, :, pos])
-        if n > first:
-            x = x + torch.einsum("mrs,smbpd->mrbpd", mrow[..., first:n],
-                                 torch.stack(own[: n - first])[:, :, :, pos])
+        x = _mix(dense, csum, shared, own, first, recv, n, pos)
         if inputs is not None:
             if not x.requires_grad:
                 x = x.detach().requires_grad_(True)
@@ -106,6 +88,22 @@ def reference_logits(
     x = x if all_positions else x[:, :, 0]
     return layer_norm(x, model.ln_final) @ model.unembed.W_U + model.unembed.b_U
 
+
+def _mix(dense: Tensor, csum: Tensor, shared: Tensor, own: list[Tensor], first: int,
+         recv: list[int], n: int, pos: slice = slice(None)) -> Tensor:
+    """Inputs [M, len(recv), B, P', D] of receivers `recv` reading senders [0, n): the corrupted
+    sum plus each sender's masked out_s - C_s (`shared` for senders before `first`, `own`
+    after)."""
+    M = dense.shape[0]
+    mrow = dense[:, recv, :n]
+    x = csum[n - 1, :, pos].expand(M, len(recv), *csum[n - 1, :, pos].shape)
+    n0 = min(first, n)
+    if n0:
+        x = x + torch.einsum("mrs,sbpd->mrbpd", mrow[..., :n0], shared[:n0, :, pos])
+    if n > first:
+        x = x + torch.einsum("mrs,smbpd->mrbpd", mrow[..., first:n],
+                             torch.stack([o[:, :, pos] for o in own[: n - first]]))
+    return x
 
 
 def _setup(model, edge_masks, corrupt, clean, start_layer, embed):
@@ -150,15 +148,7 @@ def factorised_logits(
     shared = cache[("shared", first)]
 
     def mix(recv: list[int], n: int, pos: slice = slice(None)) -> Tensor:
-        mrow = dense[:, recv, :n]
-        x = csum[n - 1, :, pos].expand(M, len(recv), *csum[n - 1, :, pos].shape)
-        n0 = min(first, n)
-        if n0:
-            x = x + torch.einsum("mrs,sbpd->mrbpd", mrow[..., :n0], shared[:n0, :, pos])
-        if n > first:
-            x = x + torch.einsum("mrs,smbpd->mrbpd", mrow[..., first:n],
-                                 torch.stack([o[:, :, pos] for o in own[: n - first]]))
-        return x
+        return _mix(dense, csum, shared, own, first, recv, n, pos)
 
     last_only = slice(-1, None) if not all_positions else slice(None)
     H, E = c.n_heads, c.d_head
