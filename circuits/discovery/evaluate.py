@@ -12,7 +12,6 @@ only (the default model on a user's prompts).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -21,13 +20,14 @@ from circuits.discovery.methods import DEFAULT_METHODS, get_method, method_optio
 from circuits.discovery.result import MethodResult
 from circuits.discovery.scoring import (faithfulness_curve, precision_recall, roc_auc,
                                         smallest_faithful, top_masks)
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DiscoveryConfig:
+class DiscoveryConfig(Config):
     """One comparison: which task (or model), which methods with which options, on how many
     prompt pairs, under which ablation, scored on which grids."""
 
@@ -49,16 +49,6 @@ class DiscoveryConfig:
                 raise ConfigError(f"Options given for {m!r}, which is not among the methods "
                                   f"{list(self.methods)}.")
             method_options(m, opts)  # validates the names
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["methods"] = list(self.methods)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DiscoveryConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 def score_result(ctx: PatchContext, result: MethodResult, truth_components=None,

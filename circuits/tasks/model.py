@@ -20,7 +20,6 @@ mask = 1 everywhere is the clean model; an edge with mask 0 carries C_s instead.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -32,11 +31,12 @@ from torch import Tensor, nn
 from circuits.discovery.graph import transformer_graph
 from circuits.tasks import edges
 from circuits.tasks.edges import layer_norm
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class TinyConfig:
+class TinyConfig(Config):
     """Shape of a task model. d_mlp = 0 makes it attention-only."""
 
     n_layers: int = 2
@@ -51,14 +51,6 @@ class TinyConfig:
     def __post_init__(self):
         if self.act_fn not in ("relu", "gelu"):
             raise ConfigError(f"act_fn must be relu or gelu, not {self.act_fn!r}.")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TinyConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 class _Params(nn.Module):

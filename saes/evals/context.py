@@ -4,7 +4,6 @@ labelled activations, each built on first use)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp.config import Config
 from interp.errors import ConfigError, check_config_keys
 from saes.base import SparseDictionary
 from saes.evals.bootstrap import Interval, bootstrap, mean_interval
@@ -23,7 +23,7 @@ DEFAULT_SUITES = ("core", "probing", "absorption", "synthetic", "autointerp")
 
 
 @dataclass(frozen=True)
-class SuiteConfig:
+class SuiteConfig(Config):
     """Everything an evaluation depends on (recorded in the report)."""
 
     suites: tuple[str, ...] = DEFAULT_SUITES  # also: scr, tpp (flagged unreliable)
@@ -75,14 +75,6 @@ class SuiteConfig:
         if not 0 < self.level < 1:
             raise ConfigError(f"level must be in (0, 1), got {self.level}.")
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SuiteConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
     @classmethod
     def settings_from_strings(cls, pairs: Sequence[str]) -> dict:

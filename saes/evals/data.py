@@ -18,7 +18,6 @@ the model.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import itertools
 import logging
@@ -29,7 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import ConfigError, DataError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError, DataError
 from interp.io import atomic_write_json, read_json, save_safetensors_atomic
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ DATA_FORMAT = "interp-sae-eval-data"
 
 
 @dataclass(frozen=True)
-class EvalDataConfig:
+class EvalDataConfig(Config):
     """Which windows to take (recorded with the data; a mismatch rebuilds the cache)."""
 
     n_windows: int = 512
@@ -57,16 +57,6 @@ class EvalDataConfig:
                               f"got {self.n_windows}, {self.context_size}.")
         if self.max_chunks_per_doc < 1 or self.batch_size < 1:
             raise ConfigError("max_chunks_per_doc and batch_size must be >= 1.")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["sources"] = list(self.sources)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EvalDataConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 @dataclass

@@ -32,11 +32,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import ConfigError, check_config_keys
+from interp.config import Config
+from interp.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(Config):
     """The generator's settings (serialised into the eval report)."""
 
     d: int = 64
@@ -75,14 +76,6 @@ class SyntheticConfig:
     @property
     def n_hierarchy(self) -> int:
         return self.n_parents * (1 + self.children_per_parent)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SyntheticConfig:
-        check_config_keys(cls, d)
-        return cls(**d)
 
 
 @dataclass
