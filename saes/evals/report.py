@@ -13,14 +13,12 @@ Layout of an `evals/` directory (written atomically, `report.json` last):
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from interp.errors import InterpError
-from interp.io import atomic_write_json, read_json
+from interp.io import atomic_write_json, atomic_writer, read_json
 
 REPORT_FORMAT = "interp-sae-evals"
 REPORT_VERSION = 1
@@ -56,16 +54,8 @@ def write_parquet(columns: dict, path: Path) -> None:
         raise InterpError(f"Columns of {path.name} have different lengths: "
                           f"{ {k: len(v) for k, v in cols.items()} }.")
     table = pa.table({k: pa.array(v) for k, v in cols.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 def rows_to_columns(rows: list[dict]) -> dict[str, list]:

@@ -17,8 +17,6 @@ for a feature page (well under a second for a 16k-latent SAE).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.errors import BadFormat, CorruptFile, InterpError, MissingFile
-from interp.io import atomic_write_json, read_json, regular_file_size
+from interp.io import atomic_write_json, atomic_writer, read_json, regular_file_size
 
 ROW_GROUP = 1024
 
@@ -34,16 +32,8 @@ ROW_GROUP = 1024
 def _write_parquet_atomic(table, path: Path, row_group_size: int = ROW_GROUP) -> None:
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as f:
+        pq.write_table(table, f, row_group_size=row_group_size, compression="zstd")
 
 
 def write_feature_tables(out_dir: str | Path, stats: dict, vocab: list[str], meta: dict,

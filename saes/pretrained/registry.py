@@ -15,11 +15,11 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.errors import ConfigError, ModelLoadError, unknown_name_message
+from interp.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +145,7 @@ def _cache_root() -> Path:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(path, json.dumps(data).encode())
 
 
 def _read_saelens_registry(path: Path) -> dict:
