@@ -29,7 +29,7 @@ from torch import Tensor
 from circuits.graph import Graph
 from circuits.replacement import ReplacementModel
 from interp.errors import InterpError
-from interp.models.adjoint import _weight_in
+from interp.models.adjoint import norm_weight_in
 
 
 @dataclass
@@ -123,7 +123,7 @@ def split_by_head(rm: ReplacementModel, graph: Graph, target: int) -> HeadSplit:
     def split(i: int) -> None:
         """Layer i's attention adjoint of Gd, head by head, into Gh's columns of layer i."""
         blk, lay = net.blocks[i], adj.layer(i)
-        g = _weight_in(Gd[:, 0], blk.post_attn)  # [P, d]
+        g = norm_weight_in(Gd[:, 0], blk.post_attn)  # [P, d]
         gz = (g @ blk.attn.o).view(P, H, -1).transpose(0, 1)  # [H, q, dh]
         gv = torch.bmm(lay.AT[:, :P, :P], gz)  # [H, k, dh]
         V = lay.V.view(n_kv, -1, d)[torch.arange(H) // (H // n_kv)]  # [H, dh, d]

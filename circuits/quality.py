@@ -47,7 +47,7 @@ from circuits.transcoders import TranscoderSet, require_set
 from interp.config import Config
 from interp.errors import ConfigError
 from interp.models.families import read_net
-from interp.models.frozen import FINAL, Frozen, _mlp, run
+from interp.models.frozen import FINAL, Frozen, mlp_branch, run
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def prompt_fidelity(net, rec: Reconstruction, ids: Tensor, skip_bos: bool = True
 
     def mlp(i: int, u: Tensor) -> Tensor:
         if i not in layers:
-            return _mlp(net.blocks[i], i, u, fz, True)
+            return mlp_branch(net.blocks[i], i, u, fz, True)
         y = rec.mlp_out(i, u, state)
         if first:
             y = y.clone()

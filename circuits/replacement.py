@@ -44,7 +44,7 @@ class Features:
         return int(self.layer.numel())
 
 
-def _sites(n_layers: int) -> list[str]:
+def recorded_sites(n_layers: int) -> list[str]:
     return ([f"blocks.{i}.mlp.hook_in" for i in range(n_layers)]
             + [f"blocks.{i}.hook_mlp_out" for i in range(n_layers)] + [FINAL])
 
@@ -92,7 +92,7 @@ class ReplacementModel:
         net, ids = prompt_ids(model, transcoders, prompt)
         fz = Frozen("detach")
         with torch.no_grad():
-            out = run(net, net.embed(ids), fz, _sites(net.n_layers))
+            out = run(net, net.embed(ids), fz, recorded_sites(net.n_layers))
         rm = cls(net, fz.replay(), transcoders, ids, out, skip_bos=skip_bos)
         if check:
             rm.freeze_error = rm.check_freeze(model)
@@ -177,7 +177,7 @@ class ReplacementModel:
         x = self.embeddings() if embed is None else embed
         if with_bias and self.net.pos_embed is not None:
             x = x + self.net.pos_embed[: self.n_pos]
-        out = run(self.net, x, self.frozen, _sites(self.n_layers)[: self.n_layers] + [FINAL],
+        out = run(self.net, x, self.frozen, recorded_sites(self.n_layers)[: self.n_layers] + [FINAL],
                   bias=with_bias, mlp=mlp or self.linear_mlp)
         u = torch.stack([out[f"blocks.{i}.mlp.hook_in"] for i in range(self.n_layers)])
         return {"u": u, "logits": self.net.logits(out[FINAL], bias=with_bias)}

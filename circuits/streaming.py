@@ -30,7 +30,7 @@ from torch import Tensor
 
 from circuits.attribution import AttributionConfig, _Rows, graph_through
 from circuits.graph import Graph
-from circuits.replacement import ReplacementModel, _sites, prompt_ids
+from circuits.replacement import ReplacementModel, recorded_sites, prompt_ids
 from circuits.transcoders import require_set
 from interp.models.adjoint import Adjoint
 from interp.models.frozen import Frozen, norm, pattern, run
@@ -184,7 +184,7 @@ class StreamedReplacementModel(ReplacementModel):
         x = net.embed(ids)
         resid = [f"blocks.{i}.hook_resid_post" for i in range(L - 1)]
         with torch.no_grad():
-            out = run(net, x, fz, _sites(L) + resid)
+            out = run(net, x, fz, recorded_sites(L) + resid)
             values.resid_pre = torch.stack([x.float()] + [out.pop(s) for s in resid])
         replay = Frozen("replay")
         replay.values = values

@@ -53,7 +53,7 @@ def _center(x: Tensor, n: Norm | None) -> Tensor:
     return x - x.mean(-1, keepdim=True) if n is not None and n.kind == "layer" else x
 
 
-def _weight_in(g: Tensor, n: Norm | None) -> Tensor:
+def norm_weight_in(g: Tensor, n: Norm | None) -> Tensor:
     """g diag(w) C: the frozen norm's adjoint without its scale."""
     return g if n is None else _center(g * n.weight, n)
 
@@ -85,14 +85,14 @@ class Adjoint:
             spm = self._scale(f"{i}.post_mlp", blk.post_mlp, n)
             AT = p.transpose(-1, -2) * s1[None, :, None] * spa[None, None, :]
             self._layers[i] = _Layer(
-                AT=AT.contiguous(), V=_weight_in(blk.attn.v, blk.ln1).contiguous(),
+                AT=AT.contiguous(), V=norm_weight_in(blk.attn.v, blk.ln1).contiguous(),
                 gate=v[f"{i}.gate"] * (s2 * spm)[:, None], s2=s2)
         return self._layers[i]
 
     # ------------------------------------------------------------------ the pieces
     def norm_t(self, g: Tensor, n: Norm | None, s: Tensor) -> Tensor:
         """Adjoint of a frozen norm: g [..., d] with its scales s [...] (broadcast)."""
-        return g if n is None else _weight_in(g, n) * s.unsqueeze(-1)
+        return g if n is None else norm_weight_in(g, n) * s.unsqueeze(-1)
 
     def final_t(self, g: Float[Tensor, "b d"], pos: Int[Tensor, "b"]) -> Tensor:
         return self.norm_t(g, self.net.final, self.v["final"][pos, 0])
@@ -104,7 +104,7 @@ class Adjoint:
     def fold_ln2(self, i: int, W: Float[Tensor, "d_out d_in"]) -> Tensor:
         """W (a map from layer i's MLP input) with ln2's weight and centring folded in; the
         product G @ result times `layer(i).s2` is then ln2ᵀ of G @ W."""
-        return _weight_in(W, self.net.blocks[i].ln2)
+        return norm_weight_in(W, self.net.blocks[i].ln2)
 
     def attn_t(self, i: int, G: Float[Tensor, "pos b d"], at: Tensor | None = None,
                out: Tensor | None = None) -> None:
@@ -114,11 +114,11 @@ class Adjoint:
         H, n_kv = net.n_heads, net.n_kv_heads
         AT = lay.AT[:, :P, :P]  # [H, k, q]
         if at is not None:
-            g = _weight_in(G[at, torch.arange(B)], blk.post_attn)  # [B, d]
+            g = norm_weight_in(G[at, torch.arange(B)], blk.post_attn)  # [B, d]
             gz = (g @ blk.attn.o).view(B, H, -1)
             gv = AT[:, :, at].permute(1, 2, 0).unsqueeze(-1) * gz  # [P, B, H, dh]
         else:
-            g = _weight_in(G, blk.post_attn).reshape(P * B, d)
+            g = norm_weight_in(G, blk.post_attn).reshape(P * B, d)
             gz = (g @ blk.attn.o).view(P, B, H, -1).permute(2, 0, 1, 3)  # [H, q, B, dh]
             gv = torch.bmm(AT, gz.reshape(H, P, -1)).view(H, P, B, -1).permute(1, 2, 0, 3)
         if n_kv != H:  # heads sharing a kv head (GQA) add up there
@@ -132,13 +132,13 @@ class Adjoint:
         if at is not None:
             B = G.shape[1]
             rows = torch.arange(B)
-            g = _weight_in(G[at, rows], blk.post_mlp)  # [B, d]
+            g = norm_weight_in(G[at, rows], blk.post_mlp)  # [B, d]
             out = torch.zeros_like(G)
-            out[at, rows] = _weight_in(((g @ m.down) * lay.gate[at]) @ m.up, blk.ln2)
+            out[at, rows] = norm_weight_in(((g @ m.down) * lay.gate[at]) @ m.up, blk.ln2)
             return out
         P = G.shape[0]
-        h = (_weight_in(G, blk.post_mlp) @ m.down) * lay.gate[:P, None, :]
-        return _weight_in(h @ m.up, blk.ln2)
+        h = (norm_weight_in(G, blk.post_mlp) @ m.down) * lay.gate[:P, None, :]
+        return norm_weight_in(h @ m.up, blk.ln2)
 
     # ------------------------------------------------------------------ the pass
     def backward(self, G: Float[Tensor, "pos b d"], top: int, at: Tensor | None = None,

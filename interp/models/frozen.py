@@ -161,7 +161,7 @@ def _attn(net: Net, blk: Block, i: int, a: Tensor, fz: Frozen, bias: bool) -> Te
     return norm(out, blk.post_attn, fz, f"{i}.post_attn", bias)
 
 
-def _mlp(blk: Block, i: int, u: Tensor, fz: Frozen, bias: bool) -> Tensor:
+def mlp_branch(blk: Block, i: int, u: Tensor, fz: Frozen, bias: bool) -> Tensor:
     """MLP branch from its input `u`: W_down (g ⊙ W_up u) (+ post norm), g frozen."""
     m = blk.mlp
     up = _lin(u, m.up, m.up_bias, bias)
@@ -195,7 +195,7 @@ def run(net: Net, x: Float[Tensor, "*batch pos d_model"], fz: Frozen,
         else:
             h = h + attn
             u = norm(h, blk.ln2, fz, f"{i}.ln2", bias)
-        m = mlp(i, u) if mlp is not None else _mlp(blk, i, u, fz, bias)
+        m = mlp(i, u) if mlp is not None else mlp_branch(blk, i, u, fz, bias)
         h = h + attn + m if blk.parallel else h + m
         for kind, value in (("attn_out", attn), ("mlp_out", m), ("mlp_in", u), ("resid_post", h)):
             if (i, kind) in want:
