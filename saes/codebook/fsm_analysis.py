@@ -232,10 +232,10 @@ def state_pairs(fsm: TokFSM, n: int = 50, seed: int = 0) -> list[tuple[int, int]
 @torch.no_grad()
 def patching_report(cb: CodebookModel, fsm: TokFSM, pairs: Sequence[tuple[int, int]] | None = None,
                     components: dict[str, list[str]] | None = None) -> dict:
-    """For each component: mean over pairs (a, b) of JSD(output of a with b's codes patched at
-    the final position, output of b) / JSD(output of a, output of b), on the next-token
-    distribution (paper) and on the next-state distribution; and the next-state mass on b's
-    successors, patched vs not."""
+    """For each component: the mean over pairs (a, b) of JSD(output of a with b's codes patched
+    at the final position, output of b) over the mean of JSD(output of a, output of b), on the
+    next-token distribution (paper) and on the next-state distribution; and the next-state mass
+    on b's successors, patched vs not."""
     pairs = list(pairs or state_pairs(fsm))
     a = torch.tensor([p[0] for p in pairs])
     b = torch.tensor([p[1] for p in pairs])
@@ -262,8 +262,13 @@ def patching_report(cb: CodebookModel, fsm: TokFSM, pairs: Sequence[tuple[int, i
         out["components"][name] = {
             "jsd_token": float(jsd(tok_p, tok_b).mean()),
             "jsd_state": float(jsd(ns_p, ns_b).mean()),
-            "normalised_jsd_token": float((jsd(tok_p, tok_b) / base_tok.clamp_min(1e-9)).mean()),
-            "normalised_jsd_state": float((jsd(ns_p, ns_b) / base_ns.clamp_min(1e-9)).mean()),
+            # averaged over pairs, then normalised by the averaged no-patch JSD (the paper's
+            # order): a mean of per-pair ratios is dominated by any pair whose two states
+            # already give nearly the same output (a denominator near zero)
+            "normalised_jsd_token": float(jsd(tok_p, tok_b).mean()
+                                          / base_tok.mean().clamp_min(1e-12)),
+            "normalised_jsd_state": float(jsd(ns_p, ns_b).mean()
+                                          / base_ns.mean().clamp_min(1e-12)),
             "mass_on_target_successors": float((ns_p * succ_b).sum(-1).mean()),
         }
     return out
