@@ -43,8 +43,8 @@ from torch import Tensor, nn
 from interp.errors import ConfigError
 from saes.architectures.jumprelu import SPARSITY_MODES, JumpReLUFunction, StepFunction
 from saes.base import LossOutput, SAEConfig, SparseDictionary
-from saes.kernels import (SampledLinear, SparseCode, SparseDecode, row_offsets,
-                          select_batch_topk, select_topk)
+from saes.kernels import (SampledLinear, SparseCode, SparseDecode, native_lowp_dtype,
+                          row_offsets, select_batch_topk, select_topk_exact, select_topk_lowp)
 
 ACTIVATIONS = ("topk", "batchtopk", "jumprelu")
 
@@ -180,7 +180,7 @@ class CrossLayerTranscoder(SparseDictionary):
             if w.grad is None:
                 continue
             w_, g = w.view(self.n_latents, -1), w.grad.view(self.n_latents, -1)
-            g.sub_((g * w_).sum(dim=1, keepdim=True) * w_)
+            g.addcmul_(torch.linalg.vecdot(g, w_).unsqueeze(1), w_, value=-1)
 
     @torch.no_grad()
     def fold_scaling(self, scale_in: float, scale_out: float) -> None:
@@ -270,11 +270,8 @@ class CrossLayerTranscoder(SparseDictionary):
         for i in range(n):
             enc, b = self.encoder(i)
             xi = xs[:, i].contiguous()
-            with torch.no_grad():
-                pre = F.linear(xi, enc, b)
-                sel = select_topk if self.cfg.clt_activation == "topk" else select_batch_topk
-                rows, cols, vals, offsets = sel(pre, self.cfg.k)
-                code = SparseCode(rows, cols, offsets, f)
+            code, vals = self._select(xi, enc, b)
+            cols = code.cols
             acts = F.relu(SampledLinear.apply(xi, enc, b, None, code, vals))
             parts.append(SparseDecode.apply(acts, self.decoder(i).reshape(f, -1), code)
                          .view(B, n - i, self.d_out))
@@ -290,6 +287,41 @@ class CrossLayerTranscoder(SparseDictionary):
             self._update_threshold(torch.stack(smallest))
         return LossOutput(loss=mse, recon=recon.detach().reshape(B, -1), fired=torch.cat(fired),
                           l0=active / B, parts={"mse": mse.detach()})
+
+    #: dtype of the top-k selecting matmul (the winners' values are then recomputed exactly):
+    #: "auto" is bf16 where the hardware multiplies it natively (as `TopKSAE`), else fp32
+    select_dtype: torch.dtype | str | None = "auto"
+
+    @torch.no_grad()
+    def _select(self, xi: Tensor, enc: Tensor, b: Tensor) -> tuple[SparseCode, Tensor]:
+        """One layer's code and its exact pre-activation values. TopK: the selecting matmul
+        into a [batch, F] buffer reused by every layer and step and a grouped top-k (or the
+        matmul in bf16 in cache-sized row chunks where bf16 is native); BatchTopK: the top
+        k * batch of the layer's whole [batch, F]."""
+        f, k = self.n_latents, self.cfg.k
+        if self.cfg.clt_activation == "topk":
+            dtype = self.select_dtype
+            if dtype == "auto":
+                dtype = native_lowp_dtype(xi.device)
+            if dtype is not None and dtype != xi.dtype:
+                return select_topk_lowp(xi, enc, b, k, dtype=dtype)
+            return select_topk_exact(xi, enc, b, k, out=self._buffer(xi, (xi.shape[0], f)))
+        pre = torch.addmm(b, xi, enc.T, out=self._buffer(xi, (xi.shape[0], f)))
+        rows, cols, vals, offsets = select_batch_topk(pre, k)
+        return SparseCode(rows, cols, offsets, f), vals
+
+    def _buffer(self, like: Tensor, shape: tuple[int, int]) -> Tensor:
+        """A scratch [batch, F] tensor kept across steps (not state: dropped on copies)."""
+        buf = self.__dict__.get("_scratch_pre")
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self.__dict__["_scratch_pre"] = torch.empty(shape, dtype=like.dtype,
+                                                               device=like.device)
+        return buf
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_scratch_pre", None)
+        return state
 
     @torch.no_grad()
     def _update_threshold(self, smallest: Tensor) -> None:
