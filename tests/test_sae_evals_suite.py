@@ -300,6 +300,25 @@ def test_random_baseline_is_as_sparse_as_the_sae():
         assert torch.allclose(pca(x), x, atol=1e-4)
 
 
+def test_pca_baseline_does_not_depend_on_the_row_order():
+    """An SVD's component signs are arbitrary (LAPACK's choice moves with the row order); the
+    baseline's are canonical, so its signed latents and every metric on them are reproducible."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(600, 12, generator=g) * torch.linspace(1, 3, 12)  # distinct variances
+    cfg = SAEConfig(architecture="topk", d_in=12, d_sae=30, k=4)
+    a = make_baseline("pca", cfg, x, l0=4)
+    flips = 0
+    for seed in range(6):
+        perm = torch.randperm(600, generator=torch.Generator().manual_seed(seed))
+        b = make_baseline("pca", cfg, x[perm], l0=4)
+        torch.testing.assert_close(b.W_dec, a.W_dec, atol=1e-5, rtol=0)
+        _, _, vh = torch.linalg.svd((x[perm] - x.mean(0)).double(), full_matrices=False)
+        flips += int(((vh.float() * a.W_dec).sum(1) < 0).sum())
+    assert flips > 0  # raw SVD signs do move with the row order: the canonical sign is needed
+    big = a.W_dec.abs().argmax(1)
+    assert bool((a.W_dec.gather(1, big[:, None]) > 0).all())
+
+
 def test_scorer_with_a_cached_prefix_matches_the_whole_prompts(tiny_llama_dir):
     from saes.evals.explainer import LocalLM
 

@@ -10,7 +10,8 @@ metric for these next to the SAE:
 - `neurons`: the raw basis of the hooked activation (latent i = x_i; identity encoder and
   decoder), SAEBench's identity baseline.
 - `pca`: latents are coordinates along the principal components of the data (all d of them),
-  centred at the data mean; exact reconstruction, dense code.
+  centred at the data mean, each component signed so that its largest entry is positive;
+  exact reconstruction, dense code.
 
 `neurons` and `pca` reconstruct exactly (FVU 0) and are dense (L0 = d): they are a floor for the
 metrics that ask whether single latents carry concepts, not for reconstruction.
@@ -82,6 +83,11 @@ def pca(cfg: SAEConfig, x: Float[Tensor, "n d_in"], l0: float = 0.0, seed: int =
     xf = _as_float(x).double()
     mean = xf.mean(0)
     _, _, vh = torch.linalg.svd(xf - mean, full_matrices=False)
+    # an SVD fixes each component only up to sign, and LAPACK's choice moves with the row
+    # order, the thread count and the memory layout; a PCA latent is signed (positive = fires),
+    # so its metrics would too. Canonical sign: each component's largest-magnitude entry > 0
+    big = vh.abs().argmax(1, keepdim=True)
+    vh = vh * torch.sign(vh.gather(1, big))
     comps = vh.float()  # [min(n, d), d], rows orthonormal
     d = cfg.d_in
     if comps.shape[0] < d:
