@@ -189,6 +189,13 @@ def straightforward(run: Path, model, settings: dict, suites, work: Path) -> tup
                 rep = run_suite(sub, suites=(suite,), out=out, model=model, store=store,
                                 progress=False, **kw)
                 for r in rep["rows"]:
+                    if r.get("source") == "synthetic":
+                        # absorption fell back to the synthetic hierarchy: like the synthetic
+                        # suite it trains its own dictionary and makes its own baselines, so
+                        # only the SAE's run counts, under the subjects it names
+                        if name == "sae":
+                            rows.append(r)
+                        continue
                     if r["subject"] == "sae" and suite != "synthetic":
                         r = {**r, "subject": name}
                     rows.append(r)
