@@ -122,6 +122,17 @@ class SparseDictionary(nn.Module):
         concatenated along the feature dimension (a cross-layer transcoder's layers)."""
         return (cfg.hook_name,), (cfg.hook_name_out if cfg.transcoder else cfg.hook_name,)
 
+    @property
+    def scratch(self) -> dict[str, Tensor]:
+        """Buffers a training step reuses across steps (`saes.kernels.reused`); not state:
+        dropped on copy and pickling."""
+        return self.__dict__.setdefault("_scratch_bufs", {})
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_scratch_bufs", None)
+        return state
+
     # ----------------------------------------------------------------- weights
     @property
     def W_enc(self) -> Tensor:

@@ -73,6 +73,20 @@ def row_offsets(rows: Int[Tensor, " nnz"], n_rows: int) -> Int[Tensor, " n_rows"
     return counts.cumsum(0) - counts
 
 
+def reused(work: dict[str, Tensor] | None, name: str, shape: tuple[int, ...], like: Tensor,
+           dtype: torch.dtype | None = None) -> Tensor | None:
+    """The tensor `work[name]` if it has this shape and dtype and is on `like`'s device (made
+    and kept if not): an output buffer a training step reuses instead of a fresh 10-100 MB
+    tensor (and its page faults) every step. None without a workspace (a fresh output)."""
+    if work is None:
+        return None
+    dtype = dtype or like.dtype
+    buf = work.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != like.device:
+        buf = work[name] = torch.empty(shape, dtype=dtype, device=like.device)
+    return buf
+
+
 class SparseCode:
     """The pattern of a row-sorted COO matrix [n_rows, n_cols], and its transpose on demand."""
 

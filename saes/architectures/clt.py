@@ -44,7 +44,8 @@ from interp.errors import ConfigError
 from saes.architectures.jumprelu import SPARSITY_MODES, JumpReLUFunction, StepFunction
 from saes.base import LossOutput, SAEConfig, SparseDictionary
 from saes.kernels import (SampledLinear, SparseCode, SparseDecode, native_lowp_dtype,
-                          row_offsets, select_batch_topk, select_topk_exact, select_topk_lowp)
+                          reused, row_offsets, select_batch_topk, select_topk_exact,
+                          select_topk_lowp)
 
 ACTIVATIONS = ("topk", "batchtopk", "jumprelu")
 
@@ -305,23 +306,12 @@ class CrossLayerTranscoder(SparseDictionary):
                 dtype = native_lowp_dtype(xi.device)
             if dtype is not None and dtype != xi.dtype:
                 return select_topk_lowp(xi, enc, b, k, dtype=dtype)
-            return select_topk_exact(xi, enc, b, k, out=self._buffer(xi, (xi.shape[0], f)))
-        pre = torch.addmm(b, xi, enc.T, out=self._buffer(xi, (xi.shape[0], f)))
+        buf = reused(self.scratch, "pre", (xi.shape[0], f), xi)
+        if self.cfg.clt_activation == "topk":
+            return select_topk_exact(xi, enc, b, k, out=buf)
+        pre = torch.addmm(b, xi, enc.T, out=buf)
         rows, cols, vals, offsets = select_batch_topk(pre, k)
         return SparseCode(rows, cols, offsets, f), vals
-
-    def _buffer(self, like: Tensor, shape: tuple[int, int]) -> Tensor:
-        """A scratch [batch, F] tensor kept across steps (not state: dropped on copies)."""
-        buf = self.__dict__.get("_scratch_pre")
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self.__dict__["_scratch_pre"] = torch.empty(shape, dtype=like.dtype,
-                                                               device=like.device)
-        return buf
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_scratch_pre", None)
-        return state
 
     @torch.no_grad()
     def _update_threshold(self, smallest: Tensor) -> None:

@@ -39,7 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from saes.base import LossOutput, SparseDictionary
-from saes.kernels import SparseCode, row_offsets, sync_free
+from saes.kernels import SparseCode, reused, row_offsets, sync_free
 
 INIT_DECODER_NORM = 0.1
 #: at or below this fraction of active entries the step runs on the sparse code. Measured
@@ -76,7 +76,7 @@ class StandardStep(torch.autograd.Function):
         x_c = x - b_dec if shift else x
         xl, Wd = x_c.to(cdt), W_dec.to(cdt)
         acts = torch.addmm(b_enc.to(cdt), xl, enc_weight.to(cdt).T,
-                           out=_buffer(work, "acts", (b, d), x, cdt))
+                           out=reused(work, "acts", (b, d), x, cdt))
         # ReLU as threshold (x if x > 0 else +0: relu_ keeps -0.0), so that the code's bits,
         # read as signed integers, are > 0 exactly where f > 0 and 0 elsewhere: counting and
         # finding the nonzeros on the integer view is branch-free (~15x faster than on floats)
@@ -129,7 +129,7 @@ class StandardStep(torch.autograd.Function):
             if flat is None:
                 g_vals = code.sddmm(g_recon, W_dec)
             else:
-                g_pre = torch.mm(gl, Wd.T, out=_buffer(ctx.work, "g_pre", (b, d), gl, cdt))
+                g_pre = torch.mm(gl, Wd.T, out=reused(ctx.work, "g_pre", (b, d), gl, cdt))
                 g_vals = g_pre.view(-1).index_select(0, flat).to(dt)
             g_vals.add_(norms.index_select(0, code.cols), alpha=float(c))
             order, rows_t, col_offsets = code.transposed()
@@ -141,7 +141,7 @@ class StandardStep(torch.autograd.Function):
             gb_enc = torch.zeros_like(norms).index_add_(0, code.cols, g_vals)
         else:
             g_pre = torch.addmm((norms * c).to(cdt), gl, Wd.T,
-                                out=_buffer(ctx.work, "g_pre", (b, d), gl, cdt))
+                                out=reused(ctx.work, "g_pre", (b, d), gl, cdt))
             # zero where the ReLU was off: relu's own backward, in place (one vectorised pass)
             torch.ops.aten.threshold_backward.grad_input(g_pre, acts, 0, grad_input=g_pre)
             gW_dec = torch.mm(acts.T, gl).to(dt)
@@ -157,18 +157,6 @@ class StandardStep(torch.autograd.Function):
 
 _INT_OF = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
            torch.float64: torch.int64}
-
-
-def _buffer(work: dict | None, name: str, shape: tuple, like: Tensor,
-            dtype: torch.dtype) -> Tensor | None:
-    """The tensor `work[name]` if it has this shape and dtype and is on `like`'s device (made
-    and kept if not), or None (a fresh output) without a workspace."""
-    if work is None:
-        return None
-    buf = work.get(name)
-    if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != like.device:
-        buf = work[name] = torch.empty(shape, dtype=dtype, device=like.device)
-    return buf
 
 
 def _colsum(a: Tensor, dtype: torch.dtype) -> Tensor:
@@ -205,17 +193,6 @@ class StandardSAE(SparseDictionary):
     #: dtype of the dense matmuls in training (None: full precision; the trainer's `autocast`
     #: sets its dtype (`use_lowp`), worth it where the hardware multiplies it natively)
     matmul_dtype: torch.dtype | None = None
-
-    @property
-    def _work(self) -> dict[str, Tensor]:
-        """`StandardStep`'s buffers, reused across steps (not state: dropped on copy and
-        pickling)."""
-        return self.__dict__.setdefault("_work_bufs", {})
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_work_bufs", None)
-        return state
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         return F.relu(self.pre_acts(x))
@@ -256,7 +233,7 @@ class StandardSAE(SparseDictionary):
                 x, target, self.enc_weight, self.b_enc, self.W_dec, self.b_dec, lam,
                 self.cfg.apply_b_dec_to_input,
                 SPARSE_DENSITY_LOWP if lowp else SPARSE_DENSITY, lowp,
-                SDDMM_DENSITY_LOWP if lowp else SDDMM_DENSITY, self._work)
+                SDDMM_DENSITY_LOWP if lowp else SDDMM_DENSITY, self.scratch)
             return LossOutput(loss=loss, recon=recon, fired=fired,
                               l0=l0 if isinstance(l0, Tensor) else torch.tensor(l0),
                               parts={"mse": mse, "l1": l1})

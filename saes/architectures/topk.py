@@ -16,7 +16,7 @@ from torch import Tensor
 from saes.base import LossOutput, SparseDictionary
 from saes.kernels import (SampledLinear, SparseCode, SparseDecode, SparseDecodeMSE,
                           native_lowp_dtype, select_batch_topk, select_dead_topk, select_topk,
-                          select_topk_exact, select_topk_lowp, sparse_decode, sync_free)
+                          reused, select_topk_exact, select_topk_lowp, sparse_decode, sync_free)
 
 
 class _TopKFamily(SparseDictionary):
@@ -29,18 +29,6 @@ class _TopKFamily(SparseDictionary):
     options = ("k", "aux_k", "aux_coefficient")  # the SAEConfig fields it reads
 
     _code: SparseCode | None = None  # the batch's code while `training_loss` runs
-
-    @property
-    def _scratch(self) -> dict[str, Tensor]:
-        """Buffers reused across steps (not state: dropped on copy and pickling)."""
-        if "_scratch_bufs" not in self.__dict__:
-            self.__dict__["_scratch_bufs"] = {}
-        return self.__dict__["_scratch_bufs"]
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_scratch_bufs", None)
-        return state
 
     #: dtype of the selecting matmul; the selected values are then recomputed exactly (None:
     #: full precision; the trainer's `autocast` sets its dtype, `use_lowp`)
@@ -185,10 +173,7 @@ class TopKSAE(_TopKFamily):
             dtype = native_lowp_dtype(x_c.device)
         if dtype is not None and dtype != x_c.dtype:
             return select_topk_lowp(x_c, self.enc_weight, self.b_enc, self.cfg.k, dtype=dtype)
-        shape = (x_c.shape[0], self.cfg.d_sae)
-        buf = self._scratch.get("pre")
-        if buf is None or buf.shape != shape or buf.dtype != x_c.dtype or buf.device != x_c.device:
-            buf = self._scratch["pre"] = torch.empty(shape, dtype=x_c.dtype, device=x_c.device)
+        buf = reused(self.scratch, "pre", (x_c.shape[0], self.cfg.d_sae), x_c)
         return select_topk_exact(x_c, self.enc_weight, self.b_enc, self.cfg.k, out=buf)
 
     def encode(self, x):
