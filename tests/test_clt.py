@@ -370,12 +370,14 @@ def test_clt_interventions_agree_with_the_graph(graph_setup):
     # the graph is the linearisation at this prompt's top-k selection: test it on the strongest
     # first-layer feature whose 10% push leaves every later layer's selection as it was (a
     # push across a top-k boundary is a different linear piece, not an error of the graph)
+    def on(m, pre):  # layer m's selection
+        return tcs.clt.activate(tcs.layers.index(m), pre) > 0
+
     for j in (logit_rows * (graph.feat_layer == tcs.layers[0])).argsort(descending=True)[:8]:
         j = int(j)
         layer, pos, idx = (int(graph.feat_layer[j]), int(graph.feat_pos[j]),
                            int(graph.feat_index[j]))
         out = intervene(rm, [(layer, pos, idx, 1.1 * float(graph.activation[j]))])
-        on = lambda m, pre: tcs.clt.activate(tcs.layers.index(m), pre) > 0  # noqa: E731
         if all(torch.equal(on(m, out["pre"][m]), on(m, out["pre_base"][m]))
                for m in tcs.layers if m > layer):
             break

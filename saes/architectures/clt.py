@@ -300,17 +300,16 @@ class CrossLayerTranscoder(SparseDictionary):
         matmul in bf16 in cache-sized row chunks where bf16 is native); BatchTopK: the top
         k * batch of the layer's whole [batch, F]."""
         f, k = self.n_latents, self.cfg.k
-        if self.cfg.clt_activation == "topk":
-            dtype = self.select_dtype
-            if dtype == "auto":
-                dtype = native_lowp_dtype(xi.device)
-            if dtype is not None and dtype != xi.dtype:
-                return select_topk_lowp(xi, enc, b, k, dtype=dtype)
+        dtype = self.select_dtype
+        if dtype == "auto":
+            dtype = native_lowp_dtype(xi.device)
+        topk = self.cfg.clt_activation == "topk"
+        if topk and dtype is not None and dtype != xi.dtype:
+            return select_topk_lowp(xi, enc, b, k, dtype=dtype)
         buf = reused(self.scratch, "pre", (xi.shape[0], f), xi)
-        if self.cfg.clt_activation == "topk":
+        if topk:
             return select_topk_exact(xi, enc, b, k, out=buf)
-        pre = torch.addmm(b, xi, enc.T, out=buf)
-        rows, cols, vals, offsets = select_batch_topk(pre, k)
+        rows, cols, vals, offsets = select_batch_topk(torch.addmm(b, xi, enc.T, out=buf), k)
         return SparseCode(rows, cols, offsets, f), vals
 
     @torch.no_grad()
